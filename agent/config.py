@@ -1,0 +1,225 @@
+"""Configuration: TOML decoded onto typed, frozen dataclasses, validated at start.
+
+Every key has a default, so no file at all is a valid configuration. An unknown
+key or a bad value raises ``ConfigError`` naming the key (``sensors.rapl.root``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+import types
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+ENV_CONFIG = "SCI_AGENT_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class RaplConfig:
+    enabled: bool = True
+    root: str = "/sys/class/powercap"
+
+
+@dataclass(frozen=True)
+class NvmlConfig:
+    enabled: bool = True
+    idle_watts: float | None = None  # learned from idle intervals when unset
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Published power-model coefficients for hosts with no energy counters."""
+
+    enabled: bool = True
+    tdp_w: float | None = None  # else looked up from the CPU model name
+    cpu_model: str | None = None  # else read from /proc/cpuinfo
+    min_w_per_vcpu: float = 0.74  # Cloud Carbon Footprint average
+    max_w_per_vcpu: float = 3.5
+    memory_w_per_gb: float = 0.392
+
+
+@dataclass(frozen=True)
+class SensorsConfig:
+    rapl: RaplConfig = field(default_factory=RaplConfig)
+    nvml: NvmlConfig = field(default_factory=NvmlConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass(frozen=True)
+class ProcfsConfig:
+    root: str = "/proc"
+    sys_root: str = "/sys"  # for CPU topology (package of each CPU)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    enabled: bool = True
+    path: str = "var/sci-agent.db"
+    retention_days: float = 30
+    top_processes: int = 20  # per-process rows kept per interval, plus one "other"
+
+
+@dataclass(frozen=True)
+class AppRule:
+    """An ``[[apps]]`` rule: every matcher given must match (first rule wins)."""
+
+    name: str
+    cmdline: str | None = None  # regular expression searched in the command line
+    exe: str | None = None  # executable name (basename of argv[0] or comm)
+    cgroup: str | None = None  # glob over the cgroup path
+    user: str | None = None  # user name or numeric uid
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = field(default_factory=socket.gethostname)
+    interval_s: float = 5.0
+    sensors: SensorsConfig = field(default_factory=SensorsConfig)
+    procfs: ProcfsConfig = field(default_factory=ProcfsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    apps: tuple[AppRule, ...] = ()
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_APP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+
+T = TypeVar("T")
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config from ``path``, else ``$SCI_AGENT_CONFIG``, else defaults."""
+    chosen = path if path is not None else os.environ.get(ENV_CONFIG) or None
+    if chosen is None:
+        return validate(Config())
+    file = Path(chosen)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config: {exc.strerror}") from None
+    return loads(text, source=str(file))
+
+
+def loads(text: str, source: str = "<config>") -> Config:
+    """Parse and validate TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    try:
+        return validate(_decode(Config, data, ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def validate(cfg: Config) -> Config:
+    """Check values beyond their types; raise ``ConfigError`` naming the key."""
+    _positive("interval_s", cfg.interval_s)
+    if not cfg.host.strip():
+        raise ConfigError("host: must not be empty")
+    _positive("store.retention_days", cfg.store.retention_days)
+    if cfg.store.top_processes < 0:
+        raise ConfigError("store.top_processes: must be 0 or more")
+    model = cfg.sensors.model
+    for key in ("min_w_per_vcpu", "max_w_per_vcpu", "memory_w_per_gb"):
+        if getattr(model, key) < 0:
+            raise ConfigError(f"sensors.model.{key}: must be 0 or more")
+    if model.max_w_per_vcpu < model.min_w_per_vcpu:
+        raise ConfigError("sensors.model.max_w_per_vcpu: must be ≥ min_w_per_vcpu")
+    if model.tdp_w is not None:
+        _positive("sensors.model.tdp_w", model.tdp_w)
+    idle = cfg.sensors.nvml.idle_watts
+    if idle is not None and idle < 0:
+        raise ConfigError("sensors.nvml.idle_watts: must be 0 or more")
+    if cfg.log.level.lower() not in _LOG_LEVELS:
+        raise ConfigError(f"log.level: must be one of {', '.join(_LOG_LEVELS)}")
+    seen: set[str] = set()
+    for i, rule in enumerate(cfg.apps):
+        where = f"apps[{i}]"
+        if not _APP_NAME.match(rule.name):
+            raise ConfigError(
+                f"{where}.name: {rule.name!r} must be 1-64 letters, digits, '_', '.', ':' or '-'"
+            )
+        if rule.name.startswith("_"):
+            raise ConfigError(f"{where}.name: names starting with '_' are reserved")
+        if rule.name in seen:
+            raise ConfigError(f"{where}.name: {rule.name!r} is defined twice")
+        seen.add(rule.name)
+        if not any((rule.cmdline, rule.exe, rule.cgroup, rule.user)):
+            raise ConfigError(f"{where}: give at least one of cmdline, exe, cgroup, user")
+        if rule.cmdline is not None:
+            try:
+                re.compile(rule.cmdline)
+            except re.error as exc:
+                raise ConfigError(f"{where}.cmdline: invalid regular expression: {exc}") from None
+    return cfg
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{key}: must be greater than 0, got {value}")
+
+
+def _decode(cls: type[T], data: Any, prefix: str) -> T:
+    """Decode a TOML table onto dataclass ``cls``, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a table")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown key")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{prefix}{name}: required")
+            continue
+        values[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        return _coerce(options[0], value, key)
+    if origin is tuple:
+        item = get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected an array of tables ([[{key}]])")
+        return tuple(_decode(item, v, f"{key}[{i}].") for i, v in enumerate(value))
+    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+        return _decode(hint, value, f"{key}.")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - schema bug

@@ -1,0 +1,147 @@
+"""Typed, immutable records handed between the pipeline's stages.
+
+sensors → ``ComponentReading`` · procfs → ``ProcessActivity`` ·
+attribution → ``IntervalResult`` (``ProcessEnergy``, ``AppEnergy``) · sinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+ComponentKind = Literal["cpu", "dram", "gpu", "psys"]
+Source = Literal["rapl", "nvml", "model"]
+
+#: Pseudo-app names for the parts of the measured energy no application used.
+IDLE_APP = "_idle"
+UNATTRIBUTED_APP = "_unattributed"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuUsage:
+    """What a GPU's processes did during one interval, for attribution.
+
+    ``sm_weight`` integrates per-process SM utilisation samples (percent × samples);
+    ``memory_bytes`` is each running process's GPU memory, the fallback weight.
+    """
+
+    idle_joules: float
+    sm_weight: Mapping[int, float] = field(default_factory=dict)
+    memory_bytes: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentReading:
+    """Joules one component used during the last interval."""
+
+    component: str  # cpu0, dram0, psys, gpu0, or cpu/dram for the model
+    kind: ComponentKind
+    source: Source
+    joules: float
+    gpu: GpuUsage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CpuActivity:
+    """CPU time the kernel accounted during one interval (from ``/proc/stat``)."""
+
+    busy_ticks: int  # user + nice + system + irq + softirq, all CPUs
+    total_ticks: int  # busy + idle + iowait + steal, all CPUs
+    cpu_count: int
+    package_busy: Mapping[int, float] = field(default_factory=dict)  # package → busy share
+
+    @property
+    def busy_fraction(self) -> float:
+        """Share of the interval the CPUs were busy, 0..1."""
+        return self.busy_ticks / self.total_ticks if self.total_ticks > 0 else 0.0
+
+    def busy_fraction_of(self, package: int | None) -> float:
+        """Busy share of one package, or of the whole machine when unknown."""
+        if package is not None and package in self.package_busy:
+            return self.package_busy[package]
+        return self.busy_fraction
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessActivity:
+    """One live process over one interval. Identity is ``(pid, starttime)``."""
+
+    pid: int
+    starttime: int  # clock ticks after boot, from /proc/PID/stat
+    name: str
+    app: str
+    cpu_ticks: int  # utime + stime accrued during the interval
+    rss_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEnergy:
+    """Joules attributed to one process in one interval."""
+
+    pid: int
+    name: str
+    app: str
+    cpu_s: float
+    cpu_joules: float
+    dram_joules: float
+    gpu_joules: float
+
+    @property
+    def joules(self) -> float:
+        return self.cpu_joules + self.dram_joules + self.gpu_joules
+
+
+@dataclass(frozen=True, slots=True)
+class AppEnergy:
+    """Joules of one application (or the ``_idle``/``_unattributed`` pseudo-apps)."""
+
+    app: str
+    cpu_joules: float
+    dram_joules: float
+    gpu_joules: float
+    cpu_s: float = 0.0
+
+    @property
+    def joules(self) -> float:
+        return self.cpu_joules + self.dram_joules + self.gpu_joules
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalResult:
+    """Everything one sampling cycle measured and attributed.
+
+    Invariant: ``total_joules == idle_joules + unattributed_joules + Σ processes``,
+    per component kind as well as in total.
+    """
+
+    host: str
+    start: datetime
+    end: datetime
+    components: tuple[ComponentReading, ...]
+    processes: tuple[ProcessEnergy, ...]
+    apps: tuple[AppEnergy, ...]
+    idle: AppEnergy
+    unattributed: AppEnergy
+
+    @property
+    def interval_s(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    @property
+    def total_joules(self) -> float:
+        return sum(c.joules for c in self.components)
+
+    @property
+    def idle_joules(self) -> float:
+        return self.idle.joules
+
+    @property
+    def unattributed_joules(self) -> float:
+        return self.unattributed.joules
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
