@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.records import ComponentReading, ComponentKind, CpuActivity
+from agent.records import ComponentKind, ComponentReading, CpuActivity
 
 
 class SensorUnavailable(Exception):

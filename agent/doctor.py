@@ -1,0 +1,75 @@
+"""``sci-agent doctor``: what can measure on this host, what cannot, and the fix."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from agent.config import Config
+from agent.sensors import SensorSet
+
+
+def store_status(path: str) -> tuple[bool, str]:
+    """Whether the store's file can be created or opened for writing."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        return False, f"{folder} is not writable by uid {os.getuid()}"
+    if target.exists():
+        try:
+            db = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+            rows = db.execute("SELECT count(*) FROM intervals").fetchone()[0]
+            db.close()
+            return True, f"{target} ({rows} intervals)"
+        except sqlite3.Error as exc:
+            return False, f"{target}: {exc}"
+    return True, f"{target} (will be created)"
+
+
+def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str, int]:
+    """The doctor's text and exit status: 0 when the agent can measure the CPU."""
+    lines = [
+        f"config:   {config_source}",
+        f"host:     {config.host}",
+        f"interval: {config.interval_s:g} s",
+        "",
+        "sensors:",
+    ]
+    for name, health in sensors.health.items():
+        if health.ok:
+            detail = sensors.details.get(name, "")
+            kinds = next((sorted(s.kinds()) for s in sensors.sensors if s.name == name), [])
+            lines.append(
+                f"  ok    {name:<6} measures {', '.join(kinds)}"
+                + (f" ({detail})" if detail else "")
+            )
+        else:
+            lines.append(f"  no    {name:<6} {health.reason}")
+            if health.fix:
+                lines.append(f"        fix: {health.fix}")
+    covering = sensors.covering()
+    lines += ["", "measured by:"]
+    for kind in ("cpu", "dram", "psys", "gpu"):
+        source = covering.get(kind)
+        label = source or "nothing"
+        if source == "model":
+            label += " (estimated by the power model, labelled source=model)"
+        lines.append(f"  {kind:<5} {label}")
+    if config.store.enabled:
+        ok, text = store_status(config.store.path)
+        lines += ["", f"store:    {'ok' if ok else 'FAILS'}  {text}"]
+    can_measure = "cpu" in covering
+    lines += [
+        "",
+        "verdict:  "
+        + (
+            "the agent can measure this host"
+            if can_measure
+            else "the agent cannot measure the CPU on this host"
+        ),
+    ]
+    return "\n".join(lines), 0 if can_measure else 1

@@ -1,0 +1,213 @@
+"""One cheap pass over ``/proc`` per cycle: CPU ticks and RSS of every process.
+
+Per process and cycle the scanner reads one file, ``/proc/PID/stat``. The command
+line, cgroup and owner are read once, when a process is first seen, and its app
+is named then. Identity is ``(pid, starttime)``, so a reused pid is a new process.
+Processes that vanish between the directory listing and the read are normal.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.apps import AppNamer, ProcessFacts, parse_cgroup_file
+from agent.records import CpuActivity, ProcessActivity
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# /proc/stat columns after "cpuN": user nice system idle iowait irq softirq steal guest guest_nice
+_BUSY_COLUMNS = (0, 1, 2, 5, 6)  # guest time is already inside user
+_IDLE_COLUMNS = (3, 4, 7)  # idle, iowait, steal (time the hypervisor took)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """Cumulative ``/proc/stat`` ticks: the machine's and each CPU's (busy, total)."""
+
+    busy: int
+    total: int
+    per_cpu: dict[int, tuple[int, int]]
+
+
+@dataclass(slots=True)
+class _Known:
+    name: str
+    app: str
+    ticks: int
+
+
+def _busy_total(columns: list[str]) -> tuple[int, int]:
+    values = [int(v) for v in columns[:8]] + [0] * (8 - min(8, len(columns)))
+    busy = sum(values[i] for i in _BUSY_COLUMNS)
+    return busy, busy + sum(values[i] for i in _IDLE_COLUMNS)
+
+
+def _read_small(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 8192)
+    finally:
+        os.close(fd)
+
+
+class ProcScanner:
+    """Scans ``/proc`` and turns two snapshots into per-process activity."""
+
+    def __init__(
+        self, namer: AppNamer, root: str = "/proc", sys_root: str = "/sys", self_pid: int = 0
+    ) -> None:
+        self._namer = namer
+        self._root = root
+        self._known: dict[tuple[int, int], _Known] = {}
+        self._primed = False
+        self._cpu_prev: CpuTimes | None = None
+        self.packages = _cpu_packages(sys_root)
+        self.memory_total_bytes = _memory_total(root)
+        self.cpu_count = os.cpu_count() or 1
+        self.self_pid = self_pid or os.getpid()
+
+    # -- CPU ---------------------------------------------------------------------
+
+    def read_cpu_times(self) -> CpuTimes:
+        """Read the cumulative tick counters from ``/proc/stat``."""
+        busy = total = 0
+        per_cpu: dict[int, tuple[int, int]] = {}
+        with open(f"{self._root}/stat", encoding="ascii") as f:
+            for line in f:
+                if not line.startswith("cpu"):
+                    break
+                label, *columns = line.split()
+                if label == "cpu":
+                    busy, total = _busy_total(columns)
+                else:
+                    per_cpu[int(label[3:])] = _busy_total(columns)
+        self.cpu_count = max(1, len(per_cpu))
+        return CpuTimes(busy, total, per_cpu)
+
+    def cpu_activity(self) -> CpuActivity:
+        """CPU activity since the previous call (zero on the first call)."""
+        now = self.read_cpu_times()
+        prev, self._cpu_prev = self._cpu_prev, now
+        if prev is None:
+            return CpuActivity(0, 0, self.cpu_count)
+        package_ticks: dict[int, list[int]] = {}
+        for cpu, (busy, total) in now.per_cpu.items():
+            before = prev.per_cpu.get(cpu, (busy, total))
+            pkg = package_ticks.setdefault(self.packages.get(cpu, 0), [0, 0])
+            pkg[0] += busy - before[0]
+            pkg[1] += total - before[1]
+        shares = {p: (b / t if t > 0 else 0.0) for p, (b, t) in package_ticks.items()}
+        return CpuActivity(
+            busy_ticks=max(0, now.busy - prev.busy),
+            total_ticks=max(0, now.total - prev.total),
+            cpu_count=self.cpu_count,
+            package_busy=shares,
+        )
+
+    # -- processes ---------------------------------------------------------------
+
+    def scan(self) -> list[ProcessActivity]:
+        """Every live process with the ticks it used since the previous scan.
+
+        The first scan only records a baseline and returns nothing. A process first
+        seen after that started since the previous scan, so all its ticks count.
+        """
+        root = self._root
+        known = self._known
+        seen: dict[tuple[int, int], _Known] = {}
+        out: list[ProcessActivity] = []
+        primed = self._primed
+        for entry in os.listdir(root):
+            if not entry.isdigit():
+                continue
+            try:
+                raw = _read_small(f"{root}/{entry}/stat")
+            except OSError:
+                continue  # vanished between listdir and read
+            close = raw.rfind(b")")
+            fields = raw[close + 2 :].split()
+            if len(fields) < 22:
+                continue
+            pid = int(entry)
+            starttime = int(fields[19])
+            ticks = int(fields[11]) + int(fields[12])
+            key = (pid, starttime)
+            info = known.get(key)
+            if info is None:
+                comm = raw[raw.find(b"(") + 1 : close].decode("utf-8", "replace")
+                ppid = int(fields[1])
+                info = self._new_process(pid, comm, ppid)
+                if info is None:
+                    continue
+                delta = ticks if primed else 0
+            else:
+                delta = ticks - info.ticks
+            info.ticks = ticks
+            seen[key] = info
+            if primed:
+                out.append(
+                    ProcessActivity(
+                        pid,
+                        starttime,
+                        info.name,
+                        info.app,
+                        max(0, delta),
+                        int(fields[21]) * PAGE_SIZE,
+                    )
+                )
+        self._known = seen
+        self._primed = True
+        return out
+
+    def _new_process(self, pid: int, comm: str, ppid: int) -> _Known | None:
+        base = f"{self._root}/{pid}"
+        try:
+            cmdline = _read_small(f"{base}/cmdline").rstrip(b"\0").replace(b"\0", b" ")
+            cgroup = _read_small(f"{base}/cgroup").decode("utf-8", "replace")
+            uid = os.stat(base).st_uid
+        except OSError:
+            return None  # vanished while we looked
+        kernel = not cmdline and (ppid == 2 or pid == 2)
+        facts = ProcessFacts(
+            pid=pid,
+            comm=comm,
+            cmdline=cmdline.decode("utf-8", "replace"),
+            cgroup=parse_cgroup_file(cgroup),
+            uid=uid,
+            kernel_thread=kernel,
+        )
+        return _Known(comm, self._namer.name(facts), 0)
+
+
+def _cpu_packages(sys_root: str) -> dict[int, int]:
+    """Map each CPU index to its physical package (socket), from sysfs topology."""
+    mapping: dict[int, int] = {}
+    base = Path(sys_root, "devices/system/cpu")
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return mapping
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        try:
+            package = int((entry / "topology/physical_package_id").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        mapping[int(name[3:])] = max(0, package)
+    return mapping
+
+
+def _memory_total(proc_root: str) -> int:
+    try:
+        with open(f"{proc_root}/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -1,0 +1,77 @@
+"""Turn an interval into the stable JSON object of ``once --json``, or a table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from agent.records import IntervalResult
+
+
+def iso(t: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``."""
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_json(r: IntervalResult) -> dict[str, Any]:
+    """The documented ``once --json`` object; keys are a stable interface."""
+    return {
+        "host": r.host,
+        "start": iso(r.start),
+        "end": iso(r.end),
+        "interval_s": r.interval_s,
+        "components": [
+            {"component": c.component, "source": c.source, "joules": c.joules} for c in r.components
+        ],
+        "total_joules": r.total_joules,
+        "idle_joules": r.idle_joules,
+        "unattributed_joules": r.unattributed_joules,
+        "apps": [
+            {
+                "app": a.app,
+                "joules": a.joules,
+                "cpu_joules": a.cpu_joules,
+                "dram_joules": a.dram_joules,
+                "gpu_joules": a.gpu_joules,
+            }
+            for a in r.apps
+        ],
+        "processes": [
+            {"pid": p.pid, "name": p.name, "app": p.app, "joules": p.joules, "cpu_s": p.cpu_s}
+            for p in r.processes
+        ],
+    }
+
+
+def to_table(r: IntervalResult, top: int = 10) -> str:
+    """A readable summary: components, apps, the top processes."""
+    seconds = r.interval_s or 1.0
+    lines = [
+        f"{r.host}  {iso(r.start)} → {iso(r.end)}  ({r.interval_s:.2f} s)",
+        "",
+        f"{'component':<12}{'source':<8}{'joules':>12}{'watts':>10}",
+    ]
+    for c in r.components:
+        lines.append(f"{c.component:<12}{c.source:<8}{c.joules:>12.3f}{c.joules / seconds:>10.2f}")
+    lines.append(f"{'total':<20}{r.total_joules:>12.3f}{r.total_joules / seconds:>10.2f}")
+    lines.append(f"{'  idle':<20}{r.idle_joules:>12.3f}")
+    lines.append(f"{'  unattributed':<20}{r.unattributed_joules:>12.3f}")
+    lines += ["", f"{'app':<24}{'joules':>12}{'cpu J':>10}{'dram J':>10}{'gpu J':>10}"]
+    for a in r.apps[:top]:
+        lines.append(
+            f"{a.app[:23]:<24}{a.joules:>12.3f}{a.cpu_joules:>10.3f}"
+            f"{a.dram_joules:>10.3f}{a.gpu_joules:>10.3f}"
+        )
+    if len(r.apps) > top:
+        lines.append(f"… and {len(r.apps) - top} more apps")
+    lines += ["", f"{'pid':>8}  {'process':<20}{'app':<20}{'joules':>10}{'cpu s':>8}"]
+    for p in r.processes[:top]:
+        lines.append(
+            f"{p.pid:>8}  {p.name[:19]:<20}{p.app[:19]:<20}{p.joules:>10.3f}{p.cpu_s:>8.2f}"
+        )
+    if len(r.processes) > top:
+        lines.append(f"… and {len(r.processes) - top} more processes")
+    sources = {c.source for c in r.components}
+    if "model" in sources:
+        lines += ["", "note: components with source=model are estimated by the power model"]
+    return "\n".join(lines)

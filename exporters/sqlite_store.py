@@ -1,0 +1,163 @@
+"""The embedded store: SQLite (standard library) in WAL mode, no server needed.
+
+Tables follow the design brief's data model, keyed by ``(host, …, ts_ms)`` so a
+write replayed for the same interval overwrites itself. ``ts_ms`` is the end of
+the interval in milliseconds since the Unix epoch (UTC). Per-process rows are
+kept for the top N consumers of each interval plus one ``_other`` row, so the
+process rows still sum to the attributed energy.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.records import IntervalResult, ProcessEnergy
+
+log = logging.getLogger("sci_agent.store")
+
+OTHER_PROCESS = "_other"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS intervals (
+    host TEXT NOT NULL, ts_ms INTEGER NOT NULL, start_ms INTEGER NOT NULL,
+    interval_s REAL NOT NULL, total_j REAL NOT NULL, idle_j REAL NOT NULL,
+    unattributed_j REAL NOT NULL,
+    PRIMARY KEY (host, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS host_energy (
+    host TEXT NOT NULL, component TEXT NOT NULL, source TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL, joules REAL NOT NULL, watts REAL NOT NULL,
+    PRIMARY KEY (host, component, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS app_energy (
+    host TEXT NOT NULL, app TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    cpu_j REAL NOT NULL, dram_j REAL NOT NULL, gpu_j REAL NOT NULL,
+    idle_j REAL NOT NULL, total_j REAL NOT NULL, cpu_s REAL NOT NULL,
+    PRIMARY KEY (host, app, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS process_energy (
+    host TEXT NOT NULL, app TEXT NOT NULL, process TEXT NOT NULL, pid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL, joules REAL NOT NULL, cpu_s REAL NOT NULL,
+    PRIMARY KEY (host, ts_ms, pid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS intervals_ts ON intervals (ts_ms);
+CREATE INDEX IF NOT EXISTS host_energy_ts ON host_energy (ts_ms);
+CREATE INDEX IF NOT EXISTS app_energy_ts ON app_energy (ts_ms);
+CREATE INDEX IF NOT EXISTS process_energy_ts ON process_energy (ts_ms);
+"""
+
+_TABLES = ("intervals", "host_energy", "app_energy", "process_energy")
+_PRUNE_EVERY_S = 3600.0
+
+
+def to_ms(result: IntervalResult) -> tuple[int, int]:
+    """The interval's (start, end) in integer milliseconds since the epoch."""
+    return round(result.start.timestamp() * 1000), round(result.end.timestamp() * 1000)
+
+
+def top_processes(
+    processes: Sequence[ProcessEnergy], n: int
+) -> tuple[list[ProcessEnergy], ProcessEnergy | None]:
+    """The ``n`` biggest consumers, and one row summing the rest (None if no rest)."""
+    ranked = sorted(processes, key=lambda p: p.joules, reverse=True)
+    head, rest = ranked[:n], ranked[n:]
+    if not rest:
+        return head, None
+    other = ProcessEnergy(
+        pid=0,
+        name=OTHER_PROCESS,
+        app=OTHER_PROCESS,
+        cpu_s=sum(p.cpu_s for p in rest),
+        cpu_joules=sum(p.cpu_joules for p in rest),
+        dram_joules=sum(p.dram_joules for p in rest),
+        gpu_joules=sum(p.gpu_joules for p in rest),
+    )
+    return head, other
+
+
+class SqliteStore:
+    """Writes each cycle's intervals in one transaction; prunes past the retention."""
+
+    name = "store"
+
+    def __init__(self, path: str | Path, retention_days: float = 30, top_n: int = 20) -> None:
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.top_n = top_n
+        self._db: sqlite3.Connection | None = None
+        self._last_prune = 0.0
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = db
+        self.prune()
+
+    def write(self, batch: Sequence[IntervalResult]) -> None:
+        db = self._require()
+        db.execute("BEGIN")
+        try:
+            for result in batch:
+                self._write_one(db, result)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
+            self.prune()
+
+    def _write_one(self, db: sqlite3.Connection, r: IntervalResult) -> None:
+        start_ms, ts = to_ms(r)
+        host, seconds = r.host, r.interval_s
+        db.execute(
+            "INSERT OR REPLACE INTO intervals VALUES (?,?,?,?,?,?,?)",
+            (host, ts, start_ms, seconds, r.total_joules, r.idle_joules, r.unattributed_joules),
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO host_energy VALUES (?,?,?,?,?,?)",
+            [
+                (host, c.component, c.source, ts, c.joules, c.joules / seconds if seconds else 0.0)
+                for c in r.components
+            ],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO app_energy VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (host, a.app, ts, a.cpu_joules, a.dram_joules, a.gpu_joules, 0.0, a.joules, a.cpu_s)
+                for a in (*r.apps, r.idle, r.unattributed)
+            ],
+        )
+        head, other = top_processes(r.processes, self.top_n)
+        rows = [*head, other] if other is not None else head
+        db.executemany(
+            "INSERT OR REPLACE INTO process_energy VALUES (?,?,?,?,?,?,?)",
+            [(host, p.app, p.name, p.pid, ts, p.joules, p.cpu_s) for p in rows],
+        )
+
+    def prune(self) -> int:
+        """Delete rows older than the retention; return how many went."""
+        db = self._require()
+        cutoff = round((time.time() - self.retention_days * 86400) * 1000)
+        deleted = 0
+        for table in _TABLES:
+            deleted += db.execute(f"DELETE FROM {table} WHERE ts_ms < ?", (cutoff,)).rowcount
+        self._last_prune = time.monotonic()
+        if deleted:
+            log.info("store: pruned %d rows older than %g days", deleted, self.retention_days)
+        return deleted
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db

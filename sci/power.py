@@ -1,0 +1,69 @@
+"""Published power models for hosts without energy counters.
+
+- Teads curve: CPU power as a share of TDP at 0/10/50/100 % load
+  (12/32/75/102 %), linear between the points (Teads Engineering, "Building an AWS
+  EC2 carbon emissions dataset", 2021).
+- Cloud Carbon Footprint (CCF): per-vCPU minimum and maximum watts, linear in
+  utilisation; the CCF averages are 0.74 W and 3.5 W per vCPU.
+- Memory: CCF's 0.392 W per GB.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+#: (utilisation %, share of TDP) points of the Teads curve.
+TEADS_POINTS: tuple[tuple[float, float], ...] = (
+    (0.0, 0.12),
+    (10.0, 0.32),
+    (50.0, 0.75),
+    (100.0, 1.02),
+)
+CCF_MIN_W_PER_VCPU = 0.74
+CCF_MAX_W_PER_VCPU = 3.5
+CCF_MEMORY_W_PER_GB = 0.392
+
+
+def _check_utilization(utilization_pct: float) -> None:
+    if not 0.0 <= utilization_pct <= 100.0:
+        raise ValueError(f"utilization_pct must be within 0..100, got {utilization_pct}")
+
+
+def teads_watts(tdp_w: float, utilization_pct: float) -> float:
+    """CPU watts at ``utilization_pct`` for a CPU of ``tdp_w`` on the Teads curve."""
+    if not tdp_w > 0:
+        raise ValueError(f"tdp_w must be greater than 0, got {tdp_w}")
+    _check_utilization(utilization_pct)
+    for (x0, y0), (x1, y1) in pairwise(TEADS_POINTS):
+        if utilization_pct <= x1:
+            return tdp_w * (y0 + (y1 - y0) * (utilization_pct - x0) / (x1 - x0))
+    return tdp_w * TEADS_POINTS[-1][1]  # pragma: no cover - 100 % is the last point
+
+
+def ccf_watts(
+    vcpus: float,
+    utilization_pct: float,
+    min_w_per_vcpu: float = CCF_MIN_W_PER_VCPU,
+    max_w_per_vcpu: float = CCF_MAX_W_PER_VCPU,
+) -> float:
+    """CPU watts of ``vcpus`` at ``utilization_pct``: vCPUs × (min + u × (max − min))."""
+    if vcpus < 0:
+        raise ValueError(f"vcpus must be 0 or more, got {vcpus}")
+    if min_w_per_vcpu < 0:
+        raise ValueError(f"min_w_per_vcpu must be 0 or more, got {min_w_per_vcpu}")
+    if max_w_per_vcpu < min_w_per_vcpu:
+        raise ValueError(
+            f"max_w_per_vcpu ({max_w_per_vcpu}) must be ≥ min_w_per_vcpu ({min_w_per_vcpu})"
+        )
+    _check_utilization(utilization_pct)
+    share = utilization_pct / 100.0
+    return vcpus * (min_w_per_vcpu + share * (max_w_per_vcpu - min_w_per_vcpu))
+
+
+def memory_watts(memory_gb: float, w_per_gb: float = CCF_MEMORY_W_PER_GB) -> float:
+    """Memory watts for ``memory_gb`` gigabytes at ``w_per_gb``."""
+    if memory_gb < 0:
+        raise ValueError(f"memory_gb must be 0 or more, got {memory_gb}")
+    if w_per_gb < 0:
+        raise ValueError(f"w_per_gb must be 0 or more, got {w_per_gb}")
+    return memory_gb * w_per_gb

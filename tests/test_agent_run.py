@@ -1,0 +1,177 @@
+"""The agent end to end on this machine: once --json invariants, run + SIGTERM, real children."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from agent.config import AppRule, Config, NvmlConfig, RaplConfig, SensorsConfig, StoreConfig
+from agent.sampler import Sampler
+
+AGENT = [sys.executable, "-m", "agent"]
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    f = tmp_path / "agent.toml"
+    f.write_text(
+        f'host = "test-host"\ninterval_s = 0.5\n[store]\npath = "{tmp_path}/store.db"\n'
+        f'[sensors.rapl]\nroot = "{tmp_path}/no-powercap"\n[sensors.nvml]\nenabled = false\n'
+        + extra
+    )
+    return f
+
+
+def test_once_json_keys_and_invariants(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*AGENT, "--config", str(write_config(tmp_path)), "once", "--interval", "0.5", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    d = json.loads(out.stdout)
+    assert {
+        "host",
+        "start",
+        "end",
+        "interval_s",
+        "components",
+        "total_joules",
+        "idle_joules",
+        "unattributed_joules",
+        "apps",
+        "processes",
+    } <= d.keys()
+    assert d["host"] == "test-host" and d["end"].endswith("Z")
+    assert 0.4 < d["interval_s"] < 2.0
+    assert {c["component"]: c["source"] for c in d["components"]} == {
+        "cpu": "model",
+        "dram": "model",
+    }
+    total = d["total_joules"]
+    assert total > 0
+    assert math.isclose(total, sum(c["joules"] for c in d["components"]), rel_tol=1e-12)
+    procs = sum(p["joules"] for p in d["processes"])
+    assert math.isclose(total, d["idle_joules"] + d["unattributed_joules"] + procs, rel_tol=1e-9)
+    assert math.isclose(sum(a["joules"] for a in d["apps"]), procs, rel_tol=1e-9, abs_tol=1e-12)
+    assert all({"pid", "name", "app", "joules", "cpu_s"} == p.keys() for p in d["processes"])
+    assert all(
+        {"app", "joules", "cpu_joules", "dram_joules", "gpu_joules"} == a.keys() for a in d["apps"]
+    )
+
+
+def test_once_table_is_readable(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*AGENT, "--config", str(write_config(tmp_path)), "once", "--interval", "0.3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "component" in out.stdout and "unattributed" in out.stdout
+    assert "estimated by the power model" in out.stdout
+
+
+def test_run_stores_intervals_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    agent = subprocess.Popen(
+        [*AGENT, "--config", str(cfg), "run"], stderr=subprocess.PIPE, text=True
+    )
+    db_path = tmp_path / "store.db"
+    deadline = time.monotonic() + 30
+    count = 0
+    while time.monotonic() < deadline and count < 4:
+        time.sleep(0.25)
+        if db_path.exists():
+            try:
+                count = (
+                    sqlite3.connect(db_path).execute("SELECT count(*) FROM intervals").fetchone()[0]
+                )
+            except sqlite3.OperationalError:
+                count = 0
+    agent.send_signal(signal.SIGTERM)
+    _, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert count >= 4
+    db = sqlite3.connect(db_path)
+    rows = db.execute("SELECT ts_ms, start_ms, interval_s FROM intervals ORDER BY ts_ms").fetchall()
+    # Fixed-rate schedule: consecutive intervals chain with no gap and no overlap.
+    for (end_a, _, _), (_, start_b, _) in pairwise(rows):
+        assert end_a == start_b
+    assert all(0.3 < s < 1.5 for _, _, s in rows)
+    assert "stopped after" in err
+
+
+def _busy_child(duty: float, seconds: float) -> subprocess.Popen[bytes]:
+    """A child that is busy ``duty`` of every 20 ms period for ``seconds``."""
+    code = (
+        "import time\n"
+        f"end = time.monotonic() + {seconds}\n"
+        "while time.monotonic() < end:\n"
+        "    t = time.monotonic()\n"
+        f"    while time.monotonic() - t < {0.02 * duty}: pass\n"
+        f"    time.sleep({0.02 * (1 - duty)})\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, f"duty={duty}"])
+
+
+def test_two_busy_children_get_energy_in_their_cpu_time_ratio(tmp_path: Path) -> None:
+    cfg = Config(
+        host="t",
+        sensors=SensorsConfig(rapl=RaplConfig(enabled=False), nvml=NvmlConfig(enabled=False)),
+        store=StoreConfig(enabled=False),
+        apps=(
+            AppRule(name="full", cmdline="duty=0.9"),
+            AppRule(name="quarter", cmdline="duty=0.3"),
+        ),
+    )
+    sampler = Sampler(cfg)
+    sampler.open()
+    a, b = _busy_child(0.9, 3.0), _busy_child(0.3, 3.0)
+    results = []
+    try:
+        for _ in range(6):
+            time.sleep(0.5)
+            results.append(sampler.sample())
+    finally:
+        a.wait(timeout=30)
+        b.wait(timeout=30)
+        sampler.close()
+    joules = {"full": 0.0, "quarter": 0.0}
+    cpu_s = {"full": 0.0, "quarter": 0.0}
+    for r in results:
+        total = r.idle_joules + r.unattributed_joules + sum(p.joules for p in r.processes)
+        assert math.isclose(total, r.total_joules, rel_tol=1e-9)
+        for app in r.apps:
+            if app.app in joules:
+                joules[app.app] += app.cpu_joules
+                cpu_s[app.app] += app.cpu_s
+    assert cpu_s["full"] > 1.0 and cpu_s["quarter"] > 0.3
+    # Attributed CPU energy follows CPU time; the busy share differs per interval, so
+    # allow 15 % for intervals where the machine was busier than others.
+    energy_ratio = joules["full"] / joules["quarter"]
+    time_ratio = cpu_s["full"] / cpu_s["quarter"]
+    assert energy_ratio == pytest.approx(time_ratio, rel=0.15)
+    assert 1.8 < time_ratio < 4.5  # 0.9 vs 0.3 duty cycles
+
+
+def test_doctor_explains_missing_rapl_and_exits_0(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*AGENT, "--config", str(write_config(tmp_path)), "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "no RAPL zones" in out.stdout
+    assert "cpu   model" in out.stdout
+    assert "the agent can measure this host" in out.stdout
