@@ -1,0 +1,39 @@
+# sci-agent: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= examples/local.toml
+
+.PHONY: run test lint bench deps clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## run: set up a virtual environment and run the agent on the embedded store
+run: $(BIN)/.installed
+	@echo "sci-agent: sampling every few seconds into var/sci-agent.db (Ctrl-C stops)."
+	@echo "           in another terminal: $(BIN)/sci-agent --config $(CONFIG) once"
+	$(BIN)/sci-agent --config $(CONFIG) doctor || true
+	exec $(BIN)/sci-agent --config $(CONFIG) run
+
+## deps: Debian packages the tests need (installed when root, listed otherwise)
+deps:
+	@scripts/install-debian-deps.sh
+
+## test: install everything the tests need, then lint, type-check and run them
+test: deps $(BIN)/.installed lint
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## bench: run every benchmark and print its figures
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_cycle.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
