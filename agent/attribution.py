@@ -98,7 +98,8 @@ def attribute(
 
 
 def _package_index(component: str) -> int | None:
-    suffix = component[3:]
+    """``cpu1`` and ``cpu1-die0`` → 1; the model's ``cpu`` → None (whole machine)."""
+    suffix = component[3:].split("-", 1)[0]
     return int(suffix) if suffix.isdigit() else None
 
 

@@ -111,6 +111,12 @@ def test_per_package_busy_share_is_used_for_each_package() -> None:
     assert_conserved(r)
 
 
+def test_multi_die_package_uses_its_package_busy_share() -> None:
+    cpu = CpuActivity(busy_ticks=500, total_ticks=1000, cpu_count=4, package_busy={1: 0.25})
+    r = run([ComponentReading("cpu1-die0", "cpu", "rapl", 100.0)], cpu, [proc(1, 500)])
+    assert math.isclose(r.processes[0].cpu_joules, 25.0)
+
+
 def test_more_process_ticks_than_busy_ticks_attributes_everything_active() -> None:
     # /proc/stat and /proc/PID/stat are read microseconds apart; processes can be ahead.
     cpu = CpuActivity(busy_ticks=100, total_ticks=200, cpu_count=1)

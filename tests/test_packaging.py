@@ -35,7 +35,8 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
         [analyze, "verify", str(target)], capture_output=True, text=True, timeout=120
     )
     problems = [
-        line for line in (out.stdout + out.stderr).splitlines()
+        line
+        for line in (out.stdout + out.stderr).splitlines()
         if "sci-agent.service" in line and "network-online.target" not in line
     ]
     assert out.returncode == 0 or not problems, out.stdout + out.stderr
