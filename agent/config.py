@@ -17,6 +17,12 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 ENV_CONFIG = "SCI_AGENT_CONFIG"
 
+#: Default embodied emissions of a typical 2-socket rack server, kgCO2e (see
+#: docs/configuration.md for the source).
+DEFAULT_EMBODIED_KGCO2E = 1200.0
+PROVIDERS = ("static", "builtin", "electricitymaps", "ukgrid", "watttime", "carbonaware", "csv")
+IDLE_POLICIES = ("proportional", "separate")
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key and what is wrong."""
@@ -76,6 +82,92 @@ class AppRule:
     exe: str | None = None  # executable name (basename of argv[0] or comm)
     cgroup: str | None = None  # glob over the cgroup path
     user: str | None = None  # user name or numeric uid
+    unit: str | None = None  # the functional unit R of its SCI (request, inference…)
+
+
+@dataclass(frozen=True)
+class ElectricityMapsConfig:
+    base_url: str = "https://api.electricitymap.org/v3"
+    token: str | None = None
+    ttl_s: float = 900
+
+
+@dataclass(frozen=True)
+class UkGridConfig:
+    base_url: str = "https://api.carbonintensity.org.uk"
+    region_id: int | None = None  # 1-17 for a DNO region; unset: national
+    postcode: str | None = None  # outward code, e.g. "RG10"
+    ttl_s: float = 900
+
+
+@dataclass(frozen=True)
+class WattTimeConfig:
+    base_url: str = "https://api.watttime.org"
+    username: str | None = None
+    password: str | None = None
+    region: str | None = None  # a WattTime balancing authority, e.g. CAISO_NORTH
+    ttl_s: float = 300
+
+
+@dataclass(frozen=True)
+class CarbonAwareConfig:
+    base_url: str = "http://127.0.0.1:8080"
+    location: str | None = None  # else the grid zone or region
+    ttl_s: float = 900
+
+
+@dataclass(frozen=True)
+class CsvGridConfig:
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Where the carbon intensity I comes from; ``builtin`` is always the last resort."""
+
+    zone: str | None = None  # e.g. FR, DE, GB, US-CAL-CISO
+    region: str | None = None  # e.g. aws:eu-west-3, gcp:europe-west1, azure:westeurope
+    providers: tuple[str, ...] = ("builtin",)
+    intensity_gco2_per_kwh: float | None = None  # for the static provider
+    timeout_s: float = 5.0
+    electricitymaps: ElectricityMapsConfig = field(default_factory=ElectricityMapsConfig)
+    ukgrid: UkGridConfig = field(default_factory=UkGridConfig)
+    watttime: WattTimeConfig = field(default_factory=WattTimeConfig)
+    carbonaware: CarbonAwareConfig = field(default_factory=CarbonAwareConfig)
+    csv: CsvGridConfig = field(default_factory=CsvGridConfig)
+
+
+@dataclass(frozen=True)
+class EmbodiedConfig:
+    """The host's embodied emissions M, amortised over its lifespan."""
+
+    total_kgco2e: float = DEFAULT_EMBODIED_KGCO2E
+    lifespan_years: float = 4.0
+
+
+@dataclass(frozen=True)
+class SciConfig:
+    idle_policy: str = "proportional"  # or "separate"
+    pue: float = 1.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = True
+    listen: str = "127.0.0.1:9475"
+    token: str | None = None  # bearer token required by POST /v1/units when set
+    max_body_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    """A Prometheus counter an application already exposes, counted as its units."""
+
+    app: str
+    url: str
+    metric: str
+    labels: dict[str, str] = field(default_factory=dict)
+    interval_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +183,11 @@ class Config:
     procfs: ProcfsConfig = field(default_factory=ProcfsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     apps: tuple[AppRule, ...] = ()
+    grid: GridConfig = field(default_factory=GridConfig)
+    embodied: EmbodiedConfig = field(default_factory=EmbodiedConfig)
+    sci: SciConfig = field(default_factory=SciConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    scrape: tuple[ScrapeConfig, ...] = ()
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -146,6 +243,7 @@ def validate(cfg: Config) -> Config:
     idle = cfg.sensors.nvml.idle_watts
     if idle is not None and idle < 0:
         raise ConfigError("sensors.nvml.idle_watts: must be 0 or more")
+    _validate_scoring(cfg)
     if cfg.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"log.level: must be one of {', '.join(_LOG_LEVELS)}")
     seen: set[str] = set()
@@ -168,6 +266,47 @@ def validate(cfg: Config) -> Config:
             except re.error as exc:
                 raise ConfigError(f"{where}.cmdline: invalid regular expression: {exc}") from None
     return cfg
+
+
+def _validate_scoring(cfg: Config) -> None:
+    grid = cfg.grid
+    if grid.zone is not None and grid.region is not None:
+        raise ConfigError("grid.region: give grid.zone or grid.region, not both")
+    if not grid.providers:
+        raise ConfigError("grid.providers: must name at least one provider")
+    for name in grid.providers:
+        if name not in PROVIDERS:
+            raise ConfigError(
+                f"grid.providers: unknown provider {name!r} (one of {', '.join(PROVIDERS)})"
+            )
+    if "static" in grid.providers and grid.intensity_gco2_per_kwh is None:
+        raise ConfigError("grid.intensity_gco2_per_kwh: required by the static provider")
+    if grid.intensity_gco2_per_kwh is not None and grid.intensity_gco2_per_kwh < 0:
+        raise ConfigError("grid.intensity_gco2_per_kwh: must be 0 or more")
+    if "csv" in grid.providers and not grid.csv.path:
+        raise ConfigError("grid.csv.path: required by the csv provider")
+    _positive("grid.timeout_s", grid.timeout_s)
+    for name in ("electricitymaps", "ukgrid", "watttime", "carbonaware"):
+        _positive(f"grid.{name}.ttl_s", getattr(grid, name).ttl_s)
+    if cfg.embodied.total_kgco2e < 0:
+        raise ConfigError("embodied.total_kgco2e: must be 0 or more")
+    _positive("embodied.lifespan_years", cfg.embodied.lifespan_years)
+    if cfg.sci.idle_policy not in IDLE_POLICIES:
+        raise ConfigError(f"sci.idle_policy: must be one of {', '.join(IDLE_POLICIES)}")
+    if cfg.sci.pue < 1.0:
+        raise ConfigError(f"sci.pue: must be 1.0 or more, got {cfg.sci.pue}")
+    host, _, port = cfg.http.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"http.listen: expected HOST:PORT, got {cfg.http.listen!r}")
+    if cfg.http.max_body_bytes < 64:
+        raise ConfigError("http.max_body_bytes: must be at least 64")
+    names = {rule.name for rule in cfg.apps}
+    for i, scrape in enumerate(cfg.scrape):
+        if scrape.app not in names:
+            raise ConfigError(f"scrape[{i}].app: {scrape.app!r} is not an [[apps]] name")
+        if not scrape.url.startswith(("http://", "https://")):
+            raise ConfigError(f"scrape[{i}].url: must start with http:// or https://")
+        _positive(f"scrape[{i}].interval_s", scrape.interval_s)
 
 
 def _positive(key: str, value: float) -> None:
@@ -199,6 +338,14 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
         return _coerce(options[0], value, key)
+    if origin is tuple and get_args(hint)[0] is str:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected an array of strings, got {value!r}")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+        return dict(value)
     if origin is tuple:
         item = get_args(hint)[0]
         if not isinstance(value, list):

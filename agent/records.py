@@ -145,3 +145,22 @@ class IntervalResult:
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+Signal = Literal["average", "marginal"]
+
+
+@dataclass(frozen=True, slots=True)
+class IntensityValue:
+    """A grid carbon intensity I, with where it came from.
+
+    ``fallback`` is true when it did not come from the first provider of the chain
+    (or is a stale cached value), so reports can flag it.
+    """
+
+    zone: str
+    gco2_per_kwh: float
+    provider: str
+    signal: Signal
+    time: datetime
+    fallback: bool = False
