@@ -108,6 +108,43 @@ class AppEnergy:
         return self.cpu_joules + self.dram_joules + self.gpu_joules
 
 
+Signal = Literal["average", "marginal"]
+
+
+@dataclass(frozen=True, slots=True)
+class IntensityValue:
+    """A grid carbon intensity I, with where it came from.
+
+    ``fallback`` is true when it did not come from the first provider of the chain
+    (or is a stale cached value), so reports can flag it.
+    """
+
+    zone: str
+    gco2_per_kwh: float
+    provider: str
+    signal: Signal
+    time: datetime
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SciRecord:
+    """One application's SCI terms for one interval: SCI = (E × I + M) per R."""
+
+    app: str
+    unit: str | None  # the functional unit; None when the app has none configured
+    units: float  # R
+    energy_kwh: float  # E: attributed energy + idle share, × PUE
+    intensity_gco2_per_kwh: float  # I
+    operational_g: float  # E × I
+    embodied_g: float  # M
+    sci: float | None  # grams per unit; None when no units were counted
+
+    @property
+    def carbon_g(self) -> float:
+        return self.operational_g + self.embodied_g
+
+
 @dataclass(frozen=True, slots=True)
 class IntervalResult:
     """Everything one sampling cycle measured and attributed.
@@ -124,6 +161,8 @@ class IntervalResult:
     apps: tuple[AppEnergy, ...]
     idle: AppEnergy
     unattributed: AppEnergy
+    intensity: IntensityValue | None = None  # set by the scoring stage
+    sci: tuple[SciRecord, ...] = ()
 
     @property
     def interval_s(self) -> float:
@@ -146,21 +185,3 @@ def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
 
-
-Signal = Literal["average", "marginal"]
-
-
-@dataclass(frozen=True, slots=True)
-class IntensityValue:
-    """A grid carbon intensity I, with where it came from.
-
-    ``fallback`` is true when it did not come from the first provider of the chain
-    (or is a stale cached value), so reports can flag it.
-    """
-
-    zone: str
-    gco2_per_kwh: float
-    provider: str
-    signal: Signal
-    time: datetime
-    fallback: bool = False

@@ -41,13 +41,25 @@ CREATE TABLE IF NOT EXISTS process_energy (
     host TEXT NOT NULL, app TEXT NOT NULL, process TEXT NOT NULL, pid INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL, joules REAL NOT NULL, cpu_s REAL NOT NULL,
     PRIMARY KEY (host, ts_ms, pid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sci (
+    host TEXT NOT NULL, app TEXT NOT NULL, unit TEXT, ts_ms INTEGER NOT NULL,
+    interval_s REAL NOT NULL, energy_kwh REAL NOT NULL, intensity REAL NOT NULL,
+    operational_g REAL NOT NULL, embodied_g REAL NOT NULL, units REAL NOT NULL, sci REAL,
+    PRIMARY KEY (host, app, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grid_intensity (
+    zone TEXT NOT NULL, provider TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    gco2_per_kwh REAL NOT NULL, signal TEXT NOT NULL, fallback INTEGER NOT NULL,
+    interval_s REAL NOT NULL,
+    PRIMARY KEY (zone, ts_ms)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sci_ts ON sci (ts_ms);
+CREATE INDEX IF NOT EXISTS grid_intensity_ts ON grid_intensity (ts_ms);
 CREATE INDEX IF NOT EXISTS intervals_ts ON intervals (ts_ms);
 CREATE INDEX IF NOT EXISTS host_energy_ts ON host_energy (ts_ms);
 CREATE INDEX IF NOT EXISTS app_energy_ts ON app_energy (ts_ms);
 CREATE INDEX IF NOT EXISTS process_energy_ts ON process_energy (ts_ms);
 """
 
-_TABLES = ("intervals", "host_energy", "app_energy", "process_energy")
+_TABLES = ("intervals", "host_energy", "app_energy", "process_energy", "sci", "grid_intensity")
 _PRUNE_EVERY_S = 3600.0
 
 
@@ -94,6 +106,7 @@ class SqliteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA cache_size=-512")  # 512 KiB: small batches need no big cache
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db = db
@@ -131,6 +144,31 @@ class SqliteStore:
             [
                 (host, a.app, ts, a.cpu_joules, a.dram_joules, a.gpu_joules, 0.0, a.joules, a.cpu_s)
                 for a in (*r.apps, r.idle, r.unattributed)
+            ],
+        )
+        if r.intensity is not None:
+            i = r.intensity
+            db.execute(
+                "INSERT OR REPLACE INTO grid_intensity VALUES (?,?,?,?,?,?,?)",
+                (i.zone, i.provider, ts, i.gco2_per_kwh, i.signal, int(i.fallback), seconds),
+            )
+        db.executemany(
+            "INSERT OR REPLACE INTO sci VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    host,
+                    s.app,
+                    s.unit,
+                    ts,
+                    seconds,
+                    s.energy_kwh,
+                    s.intensity_gco2_per_kwh,
+                    s.operational_g,
+                    s.embodied_g,
+                    s.units,
+                    s.sci,
+                )
+                for s in r.sci
             ],
         )
         head, other = top_processes(r.processes, self.top_n)
