@@ -1,1 +1,43 @@
-"""Pure scoring library for sci-agent: power models and (later) SCI formulas. No I/O."""
+"""sci-agent's scoring library: power models, the SCI formula, embodied shares.
+
+Pure functions with no I/O; the one exception is ``sci.client``, the small client an
+application imports to push its functional units to the agent.
+"""
+
+from sci.embodied import (
+    DEFAULT_LIFESPAN_YEARS,
+    DEFAULT_SERVER_EMBODIED_KGCO2E,
+    host_embodied_share,
+)
+from sci.formula import (
+    Interval,
+    embodied_carbon,
+    energy_weighted_intensity,
+    joules_to_kwh,
+    kwh_to_joules,
+    operational_carbon,
+    sci,
+    sci_over,
+    time_weighted_intensity,
+    years_to_seconds,
+)
+from sci.power import ccf_watts, memory_watts, teads_watts
+
+__all__ = [
+    "DEFAULT_LIFESPAN_YEARS",
+    "DEFAULT_SERVER_EMBODIED_KGCO2E",
+    "Interval",
+    "ccf_watts",
+    "embodied_carbon",
+    "energy_weighted_intensity",
+    "host_embodied_share",
+    "joules_to_kwh",
+    "kwh_to_joules",
+    "memory_watts",
+    "operational_carbon",
+    "sci",
+    "sci_over",
+    "teads_watts",
+    "time_weighted_intensity",
+    "years_to_seconds",
+]

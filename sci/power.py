@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 #: (utilisation %, share of TDP) points of the Teads curve.
@@ -24,14 +25,19 @@ CCF_MAX_W_PER_VCPU = 3.5
 CCF_MEMORY_W_PER_GB = 0.392
 
 
+def _check_non_negative(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be 0 or more (and finite), got {value}")
+
+
 def _check_utilization(utilization_pct: float) -> None:
-    if not 0.0 <= utilization_pct <= 100.0:
+    if not 0.0 <= utilization_pct <= 100.0:  # also rejects NaN
         raise ValueError(f"utilization_pct must be within 0..100, got {utilization_pct}")
 
 
 def teads_watts(tdp_w: float, utilization_pct: float) -> float:
     """CPU watts at ``utilization_pct`` for a CPU of ``tdp_w`` on the Teads curve."""
-    if not tdp_w > 0:
+    if not (math.isfinite(tdp_w) and tdp_w > 0):
         raise ValueError(f"tdp_w must be greater than 0, got {tdp_w}")
     _check_utilization(utilization_pct)
     for (x0, y0), (x1, y1) in pairwise(TEADS_POINTS):
@@ -47,10 +53,9 @@ def ccf_watts(
     max_w_per_vcpu: float = CCF_MAX_W_PER_VCPU,
 ) -> float:
     """CPU watts of ``vcpus`` at ``utilization_pct``: vCPUs × (min + u × (max − min))."""
-    if vcpus < 0:
-        raise ValueError(f"vcpus must be 0 or more, got {vcpus}")
-    if min_w_per_vcpu < 0:
-        raise ValueError(f"min_w_per_vcpu must be 0 or more, got {min_w_per_vcpu}")
+    _check_non_negative("vcpus", vcpus)
+    _check_non_negative("min_w_per_vcpu", min_w_per_vcpu)
+    _check_non_negative("max_w_per_vcpu", max_w_per_vcpu)
     if max_w_per_vcpu < min_w_per_vcpu:
         raise ValueError(
             f"max_w_per_vcpu ({max_w_per_vcpu}) must be ≥ min_w_per_vcpu ({min_w_per_vcpu})"
@@ -62,8 +67,6 @@ def ccf_watts(
 
 def memory_watts(memory_gb: float, w_per_gb: float = CCF_MEMORY_W_PER_GB) -> float:
     """Memory watts for ``memory_gb`` gigabytes at ``w_per_gb``."""
-    if memory_gb < 0:
-        raise ValueError(f"memory_gb must be 0 or more, got {memory_gb}")
-    if w_per_gb < 0:
-        raise ValueError(f"w_per_gb must be 0 or more, got {w_per_gb}")
+    _check_non_negative("memory_gb", memory_gb)
+    _check_non_negative("w_per_gb", w_per_gb)
     return memory_gb * w_per_gb
