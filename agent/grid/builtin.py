@@ -1,0 +1,52 @@
+"""Yearly country averages shipped with the agent: the last resort of every chain.
+
+Values come from ``agent/data/grid-intensity-countries.csv`` (Our World in Data, "Carbon
+intensity of electricity generation", based on Ember and the Energy Institute; CC BY 4.0).
+A sub-zone (``US-CAL-CISO``) gets its country's value; the value keeps the zone asked.
+Its time is 1 January of the data year (UTC); the signal is ``average``.
+
+The dataset has no world row, so ``WORLD`` (the zone when none is configured) uses
+``WORLD_GCO2_PER_KWH``: the 2023 global average of Ember's Global Electricity Review 2024.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from agent.grid.base import Provider, ProviderError
+from agent.grid.data import country_intensities, country_names
+from agent.grid.zones import WORLD, country_of
+from agent.records import IntensityValue, Signal
+
+WORLD_GCO2_PER_KWH = 480.0
+WORLD_YEAR = 2023
+SOURCE = "Our World in Data"
+
+
+class BuiltinProvider(Provider):
+    """The yearly average of the zone's country (local data: never fails for a known zone)."""
+
+    name = "builtin"
+    signal: Signal = "average"
+    ttl_s = math.inf
+    remote = False
+
+    def fetch(self, zone: str) -> IntensityValue:
+        try:
+            country = country_of(zone)
+        except ValueError as exc:
+            raise ProviderError(self.name, str(exc)) from None
+        if country == WORLD:
+            gco2, year = WORLD_GCO2_PER_KWH, WORLD_YEAR
+        else:
+            row = country_intensities().get(country)
+            if row is None:
+                raise ProviderError(
+                    self.name,
+                    f"no yearly intensity for {country_names()[country]} ({country}) in the "
+                    "builtin data; set grid.zone to a neighbouring grid or use the static "
+                    "provider",
+                )
+            gco2, year = row.gco2_per_kwh, row.year
+        return IntensityValue(zone, gco2, self.name, self.signal, datetime(year, 1, 1, tzinfo=UTC))

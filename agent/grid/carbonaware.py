@@ -1,0 +1,77 @@
+"""A self-hosted Green Software Foundation Carbon Aware SDK, through its WebAPI (v1.x).
+
+- ``GET {base_url}/emissions/bylocation?location=L`` → a JSON list of
+  ``{"location", "time", "rating", "duration"}``; the value is the ``rating`` (g/kWh) of
+  the latest ``time``.
+- ``GET {base_url}/emissions/forecasts/current?location=L`` → a list of forecasts
+  ``[{"location", "generatedAt", "forecastData": [{"location", "timestamp", "duration",
+  "value"}, ...], "optimalDataPoints": [...], ...}]``; the points of the first one.
+
+The location is ``[grid.carbonaware] location``, else the one ``build_chain`` derives (an
+Azure region name, else the zone); it must be a location the SDK's configuration knows.
+What the numbers mean depends on the SDK's configured data source: Electricity Maps gives
+an average intensity, WattTime a marginal one converted to g/kWh. The signal is reported
+as ``average``, the common case; configure the SDK accordingly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.config import CarbonAwareConfig
+from agent.grid.base import Provider, ProviderError
+from agent.grid.http import http_json, url_with
+from agent.grid.parse import field, items, number, timestamp
+from agent.records import IntensityValue, Signal
+
+
+class CarbonAwareProvider(Provider):
+    """Emissions of one location from a Carbon Aware SDK WebAPI."""
+
+    name = "carbonaware"
+    signal: Signal = "average"
+    remote = True
+
+    def __init__(
+        self, config: CarbonAwareConfig, timeout_s: float, location: str | None = None
+    ) -> None:
+        self._base_url = config.base_url
+        self._location = config.location or location
+        self._timeout_s = timeout_s
+        self.ttl_s = config.ttl_s
+
+    def fetch(self, zone: str) -> IntensityValue:
+        location = self._location or zone
+        rows = self._get("emissions/bylocation", location)
+        if not isinstance(rows, list):
+            raise ProviderError(self.name, "response is not a list of emissions data")
+        if not rows:
+            raise ProviderError(self.name, f"no emissions data for location {location!r}")
+        timed = [(timestamp(self.name, row, "time"), row) for row in rows]
+        time, latest = max(timed, key=lambda pair: pair[0])
+        return IntensityValue(
+            zone, number(self.name, latest, "rating"), self.name, self.signal, time
+        )
+
+    def forecast(self, zone: str) -> list[IntensityValue]:
+        data = self._get("emissions/forecasts/current", self._location or zone)
+        points = items(self.name, field(self.name, data, 0), "forecastData")
+        values = [
+            IntensityValue(
+                zone,
+                number(self.name, point, "value"),
+                self.name,
+                self.signal,
+                timestamp(self.name, point, "timestamp"),
+            )
+            for point in points
+        ]
+        return sorted(values, key=lambda v: v.time)
+
+    def _get(self, path: str, location: str) -> Any:
+        return http_json(
+            "GET",
+            url_with(self._base_url, path, {"location": location}),
+            timeout_s=self._timeout_s,
+            provider=self.name,
+        )

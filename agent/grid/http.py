@@ -1,0 +1,134 @@
+"""One JSON-over-HTTP call with every failure turned into a clear ``ProviderError``.
+
+Stdlib only (``urllib.request``). ``timeout_s`` bounds the connection and each read
+(urllib's socket timeout), not the whole transfer; the chain calls providers from a
+background thread, so a slow answer never delays a sampling cycle. Messages never carry
+request headers, and any string given in ``secrets`` is masked out of them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agent.grid.base import HttpStatusError, ProviderError
+
+#: Larger answers are refused: no grid API sends this much for one zone.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+USER_AGENT = "sci-agent (+https://github.com/sci-agent)"
+
+
+def http_json(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    body: Any = None,
+    timeout_s: float = 5.0,
+    *,
+    provider: str,
+    auth_hint: str = "",
+    secrets: Iterable[str | None] = (),
+) -> Any:
+    """Send ``body`` (JSON-encoded when not None) and return the decoded JSON answer.
+
+    Raises ``HttpStatusError`` for a non-2xx status (``auth_hint`` is appended for 401
+    and 403) and ``ProviderError`` for a timeout, a connection failure or a body that is
+    not JSON.
+    """
+    hidden = [s for s in secrets if s]
+    sent = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode("utf-8")
+        sent.setdefault("Content-Type", "application/json")
+    request = urllib.request.Request(url, data=data, headers=sent, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            raw = response.read(MAX_RESPONSE_BYTES + 1)
+            content_type = response.headers.get("Content-Type", "no content type")
+    except urllib.error.HTTPError as exc:
+        raise _status_error(provider, exc, auth_hint, hidden) from None
+    except urllib.error.URLError as exc:
+        message = _url_problem(url, exc.reason, timeout_s)
+        raise ProviderError(provider, _redact(message, hidden)) from None
+    except TimeoutError:
+        raise ProviderError(provider, f"timed out after {timeout_s:g}s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        reason = _redact(f"{type(exc).__name__}: {exc}".rstrip(": "), hidden)
+        raise ProviderError(provider, f"connection to {_host(url)} failed ({reason})") from None
+    if len(raw) > MAX_RESPONSE_BYTES:
+        raise ProviderError(provider, f"response larger than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProviderError(
+            provider, f"response is not JSON ({content_type}, {len(raw)} bytes)"
+        ) from None
+
+
+def url_with(base_url: str, path: str, query: Mapping[str, str | int] | None = None) -> str:
+    """``base_url`` + ``path`` (each segment already quoted by the caller) + ``?query``."""
+    url = base_url.rstrip("/") + "/" + path.lstrip("/")
+    return f"{url}?{urllib.parse.urlencode(query)}" if query else url
+
+
+def _status_error(
+    provider: str, exc: urllib.error.HTTPError, auth_hint: str, hidden: list[str]
+) -> HttpStatusError:
+    code = exc.code
+    message = f"HTTP {code} {exc.reason or http.client.responses.get(code, '')}".rstrip()
+    detail = _error_detail(exc)
+    if detail:
+        message += f": {detail}"
+    if code in (401, 403) and auth_hint:
+        message += f" ({auth_hint})"
+    exc.close()
+    return HttpStatusError(provider, _redact(message, hidden), code)
+
+
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    """The short explanation many APIs put in an error body (message, error, detail…)."""
+    try:
+        data = json.loads(exc.read(64 * 1024))
+    except (OSError, ValueError, http.client.HTTPException):
+        return ""
+    if isinstance(data, dict):
+        for key in ("message", "error", "detail", "title"):
+            value = data.get(key)
+            if isinstance(value, str) and value.strip():
+                text = " ".join(value.split())
+                return text if len(text) <= 200 else text[:199] + "…"
+    return ""
+
+
+def _url_problem(url: str, reason: object, timeout_s: float) -> str:
+    host = _host(url)
+    if isinstance(reason, TimeoutError):
+        return f"timed out after {timeout_s:g}s"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"cannot connect to {host} (connection refused)"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve {host} ({reason.strerror or reason})"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error with {host} ({reason.reason or reason})"
+    if isinstance(reason, OSError) and reason.strerror:
+        return f"cannot connect to {host} ({reason.strerror})"
+    return f"cannot connect to {host} ({reason})"
+
+
+def _host(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else url
+
+
+def _redact(text: str, hidden: list[str]) -> str:
+    for secret in hidden:
+        text = text.replace(secret, "***")
+    return text
