@@ -17,7 +17,7 @@ run: $(BIN)/.installed
 	@echo "sci-agent: sampling every few seconds into var/sci-agent.db (Ctrl-C stops)."
 	@echo "           in another terminal: $(BIN)/sci-agent --config $(CONFIG) once"
 	$(BIN)/sci-agent --config $(CONFIG) doctor || true
-	exec $(BIN)/sci-agent --config $(CONFIG) run
+	exec $(BIN)/sci-agent --config $(CONFIG) run --print
 
 ## deps: Debian packages the tests need (installed when root, listed otherwise)
 deps:

@@ -1,4 +1,4 @@
-"""The ``sci-agent`` command: run, once, doctor."""
+"""The ``sci-agent`` command: run, once, doctor, intensity, report."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from agent import config as config_mod
 from agent.config import Config, ConfigError
 from agent.loop import Loop
 from agent.records import IntervalResult
-from agent.render import to_json, to_table
-from agent.sampler import Sampler
+from agent.render import summary_line, to_json, to_table
+from agent.runtime import Agent
 
 log = logging.getLogger("sci_agent")
 
@@ -37,11 +37,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="sample every interval and keep the results in the store")
+    run = sub.add_parser("run", help="sample every interval and keep the results in the store")
+    run.add_argument(
+        "--print",
+        dest="print_each",
+        action="store_true",
+        help="print one line per interval on stdout (components, top apps)",
+    )
     once = sub.add_parser("once", help="measure one interval and print it")
     once.add_argument("--interval", type=float, metavar="S", help="seconds to measure")
     once.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser("doctor", help="say which sensors work here, and how to fix the others")
+    intensity = sub.add_parser("intensity", help="print the grid's carbon intensity now")
+    where = intensity.add_mutually_exclusive_group()
+    where.add_argument("--zone", help="a grid zone such as FR, DE, GB, US-CAL-CISO")
+    where.add_argument("--region", help="a cloud region such as aws:eu-west-3")
+    intensity.add_argument("--json", action="store_true", help="print one JSON object")
+    report = sub.add_parser("report", help="the SCI report of an app over a period")
+    report.add_argument("--app", required=True, help="the application's name")
+    period = report.add_mutually_exclusive_group()
+    period.add_argument("--since", default=None, help="a duration back from now: 15m, 24h, 7d")
+    period.add_argument("--from", dest="start", metavar="T", help="ISO 8601 start time")
+    report.add_argument("--to", dest="end", metavar="T", help="ISO 8601 end time (default now)")
+    report.add_argument("--format", choices=["md", "json"], default="md")
+    report.add_argument("--store", metavar="PATH", help="the store (default: [store] path)")
     return parser
 
 
@@ -62,21 +81,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _once(cfg, args.interval or cfg.interval_s, args.json)
     if args.command == "doctor":
         return _doctor(cfg, args.config or os.environ.get(config_mod.ENV_CONFIG))
-    return _run(cfg)
+    if args.command == "intensity":
+        return _intensity(cfg, args.zone, args.region, args.json)
+    if args.command == "report":
+        return _report(cfg, args)
+    return _run(cfg, args.print_each)
 
 
 def _once(cfg: Config, interval_s: float, as_json: bool) -> int:
     if not interval_s > 0:
         print("sci-agent: --interval must be greater than 0", file=sys.stderr)
         return EXIT_CONFIG
-    sampler = Sampler(cfg)
-    sampler.open()
+    try:
+        agent = Agent(cfg, serve_http=False)
+    except ConfigError as exc:
+        print(f"sci-agent: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    agent.start()
     try:
         time.sleep(interval_s)
-        result = sampler.sample()
+        result = agent.measure()
     finally:
-        sampler.close()
+        agent.stop()
     print(json.dumps(to_json(result), indent=2) if as_json else to_table(result))
+    return 0
+
+
+def _intensity(cfg: Config, zone: str | None, region: str | None, as_json: bool) -> int:
+    from agent.grid.command import intensity_command
+
+    try:
+        text, status = intensity_command(cfg.grid, zone, region, as_json)
+    except ValueError as exc:
+        print(f"sci-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(text)
+    return status
+
+
+def _report(cfg: Config, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from agent import report
+
+    try:
+        end = report.parse_time(args.end, "--to") if args.end else datetime.now(UTC)
+        if args.start:
+            start = report.parse_time(args.start, "--from")
+        else:
+            start = end - report.parse_since(args.since or "24h")
+        if start >= end:
+            raise report.ReportError("--from must be before --to")
+        built = report.build(cfg, args.app, start, end, args.store)
+    except report.ReportError as exc:
+        print(f"sci-agent: {exc}", file=sys.stderr)
+        return 1
+    print(built.to_json() if args.format == "json" else built.to_markdown(), end="")
     return 0
 
 
@@ -94,7 +154,7 @@ def _doctor(cfg: Config, source: str | None) -> int:
     return status
 
 
-def _run(cfg: Config) -> int:
+def _run(cfg: Config, print_each: bool = False) -> int:
     from exporters.sqlite_store import SqliteStore
 
     stop = threading.Event()
@@ -115,9 +175,19 @@ def _run(cfg: Config) -> int:
             print(f"sci-agent: cannot open the store {cfg.store.path}: {exc}", file=sys.stderr)
             return 1
         sinks.append(store)
-    sampler = Sampler(cfg)
-    sampler.open()
-    covering = sampler.sensors.covering() if sampler.sensors else {}
+    try:
+        agent = Agent(cfg)
+    except ConfigError as exc:
+        print(f"sci-agent: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        agent.start()
+    except OSError as exc:  # e.g. the local API's port is taken
+        print(f"sci-agent: cannot start: {exc}", file=sys.stderr)
+        agent.stop()
+        return 1
+    sensors = agent.sampler.sensors
+    covering = sensors.covering() if sensors else {}
     log.info(
         "sampling every %gs on %s: %s; store %s",
         cfg.interval_s,
@@ -127,6 +197,8 @@ def _run(cfg: Config) -> int:
     )
 
     def _summary(result: IntervalResult) -> None:
+        if print_each:
+            print(summary_line(result), flush=True)
         log.debug(
             "interval: %.2f J over %.2fs, %.2f J idle, %.2f J unattributed",
             result.total_joules,
@@ -135,13 +207,13 @@ def _run(cfg: Config) -> int:
             result.unattributed_joules,
         )
 
-    loop = Loop(sampler, sinks, cfg.interval_s, stop, on_result=_summary)
+    loop = Loop(agent.measure, sinks, cfg.interval_s, stop, on_result=_summary)
     try:
         loop.run()
     finally:
         for sink in sinks:
             sink.close()
-        sampler.close()
+        agent.stop()
     log.info("stopped after %d cycles", loop.cycles)
     return 0
 

@@ -15,11 +15,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from sci.embodied import DEFAULT_LIFESPAN_YEARS, DEFAULT_SERVER_EMBODIED_KGCO2E
+
 ENV_CONFIG = "SCI_AGENT_CONFIG"
 
-#: Default embodied emissions of a typical 2-socket rack server, kgCO2e (see
-#: docs/configuration.md for the source).
-DEFAULT_EMBODIED_KGCO2E = 1200.0
 PROVIDERS = ("static", "builtin", "electricitymaps", "ukgrid", "watttime", "carbonaware", "csv")
 IDLE_POLICIES = ("proportional", "separate")
 
@@ -141,8 +140,8 @@ class GridConfig:
 class EmbodiedConfig:
     """The host's embodied emissions M, amortised over its lifespan."""
 
-    total_kgco2e: float = DEFAULT_EMBODIED_KGCO2E
-    lifespan_years: float = 4.0
+    total_kgco2e: float = DEFAULT_SERVER_EMBODIED_KGCO2E  # Dell PowerEdge R740 PCF, 2019
+    lifespan_years: float = DEFAULT_LIFESPAN_YEARS
 
 
 @dataclass(frozen=True)
@@ -274,6 +273,8 @@ def _validate_scoring(cfg: Config) -> None:
         raise ConfigError("grid.region: give grid.zone or grid.region, not both")
     if not grid.providers:
         raise ConfigError("grid.providers: must name at least one provider")
+    if len(set(grid.providers)) != len(grid.providers):
+        raise ConfigError("grid.providers: a provider is listed twice")
     for name in grid.providers:
         if name not in PROVIDERS:
             raise ConfigError(
@@ -285,6 +286,15 @@ def _validate_scoring(cfg: Config) -> None:
         raise ConfigError("grid.intensity_gco2_per_kwh: must be 0 or more")
     if "csv" in grid.providers and not grid.csv.path:
         raise ConfigError("grid.csv.path: required by the csv provider")
+    if "electricitymaps" in grid.providers and not grid.electricitymaps.token:
+        raise ConfigError("grid.electricitymaps.token: required by the electricitymaps provider")
+    if "watttime" in grid.providers:
+        for key in ("username", "password", "region"):
+            if not getattr(grid.watttime, key):
+                raise ConfigError(f"grid.watttime.{key}: required by the watttime provider")
+    region_id = grid.ukgrid.region_id
+    if region_id is not None and not 1 <= region_id <= 17:
+        raise ConfigError(f"grid.ukgrid.region_id: must be 1-17, got {region_id}")
     _positive("grid.timeout_s", grid.timeout_s)
     for name in ("electricitymaps", "ukgrid", "watttime", "carbonaware"):
         _positive(f"grid.{name}.ttl_s", getattr(grid, name).ttl_s)
@@ -300,10 +310,12 @@ def _validate_scoring(cfg: Config) -> None:
         raise ConfigError(f"http.listen: expected HOST:PORT, got {cfg.http.listen!r}")
     if cfg.http.max_body_bytes < 64:
         raise ConfigError("http.max_body_bytes: must be at least 64")
-    names = {rule.name for rule in cfg.apps}
+    units = {rule.name: rule.unit for rule in cfg.apps}
     for i, scrape in enumerate(cfg.scrape):
-        if scrape.app not in names:
+        if scrape.app not in units:
             raise ConfigError(f"scrape[{i}].app: {scrape.app!r} is not an [[apps]] name")
+        if units[scrape.app] is None:
+            raise ConfigError(f"scrape[{i}].app: app {scrape.app!r} has no unit to count")
         if not scrape.url.startswith(("http://", "https://")):
             raise ConfigError(f"scrape[{i}].url: must start with http:// or https://")
         _positive(f"scrape[{i}].interval_s", scrape.interval_s)

@@ -13,25 +13,24 @@ import time
 from collections.abc import Callable, Sequence
 
 from agent.records import IntervalResult
-from agent.sampler import Sampler
 from exporters.base import Sink
 
 log = logging.getLogger("sci_agent.loop")
 
 
 class Loop:
-    """Runs ``sampler`` every ``interval_s`` until ``stop`` is set."""
+    """Runs ``measure`` every ``interval_s`` until ``stop`` is set."""
 
     def __init__(
         self,
-        sampler: Sampler,
+        measure: Callable[[], IntervalResult],
         sinks: Sequence[Sink],
         interval_s: float,
         stop: threading.Event | None = None,
         on_result: Callable[[IntervalResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.sampler = sampler
+        self.measure = measure
         self.sinks = list(sinks)
         self.interval_s = interval_s
         self.stop = stop or threading.Event()
@@ -69,7 +68,7 @@ class Loop:
 
     def run_cycle(self) -> IntervalResult:
         """Sample once and hand the result to every sink."""
-        result = self.sampler.sample()
+        result = self.measure()
         self.cycles += 1
         for sink in self.sinks:
             try:

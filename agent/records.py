@@ -184,4 +184,3 @@ class IntervalResult:
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-

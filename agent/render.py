@@ -40,6 +40,27 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
             {"pid": p.pid, "name": p.name, "app": p.app, "joules": p.joules, "cpu_s": p.cpu_s}
             for p in r.processes
         ],
+        "intensity": None
+        if r.intensity is None
+        else {
+            "zone": r.intensity.zone,
+            "gco2_per_kwh": r.intensity.gco2_per_kwh,
+            "provider": r.intensity.provider,
+            "signal": r.intensity.signal,
+            "fallback": r.intensity.fallback,
+        },
+        "sci": [
+            {
+                "app": s.app,
+                "unit": s.unit,
+                "units": s.units,
+                "energy_kwh": s.energy_kwh,
+                "operational_g": s.operational_g,
+                "embodied_g": s.embodied_g,
+                "sci": s.sci,
+            }
+            for s in r.sci
+        ],
     }
 
 
@@ -71,7 +92,36 @@ def to_table(r: IntervalResult, top: int = 10) -> str:
         )
     if len(r.processes) > top:
         lines.append(f"… and {len(r.processes) - top} more processes")
+    if r.intensity is not None:
+        i = r.intensity
+        flag = ", fallback" if i.fallback else ""
+        lines += [
+            "",
+            f"grid {i.zone}: {i.gco2_per_kwh:.1f} gCO2e/kWh ({i.provider}, {i.signal}{flag})",
+            f"{'app':<24}{'unit':<12}{'units':>8}{'carbon mg':>12}{'SCI mg/unit':>14}",
+        ]
+        for s in sorted(r.sci, key=lambda s: s.carbon_g, reverse=True)[:top]:
+            score = f"{s.sci * 1000:>14.4f}" if s.sci is not None else f"{'no units':>14}"
+            lines.append(
+                f"{s.app[:23]:<24}{(s.unit or '-')[:11]:<12}{s.units:>8g}"
+                f"{s.carbon_g * 1000:>12.4f}{score}"
+            )
     sources = {c.source for c in r.components}
     if "model" in sources:
         lines += ["", "note: components with source=model are estimated by the power model"]
     return "\n".join(lines)
+
+
+def summary_line(r: IntervalResult, top: int = 3) -> str:
+    """One line per interval for ``run --print``: watts per component, top apps."""
+    seconds = r.interval_s or 1.0
+    parts = " ".join(f"{c.component}={c.joules / seconds:.1f}W" for c in r.components)
+    apps = ", ".join(f"{a.app} {a.joules:.2f}J" for a in r.apps[:top]) or "none"
+    line = (
+        f"{r.end.strftime('%H:%M:%S')} {r.total_joules:8.2f} J in {r.interval_s:.1f}s [{parts}]"
+        f" idle {r.idle_joules:.2f}J unattributed {r.unattributed_joules:.2f}J | {apps}"
+    )
+    if r.intensity is not None:
+        carbon = sum(s.carbon_g for s in r.sci)
+        line += f" | {carbon * 1000:.3f} mgCO2e @ {r.intensity.gco2_per_kwh:.0f} g/kWh"
+    return line

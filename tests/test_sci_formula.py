@@ -335,9 +335,9 @@ def test_invalid_arguments_raise_a_named_value_error(
 
 # --- Properties -------------------------------------------------------------------
 
-amount = st.floats(0, 1e6, allow_nan=False)
-count = st.floats(1e-3, 1e6, allow_nan=False)
-interval = st.builds(Interval, amount, st.floats(0, 2000), amount, count)
+amount = st.floats(0, 1e6, allow_nan=False, allow_subnormal=False)
+count = st.floats(1e-3, 1e6, allow_nan=False, allow_subnormal=False)
+interval = st.builds(Interval, amount, st.floats(0, 2000, allow_subnormal=False), amount, count)
 
 
 @given(interval)
@@ -373,12 +373,18 @@ def test_operational_carbon_is_linear(e1: float, e2: float, i: float, a: float) 
     )
 
 
-@given(amount, st.floats(0, 1e9), st.floats(1, 1e10), st.floats(0, 1), st.floats(1, 1e3))
+@given(
+    amount,
+    st.floats(0, 1e9, allow_subnormal=False),
+    st.floats(1, 1e10),
+    st.floats(0, 1),
+    st.floats(1, 1e3),
+)
 def test_embodied_carbon_never_exceeds_its_time_share(
     te: float, tir: float, el: float, share: float, tor: float
 ) -> None:
     m = embodied_carbon(te, tir, el, share * tor, tor)
-    assert 0 <= m <= te * tir / el * (1 + 1e-9)
+    assert 0 <= m <= te * tir / el * (1 + 1e-9) + 1e-300  # subnormals round loosely
 
 
 # --- sci.power --------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""``sci-agent report``: an app's SCI over a window, with what the SCI spec asks to disclose.
+
+The score of a window is Σ carbon / Σ units over its intervals (never a mean of
+per-interval ratios); I is time-weighted; everything is read from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+LEFT_OUT = (
+    "network transfer (not measured)",
+    "storage devices (not measured)",
+    "cooling and power distribution beyond the configured PUE",
+    "embedded systems and end-user devices",
+)
+
+
+class ReportError(ValueError):
+    """A report cannot be made; the message says why."""
+
+
+def parse_since(text: str) -> timedelta:
+    """``90s``, ``15m``, ``24h``, ``7d`` → a timedelta."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ReportError(f"--since: expected a duration like 15m, 24h or 7d, got {text!r}")
+    return timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time; naive times are UTC."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReportError(f"{option}: expected an ISO 8601 time, got {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@dataclass
+class SciReport:
+    """Everything a report shows; ``to_markdown``/``to_json`` render it."""
+
+    app: str
+    unit: str | None
+    period_start: str
+    period_end: str
+    hosts: list[str]
+    intervals: int
+    sci_g_per_unit: float | None
+    carbon_g: float
+    energy_kwh: float
+    intensity_gco2_per_kwh: float | None
+    operational_g: float
+    embodied_g: float
+    units: float
+    measured: list[str] = field(default_factory=list)
+    modelled: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    intensity_sources: list[dict[str, Any]] = field(default_factory=list)
+    methodology: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def to_markdown(self) -> str:
+        unit = self.unit or "(no functional unit configured)"
+        score = (
+            f"{self.sci_g_per_unit:.6g} gCO2e per {unit}"
+            if self.sci_g_per_unit is not None
+            else f"undefined: no {unit} counted in the period"
+        )
+        intensity = (
+            f"{self.intensity_gco2_per_kwh:.1f} gCO2e/kWh (time-weighted)"
+            if self.intensity_gco2_per_kwh is not None
+            else "n/a"
+        )
+        lines = [
+            f"# SCI report: {self.app}",
+            "",
+            f"**SCI = {score}**",
+            "",
+            f"- Period: {self.period_start} → {self.period_end} ({self.intervals} intervals)",
+            f"- Hosts: {', '.join(self.hosts)}",
+            f"- Functional unit (R): {unit}; counted: {self.units:g}",
+            f"- Energy (E): {self.energy_kwh:.6g} kWh",
+            f"- Grid intensity (I): {intensity}",
+            f"- Operational carbon (E × I): {self.operational_g:.6g} g",
+            f"- Embodied carbon (M): {self.embodied_g:.6g} g",
+            f"- Total carbon: {self.carbon_g:.6g} g",
+            "",
+            "## Software boundary",
+            "",
+            f"- Measured: {', '.join(self.measured) or 'none'}",
+            f"- Modelled: {', '.join(self.modelled) or 'none'}",
+            f"- Left out: {'; '.join(self.left_out)}",
+            "",
+            "## Carbon intensity sources",
+            "",
+        ]
+        for s in self.intensity_sources:
+            lines.append(
+                f"- {s['zone']}: {s['provider']} ({s['signal']} signal), {s['intervals']} "
+                f"intervals, {s['fallback_intervals']} of them fallback values"
+            )
+        lines += ["", "## Methodology", ""]
+        lines += [f"- {k}: {v}" for k, v in self.methodology.items()]
+        lines += [
+            "",
+            "SCI = (E × I + M) per R, ISO/IEC 21031:2024. Window scores are the sum of "
+            "carbon over the sum of units.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def build(
+    config: Config, app: str, start: datetime, end: datetime, db_path: str | None = None
+) -> SciReport:
+    """Query the store for ``app`` between ``start`` and ``end``."""
+    path = Path(db_path or config.store.path)
+    if not path.exists():
+        raise ReportError(f"no store at {path}: run `sci-agent run` first")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _build(db, config, app, start, end)
+    except sqlite3.Error as exc:
+        raise ReportError(f"cannot read the store {path}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _build(
+    db: sqlite3.Connection, config: Config, app: str, start: datetime, end: datetime
+) -> SciReport:
+    lo, hi = round(start.timestamp() * 1000), round(end.timestamp() * 1000)
+    row = db.execute(
+        "SELECT count(*), sum(energy_kwh), sum(operational_g), sum(embodied_g), sum(units),"
+        " sum(intensity * interval_s), sum(interval_s), max(unit),"
+        " min(ts_ms - interval_s * 1000), max(ts_ms)"
+        " FROM sci WHERE app = ? AND ts_ms > ? AND ts_ms <= ?",
+        (app, lo, hi),
+    ).fetchone()
+    count = row[0]
+    if not count:
+        known = [a for (a,) in db.execute("SELECT DISTINCT app FROM sci ORDER BY app")]
+        raise ReportError(
+            f"no SCI data for app {app!r} in the period; apps in the store: "
+            + (", ".join(known) or "none yet")
+        )
+    _, energy, operational, embodied, units, i_dt, dt, unit, first, last = row
+    hosts = [
+        h
+        for (h,) in db.execute(
+            "SELECT DISTINCT host FROM sci WHERE app = ? AND ts_ms > ? AND ts_ms <= ?",
+            (app, lo, hi),
+        )
+    ]
+    measured: list[str] = []
+    modelled: list[str] = []
+    for component, source in db.execute(
+        "SELECT DISTINCT component, source FROM host_energy WHERE ts_ms > ? AND ts_ms <= ?"
+        " ORDER BY component",
+        (lo, hi),
+    ):
+        (modelled if source == "model" else measured).append(f"{component} ({source})")
+    left_out = list(LEFT_OUT)
+    if not any(c.startswith("gpu") for c in measured + modelled):
+        left_out.insert(0, "GPUs (none found on the host)")
+    sources = [
+        {"zone": z, "provider": p, "signal": s, "intervals": n, "fallback_intervals": f}
+        for z, p, s, n, f in db.execute(
+            "SELECT zone, provider, signal, count(*), sum(fallback) FROM grid_intensity"
+            " WHERE ts_ms > ? AND ts_ms <= ? GROUP BY zone, provider, signal",
+            (lo, hi),
+        )
+    ]
+    carbon = operational + embodied
+    return SciReport(
+        app=app,
+        unit=unit,
+        period_start=_iso_ms(first),
+        period_end=_iso_ms(last),
+        hosts=hosts,
+        intervals=count,
+        sci_g_per_unit=carbon / units if units > 0 else None,
+        carbon_g=carbon,
+        energy_kwh=energy,
+        intensity_gco2_per_kwh=i_dt / dt if dt else None,
+        operational_g=operational,
+        embodied_g=embodied,
+        units=units,
+        measured=measured,
+        modelled=modelled,
+        left_out=left_out,
+        intensity_sources=sources,
+        methodology=_methodology(config),
+    )
+
+
+def _methodology(config: Config) -> dict[str, Any]:
+    policy = config.sci.idle_policy
+    return {
+        "energy attribution": "CPU by CPU-tick share of busy energy, DRAM by RSS share, "
+        "GPU by per-process SM utilisation samples (see docs/architecture.md)",
+        "idle policy": f"{policy}: "
+        + (
+            "idle and unattributed energy shared among apps in proportion to their energy"
+            if policy == "proportional"
+            else "idle and unattributed energy reported as their own rows, not in apps"
+        ),
+        "PUE": config.sci.pue,
+        "grid zone": config.grid.zone or config.grid.region or "default",
+        "intensity providers (in order)": ", ".join(config.grid.providers),
+        "embodied emissions (TE)": f"{config.embodied.total_kgco2e:g} kgCO2e per host",
+        "expected lifespan (EL)": f"{config.embodied.lifespan_years:g} years",
+        "embodied share (RR/ToR)": "the app's share of the host's CPU time",
+    }
+
+
+def _iso_ms(ms: float) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )

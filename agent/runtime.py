@@ -1,0 +1,68 @@
+"""The running agent: sampler, scorer, intensity chain, unit counters and local API.
+
+``Agent.measure()`` is one whole cycle: measure and attribute, then score with the
+latest grid intensity (never waiting on a grid API) and the units counted since the
+previous cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from agent.config import Config
+from agent.grid import build_chain
+from agent.records import IntervalResult
+from agent.sampler import Sampler
+from agent.scoring import Scorer
+from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
+
+log = logging.getLogger("sci_agent")
+
+
+class Agent:
+    """Builds every long-lived part from the config; ``start``/``stop`` own their threads."""
+
+    def __init__(self, config: Config, serve_http: bool = True) -> None:
+        self.config = config
+        units = app_units(config)
+        # Every app is known to the counter, so a report for one with no unit says so.
+        self.counter = UnitCounter({rule.name: rule.unit for rule in config.apps})
+        self.chain = build_chain(config.grid)
+        self.sampler = Sampler(config)
+        self.scorer = Scorer(
+            units,
+            config.embodied.total_kgco2e,
+            config.embodied.lifespan_years,
+            config.sci.idle_policy,
+            config.sci.pue,
+            cpu_count=self.sampler.scanner.cpu_count,
+        )
+        self.api = (
+            LocalApi(config.http, self.counter) if serve_http and config.http.enabled else None
+        )
+        self.scrapers = [
+            PrometheusScraper(s, self.counter, units[s.app], timeout_s=config.grid.timeout_s)
+            for s in config.scrape
+        ]
+
+    def start(self) -> None:
+        """Open the sensors, take the baseline, start background fetchers and the API."""
+        self.sampler.open()
+        self.chain.start()
+        if self.api is not None:
+            self.api.start()
+        for scraper in self.scrapers:
+            scraper.start()
+
+    def measure(self) -> IntervalResult:
+        """One cycle: measure, attribute and score the interval since the previous one."""
+        result = self.sampler.sample()
+        return self.scorer.score(result, self.chain.current(), self.counter.take())
+
+    def stop(self) -> None:
+        for scraper in self.scrapers:
+            scraper.stop()
+        if self.api is not None:
+            self.api.stop()
+        self.chain.stop()
+        self.sampler.close()
