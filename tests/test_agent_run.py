@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from itertools import pairwise
 from pathlib import Path
 
@@ -64,6 +66,14 @@ def test_once_json_keys_and_invariants(tmp_path: Path) -> None:
     assert math.isclose(total, d["idle_joules"] + d["unattributed_joules"] + procs, rel_tol=1e-9)
     assert math.isclose(sum(a["joules"] for a in d["apps"]), procs, rel_tol=1e-9, abs_tol=1e-12)
     assert all({"pid", "name", "app", "joules", "cpu_s"} == p.keys() for p in d["processes"])
+    assert {"zone", "gco2_per_kwh", "provider", "signal", "fallback"} == d["intensity"].keys()
+    assert d["intensity"]["provider"] == "builtin"  # no grid configured: the offline dataset
+    op = sum(s["operational_g"] for s in d["sci"])
+    assert math.isclose(op, total / 3.6e6 * d["intensity"]["gco2_per_kwh"], rel_tol=1e-9)
+    assert all(
+        {"app", "unit", "units", "energy_kwh", "operational_g", "embodied_g", "sci"} == s.keys()
+        for s in d["sci"]
+    )
     assert all(
         {"app", "joules", "cpu_joules", "dram_joules", "gpu_joules"} == a.keys() for a in d["apps"]
     )
@@ -175,3 +185,51 @@ def test_doctor_explains_missing_rapl_and_exits_0(tmp_path: Path) -> None:
     assert "no RAPL zones" in out.stdout
     assert "cpu   model" in out.stdout
     assert "the agent can measure this host" in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_counts_pushed_units_into_the_sci_of_each_interval(tmp_path: Path) -> None:
+    port = _free_port()
+    cfg = write_config(
+        tmp_path,
+        f'[http]\nlisten = "127.0.0.1:{port}"\n[grid]\nzone = "FR"\n'
+        '[[apps]]\nname = "agent"\ncmdline = "-m agent"\nunit = "request"\n',
+    )
+    agent = subprocess.Popen(
+        [*AGENT, "--config", str(cfg), "run"], stderr=subprocess.PIPE, text=True
+    )
+    sent = 0
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sent < 60:
+            body = json.dumps({"app": "agent", "unit": "request", "count": 3}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/units", body, {"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=2) as answer:
+                    assert answer.status == 202
+                    sent += 3
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.05)
+        time.sleep(1.2)  # let the last counts land in an interval
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    db = sqlite3.connect(tmp_path / "store.db")
+    units, unit, zone = db.execute(
+        "SELECT sum(units), max(unit), (SELECT max(zone) FROM grid_intensity) FROM sci"
+        " WHERE app = 'agent'"
+    ).fetchone()
+    assert (units, unit, zone) == (sent, "request", "FR")
+    scored = db.execute(
+        "SELECT count(*) FROM sci WHERE app = 'agent' AND units > 0 AND sci > 0"
+    ).fetchone()[0]
+    assert scored >= 1
