@@ -1,0 +1,164 @@
+"""Intervals as time-series points (the design brief's data model) and line protocol.
+
+Each point's timestamp is its interval's end in whole milliseconds, so the same
+interval always yields the same points: a replayed write overwrites itself.
+Tags stay low-cardinality (host, app, component, source, unit, zone, provider,
+signal); a pid is a field, never a tag. Process rows are grouped by (app, process
+name), so that worker processes sharing a name do not overwrite one another, and
+kept for the top N groups plus one ``_other`` row: the rows still sum to the
+processes' energy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from agent.records import IntervalResult, ProcessEnergy
+
+FieldValue = float | int | bool | str
+OTHER_PROCESS = "_other"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One line-protocol point; ``time_ms`` is milliseconds since the epoch (UTC)."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: tuple[tuple[str, FieldValue], ...]
+    time_ms: int
+
+    def to_line(self) -> str:
+        """Serialise as InfluxDB line protocol (millisecond precision)."""
+        head = _escape(self.measurement, ", ")
+        for key, value in sorted(self.tags):
+            if value != "":  # an empty tag value is invalid line protocol
+                head += f",{_escape(key, ',= ')}={_escape(value, ',= ')}"
+        body = ",".join(
+            f"{_escape(k, ',= ')}={_field(v)}"
+            for k, v in self.fields
+            if not (isinstance(v, float) and not math.isfinite(v))  # no NaN/inf in the protocol
+        )
+        return f"{head} {body} {self.time_ms}"
+
+
+def _escape(text: str, special: str) -> str:
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    for ch in special:
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def _field(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def interval_time_ms(result: IntervalResult) -> int:
+    """The deterministic timestamp of every point of an interval: its end, in ms."""
+    return round(result.end.timestamp() * 1000)
+
+
+def process_groups(
+    processes: tuple[ProcessEnergy, ...], top_n: int
+) -> list[tuple[str, str, int, float, float, int]]:
+    """(app, process, pid of the biggest, joules, cpu_s, count) for the top groups + other."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    biggest: dict[tuple[str, str], tuple[float, int]] = {}
+    for p in processes:
+        key = (p.app, p.name)
+        acc = groups.setdefault(key, [0.0, 0.0, 0.0])
+        acc[0] += p.joules
+        acc[1] += p.cpu_s
+        acc[2] += 1
+        if p.joules > biggest.get(key, (-1.0, 0))[0]:
+            biggest[key] = (p.joules, p.pid)
+    ranked = sorted(groups.items(), key=lambda kv: kv[1][0], reverse=True)
+    rows = [
+        (app, name, biggest[(app, name)][1], j, s, int(c))
+        for (app, name), (j, s, c) in ranked[:top_n]
+    ]
+    rest = ranked[top_n:]
+    if rest:
+        rows.append(
+            (
+                OTHER_PROCESS,
+                OTHER_PROCESS,
+                0,
+                sum(v[0] for _, v in rest),
+                sum(v[1] for _, v in rest),
+                int(sum(v[2] for _, v in rest)),
+            )
+        )
+    return rows
+
+
+def interval_points(result: IntervalResult, top_n: int = 20) -> list[Point]:
+    """Every point of one interval, following the data model."""
+    t = interval_time_ms(result)
+    host = result.host
+    seconds = result.interval_s
+    points = [
+        Point(
+            "host_energy",
+            (("host", host), ("component", c.component), ("source", c.source)),
+            (("joules", c.joules), ("watts", c.joules / seconds if seconds > 0 else 0.0)),
+            t,
+        )
+        for c in result.components
+    ]
+    for a in (*result.apps, result.idle, result.unattributed):
+        points.append(
+            Point(
+                "app_energy",
+                (("host", host), ("app", a.app)),
+                (
+                    ("cpu_j", a.cpu_joules),
+                    ("dram_j", a.dram_joules),
+                    ("gpu_j", a.gpu_joules),
+                    ("idle_j", 0.0),
+                    ("total_j", a.joules),
+                    ("cpu_s", a.cpu_s),
+                ),
+                t,
+            )
+        )
+    for app, name, pid, joules, cpu_s, count in process_groups(result.processes, top_n):
+        points.append(
+            Point(
+                "process_energy",
+                (("host", host), ("app", app), ("process", name)),
+                (("pid", pid), ("joules", joules), ("cpu_s", cpu_s), ("count", count)),
+                t,
+            )
+        )
+    if result.intensity is not None:
+        i = result.intensity
+        points.append(
+            Point(
+                "grid_intensity",
+                (("zone", i.zone), ("provider", i.provider), ("signal", i.signal)),
+                (("gco2_per_kwh", i.gco2_per_kwh), ("fallback", i.fallback)),
+                t,
+            )
+        )
+    for s in result.sci:
+        fields: list[tuple[str, FieldValue]] = [
+            ("energy_kwh", s.energy_kwh),
+            ("intensity", s.intensity_gco2_per_kwh),
+            ("operational_g", s.operational_g),
+            ("embodied_g", s.embodied_g),
+            ("units", s.units),
+        ]
+        if s.sci is not None:  # line protocol has no null: an undefined score is absent
+            fields.append(("sci", s.sci))
+        points.append(
+            Point("sci", (("host", host), ("app", s.app), ("unit", s.unit or "")), tuple(fields), t)
+        )
+    return points
