@@ -19,6 +19,7 @@ from agent.loop import Loop
 from agent.records import IntervalResult
 from agent.render import summary_line, to_json, to_table
 from agent.runtime import Agent
+from exporters.base import Sink
 
 log = logging.getLogger("sci_agent")
 
@@ -155,8 +156,6 @@ def _doctor(cfg: Config, source: str | None) -> int:
 
 
 def _run(cfg: Config, print_each: bool = False) -> int:
-    from exporters.sqlite_store import SqliteStore
-
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -166,34 +165,36 @@ def _run(cfg: Config, print_each: bool = False) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
-    sinks = []
-    if cfg.store.enabled:
-        store = SqliteStore(cfg.store.path, cfg.store.retention_days, cfg.store.top_processes)
-        try:
-            store.open()
-        except Exception as exc:
-            print(f"sci-agent: cannot open the store {cfg.store.path}: {exc}", file=sys.stderr)
-            return 1
-        sinks.append(store)
     try:
         agent = Agent(cfg)
+        sinks = agent.build_sinks()
     except ConfigError as exc:
         print(f"sci-agent: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        agent.start()
-    except OSError as exc:  # e.g. the local API's port is taken
+    except OSError as exc:  # e.g. a spool folder that cannot be created or is locked
         print(f"sci-agent: cannot start: {exc}", file=sys.stderr)
+        return 1
+    opened: list[Sink] = []
+    try:
+        for sink in sinks:
+            sink.open()
+            opened.append(sink)
+        agent.start()
+    except Exception as exc:  # a store that cannot open, the local API's port taken…
+        print(f"sci-agent: cannot start: {exc}", file=sys.stderr)
+        _close_all(opened)
         agent.stop()
         return 1
     sensors = agent.sampler.sensors
     covering = sensors.covering() if sensors else {}
     log.info(
-        "sampling every %gs on %s: %s; store %s",
+        "sampling every %gs on %s: %s; sinks %s; grid zone %s; local API %s",
         cfg.interval_s,
         cfg.host,
         ", ".join(f"{k}←{v}" for k, v in covering.items()) or "no sensors",
-        cfg.store.path if cfg.store.enabled else "disabled",
+        ", ".join(s.name for s in sinks) or "none",
+        agent.chain.zone,
+        agent.api.url if agent.api is not None else "disabled",
     )
 
     def _summary(result: IntervalResult) -> None:
@@ -211,11 +212,19 @@ def _run(cfg: Config, print_each: bool = False) -> int:
     try:
         loop.run()
     finally:
-        for sink in sinks:
-            sink.close()
+        _close_all(sinks)
         agent.stop()
     log.info("stopped after %d cycles", loop.cycles)
     return 0
+
+
+def _close_all(sinks: Sequence[Sink]) -> None:
+    """Close every sink (flushing what each can); one failing never stops the others."""
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as exc:
+            log.error("closing sink %s failed: %s", sink.name, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ import re
 import socket
 import tomllib
 import types
+import urllib.parse
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -169,6 +170,99 @@ class ScrapeConfig:
     interval_s: float = 15.0
 
 
+INFLUX_APIS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    """An InfluxDB 1.x (``/write``) or 2.x-compatible (``/api/v2/write``) server."""
+
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    api: str = "v2"  # "v2": token/org/bucket (InfluxDB 2, 3, Cloud, VictoriaMetrics); "v1"
+    # api = "v2"
+    token: str | None = None
+    org: str | None = None
+    bucket: str | None = None
+    # api = "v1"
+    database: str | None = None
+    retention_policy: str | None = None  # unset: the database's default
+    username: str | None = None
+    password: str | None = None
+    # delivery
+    batch_size: int = 5000  # lines per request
+    flush_interval_s: float = 1.0
+    timeout_s: float = 10.0
+    gzip: bool = True
+    verify_tls: bool = True
+    top_processes: int = 20  # per-process points kept per interval, plus one "other"
+
+
+def validate_influx(cfg: InfluxConfig, prefix: str = "influxdb") -> None:
+    """Check values beyond their types; raise ``ValueError`` naming the key.
+
+    Shapes (url, api, numbers) are checked even while disabled; what a server needs
+    (bucket, org, database) only once ``enabled``: a half-written section that is off
+    does not stop the agent.
+    """
+    if cfg.api not in INFLUX_APIS:
+        raise ValueError(f"{prefix}.api: must be v1 or v2, got {cfg.api!r}")
+    parts = urllib.parse.urlsplit(cfg.url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{prefix}.url: must start with http:// or https://, got {cfg.url!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        raise ValueError(f"{prefix}.url: invalid port in {cfg.url!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"{prefix}.url: no host in {cfg.url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{prefix}.url: must not carry a query or fragment, got {cfg.url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{prefix}.url: put credentials in token or username/password")
+    if cfg.batch_size < 1:
+        raise ValueError(f"{prefix}.batch_size: must be 1 or more, got {cfg.batch_size}")
+    for key in ("flush_interval_s", "timeout_s"):
+        value = getattr(cfg, key)
+        if not value > 0:
+            raise ValueError(f"{prefix}.{key}: must be greater than 0, got {value}")
+    if cfg.top_processes < 0:
+        raise ValueError(f"{prefix}.top_processes: must be 0 or more")
+    other = "v1" if cfg.api == "v2" else "v2"
+    other_keys = (
+        ("database", "retention_policy", "username", "password")
+        if cfg.api == "v2"
+        else ("token", "org", "bucket")
+    )
+    for key in other_keys:
+        if getattr(cfg, key) is not None:
+            raise ValueError(f'{prefix}.{key}: only used with api = "{other}"')
+    if cfg.password is not None and not cfg.username:
+        raise ValueError(f"{prefix}.username: required when password is set")
+    if not cfg.enabled:
+        return
+    required = ("org", "bucket") if cfg.api == "v2" else ("database",)
+    for key in required:
+        if not getattr(cfg, key):
+            raise ValueError(f'{prefix}.{key}: required by api = "{cfg.api}"')
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    """The durable buffer between the sampling loop and network sinks."""
+
+    dir: str = "var/spool"  # one folder per network sink below it
+    max_mb: float = 256
+    flush_deadline_s: float = 5.0  # on SIGTERM, flush this long, then keep the rest
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    """One JSON object per interval (the ``once --json`` object) to a file or stdout."""
+
+    path: str | None = None  # "-" for stdout; unset: off
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
@@ -187,6 +281,9 @@ class Config:
     sci: SciConfig = field(default_factory=SciConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     scrape: tuple[ScrapeConfig, ...] = ()
+    influxdb: InfluxConfig = field(default_factory=InfluxConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -243,6 +340,13 @@ def validate(cfg: Config) -> Config:
     if idle is not None and idle < 0:
         raise ConfigError("sensors.nvml.idle_watts: must be 0 or more")
     _validate_scoring(cfg)
+    try:
+        validate_influx(cfg.influxdb)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not cfg.spool.max_mb >= 1:
+        raise ConfigError(f"spool.max_mb: must be at least 1, got {cfg.spool.max_mb}")
+    _positive("spool.flush_deadline_s", cfg.spool.flush_deadline_s)
     if cfg.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"log.level: must be one of {', '.join(_LOG_LEVELS)}")
     seen: set[str] = set()

@@ -30,6 +30,26 @@ def store_status(path: str) -> tuple[bool, str]:
     return True, f"{target} (will be created)"
 
 
+def influx_status(config: Config) -> tuple[bool, str]:
+    """Ping InfluxDB and check the credentials can write (an empty write)."""
+    from agent.config import ConfigError
+    from exporters.delivery import DeliveryError
+    from exporters.influx_sink import build_network_sink
+
+    cfg = config.influxdb
+    where = f"{cfg.url} ({cfg.api}: {cfg.bucket or cfg.database})"
+    try:
+        sink = build_network_sink(cfg)
+    except ConfigError as exc:
+        return False, str(exc)
+    try:
+        return True, f"{where}: {sink.check()}"
+    except DeliveryError as exc:
+        return False, f"{where}: {exc} (the agent keeps spooling meanwhile)"
+    finally:
+        sink.close()
+
+
 def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str, int]:
     """The doctor's text and exit status: 0 when the agent can measure the CPU."""
     lines = [
@@ -62,6 +82,9 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
     if config.store.enabled:
         ok, text = store_status(config.store.path)
         lines += ["", f"store:    {'ok' if ok else 'FAILS'}  {text}"]
+    if config.influxdb.enabled:
+        ok, text = influx_status(config)
+        lines.append(f"influxdb: {'ok' if ok else 'FAILS'}  {text}")
     can_measure = "cpu" in covering
     lines += [
         "",

@@ -8,13 +8,21 @@ previous cycle.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from agent.config import Config
 from agent.grid import build_chain
 from agent.records import IntervalResult
 from agent.sampler import Sampler
 from agent.scoring import Scorer
+from agent.sensors.base import SensorHealth
 from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
+from exporters.base import Sink
+from exporters.influx_sink import build_influx_sink
+from exporters.jsonl import JsonlSink
+from exporters.prometheus import METRICS_PATH, ExportStats, MetricsSink, metrics_route
+from exporters.runner import SpoolRunner
+from exporters.sqlite_store import SqliteStore
 
 log = logging.getLogger("sci_agent")
 
@@ -40,10 +48,43 @@ class Agent:
         self.api = (
             LocalApi(config.http, self.counter) if serve_http and config.http.enabled else None
         )
+        self.metrics: MetricsSink | None = None
+        if self.api is not None:
+            self.metrics = MetricsSink(sensor_health=self._sensor_health)
+            self.api.add_route("GET", METRICS_PATH, metrics_route(self.metrics), auth=False)
+        self.runners: list[SpoolRunner] = []
         self.scrapers = [
             PrometheusScraper(s, self.counter, units[s.app], timeout_s=config.grid.timeout_s)
             for s in config.scrape
         ]
+
+    def build_sinks(self) -> list[Sink]:
+        """Every configured sink, unopened: store, /metrics, InfluxDB (spooled), JSON lines.
+
+        Raises ``ConfigError`` for a sink that cannot be built (e.g. a missing package).
+        """
+        cfg = self.config
+        sinks: list[Sink] = []
+        if cfg.store.enabled:
+            sinks.append(
+                SqliteStore(cfg.store.path, cfg.store.retention_days, cfg.store.top_processes)
+            )
+        if self.metrics is not None:
+            sinks.append(self.metrics)
+        if cfg.influxdb.enabled:
+            spooled = build_influx_sink(cfg.influxdb, cfg.spool)
+            self.runners.append(spooled.runner)
+            sinks.append(spooled)
+        if cfg.jsonl.path:
+            sinks.append(JsonlSink(cfg.jsonl.path))
+        if self.metrics is not None and self.runners:
+            runners = list(self.runners)
+            self.metrics.export_stats = lambda: [ExportStats(*r.stats()) for r in runners]
+        return sinks
+
+    def _sensor_health(self) -> Mapping[str, SensorHealth]:
+        sensors = self.sampler.sensors
+        return sensors.health if sensors is not None else {}
 
     def start(self) -> None:
         """Open the sensors, take the baseline, start background fetchers and the API."""

@@ -7,6 +7,11 @@ set -euo pipefail
 # package → the command that shows it is installed
 declare -A PACKAGES=(
     [systemd]=systemd-analyze
+    [influxdb]=influxd
+    [victoria-metrics]=victoria-metrics
+    [prometheus]=promtool
+    [chromium]=chromium
+    [chromium-driver]=chromedriver
 )
 
 missing=()

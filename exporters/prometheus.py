@@ -1,0 +1,397 @@
+"""A ``/metrics`` endpoint for Prometheus, served by the agent's local HTTP API.
+
+``MetricsSink`` is a sink like any other: each ``write`` folds the batch's intervals
+into running totals under a lock. A scrape copies that state under the same lock
+and builds the metric families from the copy, so it is cheap (no measuring happens
+on a scrape) and consistent (it sees whole batches, never half of one).
+
+Energy, CPU time, carbon and functional units are counters, monotonic since the
+agent started: increments are clamped at zero and non-finite values are skipped, so
+a counter never decreases, and an app that stops running keeps its last value.
+Power, grid intensity, SCI and interval timing are gauges holding the last interval.
+
+Labels are low-cardinality by design: host, app, component, source, unit, zone,
+provider, signal, sensor, sink, kind, never a pid. Apps are named by the ``[[apps]]``
+rules, systemd units and containers, so they are few; as a safety net for container
+churn, apps beyond ``max_apps`` are counted under the ``_overflow`` app (logged once).
+
+The registry is private to the sink (never the process-global default) and holds,
+besides the agent's metrics, prometheus_client's ``ProcessCollector``: the agent's
+own CPU time and memory are part of its carbon.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+
+from agent.records import IDLE_APP, UNATTRIBUTED_APP, IntervalResult
+from agent.sensors.base import SensorHealth
+from agent.units.http_api import Handler, Request, Response
+
+log = logging.getLogger("sci_agent.prometheus")
+
+#: The Prometheus text format 0.0.4 (prometheus_client ≥ 0.22 calls 1.0.0 "latest").
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_PATH = "/metrics"
+OVERFLOW_APP = "_overflow"
+DEFAULT_MAX_APPS = 500
+
+_APP_KINDS = ("cpu", "dram", "gpu")  # AppEnergy's parts; psys energy is counted under cpu
+
+K = TypeVar("K")
+T = TypeVar("T")
+LabelValues = TypeVar("LabelValues", bound=tuple[str, ...])
+
+
+class ExportStats(NamedTuple):
+    """One network sink's delivery totals since the agent started."""
+
+    sink: str
+    sent_lines: float
+    rejected_lines: float
+    backlog_lines: float
+    retries: float
+
+
+SensorHealthSource = Callable[[], Mapping[str, SensorHealth]]
+ExportStatsSource = Callable[[], Iterable[tuple[str, float, float, float, float]]]
+
+
+@dataclass
+class _State:
+    """Everything a scrape shows about the intervals; copied under the lock."""
+
+    component_joules: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    component_watts: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    app_joules: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    app_cpu_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    app_carbon_g: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    app_units: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    app_sci: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    intervals: dict[str, float] = field(default_factory=dict)
+    interval_s: dict[str, float] = field(default_factory=dict)
+    last_end: dict[str, float] = field(default_factory=dict)
+    intensity: dict[str, tuple[str, str, float, bool]] = field(default_factory=dict)
+
+    def copy(self) -> _State:
+        return _State(**{name: dict(value) for name, value in vars(self).items()})
+
+
+class MetricsSink:
+    """Accumulates intervals for ``/metrics``; ``registry`` is what a scrape renders."""
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        *,
+        sensor_health: SensorHealthSource | None = None,
+        export_stats: ExportStatsSource | None = None,
+        max_apps: int = DEFAULT_MAX_APPS,
+        process_metrics: bool = True,
+    ) -> None:
+        self.sensor_health = sensor_health
+        self.export_stats = export_stats
+        self.max_apps = max_apps
+        self._state = _State()
+        self._apps: set[str] = set()
+        self._lock = threading.Lock()
+        self._hook_errors: dict[str, str] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
+        if process_metrics:
+            ProcessCollector(registry=self.registry)
+
+    # -- Sink -------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Nothing to open; counters run from the sink's creation, not from ``open``."""
+
+    def write(self, batch: Sequence[IntervalResult]) -> None:
+        """Fold a batch into the totals; a scrape sees all of it or none of it."""
+        with self._lock:
+            for result in batch:
+                self._add(result)
+
+    def close(self) -> None:
+        """Nothing to release; the last values stay scrapeable until the API stops."""
+
+    # -- scrape -----------------------------------------------------------------
+
+    def snapshot(self) -> _State:
+        """A consistent copy of the totals, taken under the lock."""
+        with self._lock:
+            return self._state.copy()
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)
+
+    def sensor_rows(self) -> list[SensorHealth]:
+        """The sensors' health now; empty when there is no hook or it failed."""
+        source = self.sensor_health
+        if source is None:
+            return []
+        return self._guard("sensor_health", lambda: list(source().values())) or []
+
+    def export_rows(self) -> list[ExportStats]:
+        """The network sinks' totals now; empty when there is no hook or it failed."""
+        source = self.export_stats
+        if source is None:
+            return []
+
+        def rows() -> list[ExportStats]:
+            return [
+                ExportStats(str(sink), float(sent), float(rejected), float(backlog), float(retries))
+                for sink, sent, rejected, backlog, retries in source()
+            ]
+
+        return self._guard("export_stats", rows) or []
+
+    # -- internals --------------------------------------------------------------
+
+    def _guard(self, hook: str, source: Callable[[], T]) -> T | None:
+        """Run a hook; a failing one drops its metrics, never the scrape (logged once)."""
+        try:
+            return source()
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if self._hook_errors.get(hook) != message:
+                log.warning("/metrics: %s failed, its metrics are left out: %s", hook, message)
+            self._hook_errors[hook] = message
+            return None
+
+    def _app(self, app: str) -> str:
+        """The app's label, or ``_overflow`` once ``max_apps`` apps are known."""
+        if app in self._apps or app in (IDLE_APP, UNATTRIBUTED_APP):
+            return app
+        if len(self._apps) < self.max_apps:
+            self._apps.add(app)
+            return app
+        if OVERFLOW_APP not in self._apps:
+            self._apps.add(OVERFLOW_APP)
+            log.warning(
+                "/metrics: more than %d apps; counting app %r and later new ones as %r",
+                self.max_apps,
+                app,
+                OVERFLOW_APP,
+            )
+        return OVERFLOW_APP
+
+    def _add(self, r: IntervalResult) -> None:
+        s, host = self._state, r.host
+        seconds = r.interval_s
+        kinds = {"cpu" if c.kind == "psys" else c.kind for c in r.components}
+        watts = {k: v for k, v in s.component_watts.items() if k[0] != host}
+        for c in r.components:
+            key = (host, c.component, c.source)
+            _inc(s.component_joules, key, c.joules)
+            if seconds > 0 and math.isfinite(c.joules):
+                watts[key] = watts.get(key, 0.0) + max(0.0, c.joules) / seconds
+        s.component_watts = watts
+
+        for a in (*r.apps, r.idle, r.unattributed):
+            app = self._app(a.app)
+            parts = {"cpu": a.cpu_joules, "dram": a.dram_joules, "gpu": a.gpu_joules}
+            for kind in _APP_KINDS:
+                if kind in kinds or parts[kind] > 0:
+                    _inc(s.app_joules, (host, app, kind), parts[kind])
+            if a is not r.idle and a is not r.unattributed:
+                _inc(s.app_cpu_s, (host, app), a.cpu_s)
+
+        sci = {k: v for k, v in s.app_sci.items() if k[0] != host}
+        for rec in r.sci:
+            app = self._app(rec.app)
+            _inc(s.app_carbon_g, (host, app, "operational"), rec.operational_g)
+            _inc(s.app_carbon_g, (host, app, "embodied"), rec.embodied_g)
+            if rec.unit:
+                _inc(s.app_units, (host, app, rec.unit), rec.units)
+                if rec.sci is not None and math.isfinite(rec.sci) and app == rec.app:
+                    sci[(host, app, rec.unit)] = rec.sci
+        s.app_sci = sci
+
+        _inc(s.intervals, host, 1.0)
+        s.interval_s[host] = seconds
+        s.last_end[host] = r.end.timestamp()
+        i = r.intensity
+        if i is not None and math.isfinite(i.gco2_per_kwh):
+            s.intensity[i.zone] = (i.provider, i.signal, i.gco2_per_kwh, i.fallback)
+
+
+def _inc(counters: dict[K, float], key: K, amount: float) -> None:
+    """Add a non-negative finite amount; the series appears even when it is 0."""
+    step = amount if math.isfinite(amount) and amount > 0 else 0.0
+    counters[key] = counters.get(key, 0.0) + step
+
+
+class _Collector:
+    """Builds the metric families of one scrape from a snapshot of the sink."""
+
+    def __init__(self, sink: MetricsSink) -> None:
+        self.sink = sink
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.sink.snapshot()
+        yield _counter(
+            "sci_agent_component_energy_joules",
+            "Energy each measured component used since the agent started.",
+            ("host", "component", "source"),
+            s.component_joules,
+        )
+        yield _gauge(
+            "sci_agent_component_power_watts",
+            "Mean power of each component over the last interval.",
+            ("host", "component", "source"),
+            s.component_watts,
+        )
+        yield _counter(
+            "sci_agent_app_energy_joules",
+            "Energy attributed to each app (and the _idle/_unattributed pseudo-apps)"
+            " per component kind (cpu includes psys), since the agent started.",
+            ("host", "app", "component"),
+            s.app_joules,
+        )
+        yield _counter(
+            "sci_agent_app_cpu_seconds",
+            "CPU time of each app's processes since the agent started.",
+            ("host", "app"),
+            s.app_cpu_s,
+        )
+        yield _counter(
+            "sci_agent_app_carbon_grams",
+            "Carbon of each app's SCI rows (gCO2e), operational or embodied, since start.",
+            ("host", "app", "kind"),
+            s.app_carbon_g,
+        )
+        yield _counter(
+            "sci_agent_app_functional_units",
+            "Functional units (R) each app counted since the agent started.",
+            ("host", "app", "unit"),
+            s.app_units,
+        )
+        yield _gauge(
+            "sci_agent_app_sci_grams_per_unit",
+            "SCI of the last interval, gCO2e per functional unit; absent when no units.",
+            ("host", "app", "unit"),
+            s.app_sci,
+        )
+        yield _gauge(
+            "sci_agent_grid_intensity_gco2_per_kwh",
+            "Last grid carbon intensity per zone, with the provider that gave it.",
+            ("zone", "provider", "signal"),
+            {(z, p, sig): v for z, (p, sig, v, _) in s.intensity.items()},
+        )
+        yield _gauge(
+            "sci_agent_grid_intensity_fallback",
+            "1 when the last intensity of the zone is a fallback or stale value, else 0.",
+            ("zone",),
+            {(z,): float(fb) for z, (_, _, _, fb) in s.intensity.items()},
+        )
+        yield _counter(
+            "sci_agent_intervals",
+            "Sampling intervals measured since the agent started.",
+            ("host",),
+            {(h,): v for h, v in s.intervals.items()},
+        )
+        yield _gauge(
+            "sci_agent_interval_seconds",
+            "Length of the last sampling interval.",
+            ("host",),
+            {(h,): v for h, v in s.interval_s.items()},
+        )
+        yield _gauge(
+            "sci_agent_last_interval_timestamp_seconds",
+            "Unix time the last sampling interval ended.",
+            ("host",),
+            {(h,): v for h, v in s.last_end.items()},
+        )
+        yield from self._sensors()
+        yield from self._exports()
+
+    def _sensors(self) -> Iterator[Metric]:
+        rows = self.sink.sensor_rows()
+        yield _gauge(
+            "sci_agent_sensor_up",
+            "1 when the sensor's last open or read succeeded, else 0.",
+            ("sensor",),
+            {(h.name,): float(h.ok) for h in rows},
+        )
+        yield _gauge(
+            "sci_agent_sensor_read_duration_seconds",
+            "Duration of the sensor's last read.",
+            ("sensor",),
+            {(h.name,): h.last_duration_s for h in rows},
+        )
+        yield _counter(
+            "sci_agent_sensor_errors",
+            "Failed reads of the sensor since the agent started.",
+            ("sensor",),
+            {(h.name,): float(h.errors) for h in rows},
+        )
+
+    def _exports(self) -> Iterator[Metric]:
+        rows = self.sink.export_rows()
+        yield _counter(
+            "sci_agent_export_sent_lines",
+            "Lines the network sink delivered since the agent started.",
+            ("sink",),
+            {(r.sink,): r.sent_lines for r in rows},
+        )
+        yield _counter(
+            "sci_agent_export_rejected_lines",
+            "Lines the network sink's server refused (dropped) since the agent started.",
+            ("sink",),
+            {(r.sink,): r.rejected_lines for r in rows},
+        )
+        yield _gauge(
+            "sci_agent_export_backlog_lines",
+            "Lines waiting in the network sink's spool.",
+            ("sink",),
+            {(r.sink,): r.backlog_lines for r in rows},
+        )
+        yield _counter(
+            "sci_agent_export_retries",
+            "Retried deliveries of the network sink since the agent started.",
+            ("sink",),
+            {(r.sink,): r.retries for r in rows},
+        )
+
+
+def _counter(
+    name: str, help_text: str, labels: Sequence[str], values: Mapping[LabelValues, float]
+) -> Metric:
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(key, value)
+    return family
+
+
+def _gauge(
+    name: str, help_text: str, labels: Sequence[str], values: Mapping[LabelValues, float]
+) -> Metric:
+    family = GaugeMetricFamily(name, help_text, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(key, value)
+    return family
+
+
+def metrics_route(sink: MetricsSink) -> Handler:
+    """A ``LocalApi`` handler answering the sink's metrics in the text format 0.0.4.
+
+    Register it with ``auth=False``: Prometheus scrapes without the bearer token, and
+    the metrics hold no secret (the API listens on loopback unless configured not to).
+    """
+
+    def handler(request: Request) -> Response:
+        return Response(200, sink.exposition(), CONTENT_TYPE)
+
+    return handler
