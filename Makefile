@@ -34,6 +34,7 @@ lint: $(BIN)/.installed
 ## bench: run every benchmark and print its figures
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_cycle.py
+	$(BIN)/python bench/bench_export.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
