@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/local.toml
 
-.PHONY: run test lint bench deps clean
+.PHONY: run test lint bench gpu-validate deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,14 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## bench: run every benchmark and print its figures
-bench: $(BIN)/.installed
-	$(BIN)/python bench/bench_cycle.py
-	$(BIN)/python bench/bench_export.py
+## bench: run every benchmark and write docs/benchmarks.md (CodeCarbon is installed for it only)
+bench: deps $(BIN)/.installed
+	$(BIN)/pip install --quiet codecarbon
+	$(BIN)/python bench/run_all.py
+
+## gpu-validate: check NVML energy and attribution on this machine's NVIDIA GPU (needs torch)
+gpu-validate: $(BIN)/.installed
+	$(BIN)/python bench/gpu_validation.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
