@@ -6,9 +6,10 @@ rounding). The rules:
 
 - CPU (package or model): the busy share of the interval (``/proc/stat``, per
   package where the topology is known) is active energy, the rest idle. Active
-  energy is split by each process's CPU-tick delta over the machine's busy ticks;
-  busy time no live process accounts for (processes that started and ended inside
-  the interval, interrupts) is ``unattributed``, never handed to the survivors.
+  energy is split by each process's CPU-tick delta over the machine's busy ticks
+  (including the children it reaped during the interval, see ``agent.procfs``);
+  busy time no live process accounts for (orphans reaped by init, interrupts) is
+  ``unattributed``, never spread over the survivors.
 - DRAM: split by RSS share of the installed memory; what no process holds is idle.
 - psys: the platform beyond packages and DRAM (chipset, fans…) is idle/static.
 - GPU: energy up to the idle baseline is idle; the rest is split by per-process SM

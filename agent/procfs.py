@@ -36,7 +36,9 @@ class CpuTimes:
 class _Known:
     name: str
     app: str
-    ticks: int
+    ticks: int  # utime + stime at the last scan
+    child_ticks: int = 0  # cutime + cstime: reaped children's CPU, at the last scan
+    ppid: int = 0
 
 
 def _busy_total(columns: list[str]) -> tuple[int, int]:
@@ -114,11 +116,17 @@ class ProcScanner:
 
         The first scan only records a baseline and returns nothing. A process first
         seen after that started since the previous scan, so all its ticks count.
+
+        A child that lived and died between two scans is in no scan, but the kernel
+        adds its CPU time to its parent's ``cutime``/``cstime`` when the parent reaps
+        it: the parent is charged that increase, less what its vanished children were
+        already charged while they were seen (so nothing counts twice). Orphans reaped
+        by init (pid 1) or kthreadd stay unattributed: init did not cause them.
         """
         root = self._root
         known = self._known
         seen: dict[tuple[int, int], _Known] = {}
-        out: list[ProcessActivity] = []
+        rows: list[tuple[int, int, _Known, int, int, int]] = []
         primed = self._primed
         for entry in os.listdir(root):
             if not entry.isdigit():
@@ -134,32 +142,45 @@ class ProcScanner:
             pid = int(entry)
             starttime = int(fields[19])
             ticks = int(fields[11]) + int(fields[12])
+            child_ticks = int(fields[13]) + int(fields[14])
             key = (pid, starttime)
             info = known.get(key)
             if info is None:
                 comm = raw[raw.find(b"(") + 1 : close].decode("utf-8", "replace")
-                ppid = int(fields[1])
-                info = self._new_process(pid, comm, ppid)
+                info = self._new_process(pid, comm, int(fields[1]))
                 if info is None:
                     continue
                 delta = ticks if primed else 0
+                child_delta = child_ticks if primed else 0
             else:
                 delta = ticks - info.ticks
-            info.ticks = ticks
+                child_delta = child_ticks - info.child_ticks
+            info.ticks, info.child_ticks, info.ppid = ticks, child_ticks, int(fields[1])
             seen[key] = info
             if primed:
-                out.append(
-                    ProcessActivity(
-                        pid,
-                        starttime,
-                        info.name,
-                        info.app,
-                        max(0, delta),
-                        int(fields[21]) * PAGE_SIZE,
-                    )
-                )
+                rows.append((pid, starttime, info, delta, child_delta, int(fields[21])))
         self._known = seen
-        self._primed = True
+        if not primed:
+            self._primed = True
+            return []
+        # What vanished children were charged while seen is already in their own rows.
+        charged: dict[int, int] = {}
+        for key, gone in known.items():
+            if key not in seen:
+                charged[gone.ppid] = charged.get(gone.ppid, 0) + gone.ticks + gone.child_ticks
+        out: list[ProcessActivity] = []
+        for pid, starttime, info, delta, child_delta, rss_pages in rows:
+            reaped = max(0, child_delta - charged.get(pid, 0)) if pid > 2 else 0
+            out.append(
+                ProcessActivity(
+                    pid,
+                    starttime,
+                    info.name,
+                    info.app,
+                    max(0, delta) + reaped,
+                    rss_pages * PAGE_SIZE,
+                )
+            )
         return out
 
     def _new_process(self, pid: int, comm: str, ppid: int) -> _Known | None:

@@ -450,16 +450,15 @@ def markdown(f: dict[str, Any]) -> str:
         f"- unattributed CPU energy: **{unatt:.2f} J** "
         f"({_pct(unatt / s['active_cpu_j'] if s['active_cpu_j'] else 0)} of active); "
         f"expected energy of the reaped short-lived children (spawner's cutime + cstime): "
-        f"**{reaped_j:.2f} J**; ratio {unatt / reaped_j if reaped_j else float('nan'):.2f}",
+        f"**{reaped_j:.2f} J**, of which charged to `short`: see the table above",
         f"- short-lived children caught alive by a scan: {s['short_children_seen']} of "
         f"~{round(f['seconds'] / 0.1)} spawned (their ticks went to `short`)",
-        "- why: a process that starts and ends between two scans is never in a scan, so "
-        "its ticks are in /proc/stat's busy time but in no process's delta; the agent "
-        "hands that busy share to `unattributed`, never to the survivors. Its CPU reaches "
-        "the spawner's `cutime` when reaped, which the agent does not read (it counts "
-        "utime + stime), so the spawner itself is charged only its own forking CPU "
-        f"({short['own_cpu_s']:.2f} s). Charging a live parent its children's cutime "
-        "delta would move this energy from `unattributed` to `short`.",
+        "- how: a process that starts and ends between two scans is never in a scan; its "
+        "CPU reaches the spawner's `cutime` when the spawner reaps it, and the agent "
+        "charges a live parent the increase of its children's cutime + cstime (less what "
+        "its vanished children were already charged while seen). What no live parent "
+        "reaped (orphans reaped by init, the children of the interval's last moments not "
+        f"yet reaped) stays `unattributed`. The spawner's own CPU: {short['own_cpu_s']:.2f} s.",
         "- the rest of the unattributed energy: other processes that lived less than an "
         "interval (anything on the machine) and interrupt time",
         f"- other apps (this process, the trackers, anything else running): "

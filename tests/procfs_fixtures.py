@@ -37,10 +37,13 @@ class FakeProc:
         cmdline: str = "",
         cgroup: str = "0::/\n",
         ppid: int = 1,
+        cutime: int = 0,
+        cstime: int = 0,
     ) -> None:
         d = self.root / str(pid)
         d.mkdir(exist_ok=True)
-        fields = ["S", str(ppid)] + ["0"] * 9 + [str(utime), str(stime)] + ["0"] * 6
+        fields = ["S", str(ppid)] + ["0"] * 9 + [str(utime), str(stime), str(cutime), str(cstime)]
+        fields += ["0"] * 4
         fields += [str(starttime), "0", str(rss_pages)] + ["0"] * 20
         (d / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields) + "\n")
         (d / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode() + b"\0" * bool(cmdline))

@@ -55,6 +55,37 @@ def test_process_started_during_interval_counts_all_its_ticks(
     assert by_pid(s.scan())[20].cpu_ticks == 35
 
 
+def test_children_that_lived_between_scans_are_charged_to_their_parent(
+    fake: FakeProc, tmp_path: Path
+) -> None:
+    fake.set_process(10, "make", utime=5)
+    s = scanner(fake, tmp_path)
+    s.scan()
+    # Children ran and were reaped between two scans: only the parent's cutime shows it.
+    fake.set_process(10, "make", utime=6, cutime=30, cstime=10)
+    assert by_pid(s.scan())[10].cpu_ticks == 1 + 40
+
+
+def test_a_seen_child_is_not_counted_twice_when_reaped(fake: FakeProc, tmp_path: Path) -> None:
+    fake.set_process(10, "bash", utime=5)
+    fake.set_process(11, "job", utime=20, ppid=10)
+    s = scanner(fake, tmp_path)
+    s.scan()
+    fake.set_process(11, "job", utime=50, ppid=10)
+    assert by_pid(s.scan())[11].cpu_ticks == 30  # charged to the child while it lives
+    fake.remove_process(11)  # exits after 8 more ticks and is reaped: cutime = 58
+    fake.set_process(10, "bash", utime=5, cutime=58)
+    assert by_pid(s.scan())[10].cpu_ticks == 8  # only what no scan saw
+
+
+def test_orphans_reaped_by_init_stay_unattributed(fake: FakeProc, tmp_path: Path) -> None:
+    fake.set_process(1, "systemd", utime=5, ppid=0)
+    s = scanner(fake, tmp_path)
+    s.scan()
+    fake.set_process(1, "systemd", utime=5, cutime=500, ppid=0)
+    assert by_pid(s.scan())[1].cpu_ticks == 0
+
+
 def test_vanished_process_is_not_an_error(fake: FakeProc, tmp_path: Path) -> None:
     fake.set_process(10, "a", utime=1)
     fake.set_process(11, "b", utime=1)
