@@ -9,15 +9,18 @@ CONFIG ?= examples/local.toml
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,dashboard]'
 	touch $@
 
-## run: set up a virtual environment and run the agent on the embedded store
+## run: set up a virtual environment, run the agent on the embedded store and the dashboard
 run: $(BIN)/.installed
-	@echo "sci-agent: sampling every few seconds into var/sci-agent.db (Ctrl-C stops)."
-	@echo "           in another terminal: $(BIN)/sci-agent --config $(CONFIG) once"
+	@echo "sci-agent: sampling every few seconds into var/sci-agent.db (Ctrl-C stops both)."
+	@echo "           dashboard: http://127.0.0.1:8501"
+	@echo "           one interval in full: $(BIN)/sci-agent --config $(CONFIG) once"
 	$(BIN)/sci-agent --config $(CONFIG) doctor || true
-	exec $(BIN)/sci-agent --config $(CONFIG) run --print
+	$(BIN)/sci-agent --config $(CONFIG) dashboard & dash=$$!; \
+	trap 'kill $$dash 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/sci-agent --config $(CONFIG) run --print
 
 ## deps: Debian packages the tests need (installed when root, listed otherwise)
 deps:

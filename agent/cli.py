@@ -1,4 +1,4 @@
-"""The ``sci-agent`` command: run, once, doctor, intensity, report."""
+"""The ``sci-agent`` command: run, once, doctor, intensity, report, dashboard."""
 
 from __future__ import annotations
 
@@ -62,11 +62,24 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--to", dest="end", metavar="T", help="ISO 8601 end time (default now)")
     report.add_argument("--format", choices=["md", "json"], default="md")
     report.add_argument("--store", metavar="PATH", help="the store (default: [store] path)")
+    dash = sub.add_parser("dashboard", help="start the Streamlit dashboard (127.0.0.1:8501)")
+    dash.add_argument(
+        "--config",
+        dest="dashboard_config",
+        metavar="PATH",
+        help="TOML config file (default: the global --config, $SCI_AGENT_CONFIG)",
+    )
+    dash.add_argument("--port", type=int, metavar="N", help="default: [dashboard] port (8501)")
+    dash.add_argument("--host", metavar="ADDR", help="address to bind (default 127.0.0.1)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "dashboard":  # streamlit runs in its own process and reads the config
+        from dashboard.launch import main as dashboard_main
+
+        return dashboard_main(args.dashboard_config or args.config, args.port, args.host)
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:

@@ -263,6 +263,38 @@ class JsonlConfig:
     path: str | None = None  # "-" for stdout; unset: off
 
 
+DASHBOARD_SOURCES = ("store", "influxdb")
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Where the dashboard reads from; InfluxDB credentials should be read-only ones."""
+
+    source: str = "store"  # "store" (the embedded SQLite store) or "influxdb"
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_database: str = "sci"  # 1.x database, or the bucket mapped by the v1 API (2.x/3.x)
+    influx_username: str | None = None
+    influx_password: str | None = field(default=None, repr=False)
+    influx_token: str | None = field(default=None, repr=False)  # "Authorization: Token …"
+    refresh_s: float = 30.0
+    port: int = 8501
+
+
+def validate_dashboard(d: DashboardConfig) -> DashboardConfig:
+    """Check values beyond their types; raise ``ConfigError`` naming the key."""
+    if d.source not in DASHBOARD_SOURCES:
+        raise ConfigError(f"dashboard.source: must be one of {', '.join(DASHBOARD_SOURCES)}")
+    if not d.influx_url.startswith(("http://", "https://")):
+        raise ConfigError("dashboard.influx_url: must start with http:// or https://")
+    if d.source == "influxdb" and not d.influx_database:
+        raise ConfigError('dashboard.influx_database: required when source = "influxdb"')
+    if not d.refresh_s > 0:
+        raise ConfigError(f"dashboard.refresh_s: must be greater than 0, got {d.refresh_s}")
+    if not 0 < d.port < 65536:
+        raise ConfigError(f"dashboard.port: must be 1-65535, got {d.port}")
+    return d
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
@@ -284,6 +316,7 @@ class Config:
     influxdb: InfluxConfig = field(default_factory=InfluxConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -344,6 +377,7 @@ def validate(cfg: Config) -> Config:
         validate_influx(cfg.influxdb)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    validate_dashboard(cfg.dashboard)
     if not cfg.spool.max_mb >= 1:
         raise ConfigError(f"spool.max_mb: must be at least 1, got {cfg.spool.max_mb}")
     _positive("spool.flush_deadline_s", cfg.spool.flush_deadline_s)

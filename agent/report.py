@@ -188,8 +188,8 @@ def _build(
     return SciReport(
         app=app,
         unit=unit,
-        period_start=_iso_ms(first),
-        period_end=_iso_ms(last),
+        period_start=iso_ms(first),
+        period_end=iso_ms(last),
         hosts=hosts,
         intervals=count,
         sci_g_per_unit=carbon / units if units > 0 else None,
@@ -203,11 +203,11 @@ def _build(
         modelled=modelled,
         left_out=left_out,
         intensity_sources=sources,
-        methodology=_methodology(config),
+        methodology=methodology(config),
     )
 
 
-def _methodology(config: Config) -> dict[str, Any]:
+def methodology(config: Config) -> dict[str, Any]:
     policy = config.sci.idle_policy
     return {
         "energy attribution": "CPU by CPU-tick share of busy energy, DRAM by RSS share, "
@@ -227,7 +227,7 @@ def _methodology(config: Config) -> dict[str, Any]:
     }
 
 
-def _iso_ms(ms: float) -> str:
+def iso_ms(ms: float) -> str:
     return (
         datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     )

@@ -44,7 +44,13 @@ class Point:
 
 
 def _escape(text: str, special: str) -> str:
-    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    """Escape a measurement, tag key or tag value.
+
+    Line protocol has no escape for a backslash in these (``a\\b`` would be stored
+    doubled, a trailing one breaks the line) nor for a newline: both become ``/`` and a
+    space; names with either are vanishingly rare (process names, cgroup paths).
+    """
+    text = text.replace("\\", "/").replace("\n", " ")
     for ch in special:
         text = text.replace(ch, "\\" + ch)
     return text

@@ -111,6 +111,7 @@ class SqliteStore:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db = db
         self.prune()
+        self.analyze()
 
     def write(self, batch: Sequence[IntervalResult]) -> None:
         db = self._require()
@@ -124,6 +125,7 @@ class SqliteStore:
             raise
         if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
             self.prune()
+            self.analyze()
 
     def _write_one(self, db: sqlite3.Connection, r: IntervalResult) -> None:
         start_ms, ts = to_ms(r)
@@ -189,6 +191,13 @@ class SqliteStore:
         if deleted:
             log.info("store: pruned %d rows older than %g days", deleted, self.retention_days)
         return deleted
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics (bounded work), so reports by app
+        skip-scan the primary key instead of walking the time index."""
+        db = self._require()
+        db.execute("PRAGMA analysis_limit=1000")
+        db.execute("ANALYZE")
 
     def close(self) -> None:
         if self._db is not None:

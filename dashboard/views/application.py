@@ -1,0 +1,175 @@
+"""Application: SCI per functional unit over time, units per second, energy by component,
+operational versus embodied carbon, and the change versus the previous period."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, ui
+
+settings = ui.settings()
+st.title("Application")
+
+
+def pick_app(names: list[str], key: str = "app_pick") -> str:
+    """An app selectbox that remembers its choice across pages."""
+    remembered = st.session_state.get("app_choice")
+    app = st.selectbox(
+        "Application", names, index=names.index(remembered) if remembered in names else 0, key=key
+    )
+    st.session_state["app_choice"] = app
+    return str(app)
+
+
+@st.fragment(run_every=settings.dashboard.refresh_s)
+def application() -> None:
+    v = ui.view(settings)
+    if v is None:
+        return
+    names = ui.real_apps(list(v.q("apps", v.filter)["app"]))
+    if not names:
+        st.info("No application has SCI rows yet on these hosts.")
+        return
+    app = pick_app(names)
+    st.caption(f"{v.rng.label()} · {v.src.describe()}")
+    estimated = v.q("estimated_components", v.filter, v.rng)
+    series = v.q("sci_over_time", v.filter, (app,), v.rng)
+    old_series = v.q("sci_over_time", v.filter, (app,), v.rng.previous())
+    if series.empty:
+        st.info(f"{app} has no SCI rows in this period.")
+        return
+    r = ui.totals(series)  # the buckets' sums add up to the period's
+    o = ui.totals(old_series) if not old_series.empty else pd.Series(dtype=float)
+    unit = r["unit"] if isinstance(r["unit"], str) and r["unit"] else None
+    series = v.per_second(series.assign(units_per_s=series["units"]), ["units_per_s"])
+
+    def prev(column: str) -> float:
+        return float(o[column]) if column in o else float("nan")
+
+    rate = float(r["units"]) / v.rng.seconds
+    rate_before = prev("units") / v.rng.seconds
+    cols = st.columns(4)
+    cols[0].metric(
+        f"SCI per {unit}" if unit else "SCI",
+        ui.fmt_sci(r["sci"]),
+        ui.change(float(r["sci"]), prev("sci")),
+        delta_color="inverse",
+        help="Σ carbon / Σ units over the period, versus the previous period of the same length",
+    )
+    cols[1].metric(
+        f"{ui.plural(unit or 'unit').capitalize()} per second",
+        f"{rate:.4g}",
+        ui.change(rate, rate_before),
+        delta_color="normal",
+    )
+    cols[2].metric(
+        "Energy",
+        ui.fmt_energy(float(r["energy_kwh"])),
+        ui.change(float(r["energy_kwh"]), prev("energy_kwh")),
+        delta_color="inverse",
+    )
+    cols[3].metric(
+        "Carbon",
+        ui.fmt_grams(float(r["carbon_g"])),
+        ui.change(float(r["carbon_g"]), prev("carbon_g")),
+        delta_color="inverse",
+    )
+
+    if unit is None:
+        st.info(
+            f"{app} has no functional unit: give its `[[apps]]` rule a `unit` (request, job, …) "
+            "and push counts (`sci.client.count`) to get an SCI score."
+        )
+    elif not series.empty:
+        shift = pd.Timedelta(milliseconds=v.rng.end_ms - v.rng.start_ms)
+        parts = [series.assign(period="this period")]
+        if not old_series.empty:
+            parts.append(
+                old_series.assign(time=old_series["time"] + shift, period="previous period")
+            )
+        lines = pd.concat(parts)
+        fig = charts.lines(
+            lines,
+            "sci",
+            "period",
+            f"SCI per {unit} (per {ui.bucket_label(v.rng)})",
+            f"g CO2e per {unit}",
+            dash="period",
+            bucket_ms=v.rng.bucket_ms,
+        )
+        st.plotly_chart(fig, key="app_sci")
+        st.caption(
+            "Each point is the bucket's carbon over its units (never a mean of ratios); the "
+            "previous period is shifted onto this one."
+        )
+        ui.model_note(estimated)
+        st.plotly_chart(
+            charts.lines(
+                series,
+                "units_per_s",
+                None,
+                f"{ui.plural(unit).capitalize()} per second (mean per {ui.bucket_label(v.rng)})",
+                f"{ui.plural(unit)}/s",
+                bucket_ms=v.rng.bucket_ms,
+            ),
+            key="app_units",
+        )
+
+    energy = v.q("energy_by_component", v.filter, app, v.rng)
+    left, right = st.columns(2)
+    with left:
+        used = energy.groupby("component")["joules"].transform("sum") > 0
+        energy = energy[used]  # no empty gpu band on hosts without a GPU
+        if not energy.empty:
+            watts = v.per_second(energy.assign(watts=energy["joules"]), ["watts"])
+            st.plotly_chart(
+                charts.stacked_area(
+                    watts,
+                    "watts",
+                    "component",
+                    f"Energy by component (mean per {ui.bucket_label(v.rng)})",
+                    "Power (W)",
+                    colors=charts.PART_COLORS,
+                ),
+                key="app_components",
+            )
+            parts = energy.groupby("component")["joules"].sum() / 3.6e6
+            st.caption(
+                "Measured for the app itself (its idle share is not included): "
+                + " · ".join(f"{k} {ui.fmt_energy(x)}" for k, x in parts.items())
+            )
+            ui.model_note(estimated)
+    with right:
+        split = v.q("operational_vs_embodied", v.filter, app, v.rng)
+        if not split.empty:
+            hourly = v.per_second(split, ["operational_g", "embodied_g"])
+            hourly[["operational_g", "embodied_g"]] *= 3600
+            long = hourly.melt("time", var_name="part", value_name="grams")
+            long["part"] = long["part"].map(
+                {"operational_g": "operational (E × I)", "embodied_g": "embodied (M)"}
+            )
+            st.plotly_chart(
+                charts.stacked_area(
+                    long,
+                    "grams",
+                    "part",
+                    f"Operational versus embodied (mean per {ui.bucket_label(v.rng)})",
+                    "Carbon (g CO2e per hour)",
+                    colors={
+                        "operational (E × I)": charts.PART_COLORS["operational"],
+                        "embodied (M)": charts.PART_COLORS["embodied"],
+                    },
+                ),
+                key="app_carbon",
+            )
+            total = float(r["carbon_g"]) or float("nan")
+            st.caption(
+                f"Operational {ui.fmt_grams(float(r['operational_g']))} "
+                f"({float(r['operational_g']) / total:.0%}) · embodied "
+                f"{ui.fmt_grams(float(r['embodied_g']))} ({float(r['embodied_g']) / total:.0%})"
+            )
+            ui.model_note(estimated)
+
+
+application()

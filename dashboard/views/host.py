@@ -1,0 +1,124 @@
+"""Host: power by component, idle versus active, top processes."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, ui
+
+settings = ui.settings()
+st.title("Host")
+
+
+@st.fragment(run_every=settings.dashboard.refresh_s)
+def host_page() -> None:
+    v = ui.view(settings)
+    if v is None:
+        return
+    names = v.host_names
+    if not names:
+        st.info("No host matches the sidebar's filter.")
+        return
+    remembered = st.session_state.get("host_choice")
+    host = st.selectbox(
+        "Host", names, index=names.index(remembered) if remembered in names else 0, key="host_pick"
+    )
+    st.session_state["host_choice"] = host
+    st.caption(f"{v.rng.label()} · {v.src.describe()}")
+    ui.stale_warnings(v, [host])
+    row = v.hosts[v.hosts["host"] == host].iloc[0]
+    estimated = v.q("estimated_components", [host], v.rng)
+    split = v.q("idle_vs_active", host, v.rng)
+    total_j = float(split[["active_j", "idle_j", "unattributed_j"]].sum().sum())
+    idle_share = float(split["idle_j"].sum()) / total_j if total_j else float("nan")
+    sources = ", ".join(f"{r.component} ({r.source})" for r in estimated.itertuples()) or "–"
+
+    cols = st.columns(4)
+    cols[0].metric(
+        "Power now" if not row["stale"] else "Power (last data)", ui.fmt_power(row["watts"])
+    )
+    cols[1].metric("Energy measured", ui.fmt_energy(total_j / 3.6e6))
+    cols[2].metric("Idle share", f"{idle_share:.1%}" if idle_share == idle_share else "–")
+    cols[3].metric(
+        "Interval", f"{row['interval_s']:g} s" if row["interval_s"] == row["interval_s"] else "–"
+    )
+    st.caption(f"Components: {sources}")
+
+    power = v.q("power_by_component", [host], v.rng)
+    if power.empty:
+        st.info("No power readings for this host in the period.")
+    else:
+        st.plotly_chart(
+            charts.stacked_area(
+                power,
+                "watts",
+                "component",
+                f"Power by component (mean per {ui.bucket_label(v.rng)})",
+                "Power (W)",
+            ),
+            key="host_power",
+        )
+        ui.model_note(estimated, [host])
+
+    if not split.empty:
+        watts = v.per_second(split, ["active_j", "idle_j", "unattributed_j"], [host])
+        long = watts.melt("time", var_name="part", value_name="watts")
+        long["part"] = long["part"].map(
+            {"active_j": "active (processes)", "idle_j": "idle", "unattributed_j": "unattributed"}
+        )
+        st.plotly_chart(
+            charts.stacked_area(
+                long,
+                "watts",
+                "part",
+                f"Active versus idle (mean per {ui.bucket_label(v.rng)})",
+                "Power (W)",
+                colors={
+                    "active (processes)": charts.PART_COLORS["active"],
+                    "idle": charts.PART_COLORS["idle"],
+                    "unattributed": charts.PART_COLORS["unattributed"],
+                },
+            ),
+            key="host_idle",
+        )
+        st.caption(
+            "Active: energy attributed to processes. Idle: the host's baseline. Unattributed: "
+            "busy time no live process accounts for (processes that started and ended within "
+            "an interval, interrupts)."
+        )
+        ui.model_note(estimated, [host])
+
+    top = v.q("top_processes", host, v.rng, 10)
+    if top.empty:
+        st.info("No per-process rows for this host in the period.")
+        return
+    top = top.assign(
+        label=[f"{p} ({a})" for p, a in zip(top["process"], top["app"], strict=True)],
+        wh=top["joules"] / 3600,
+    )
+    st.plotly_chart(
+        charts.ranking(
+            top,
+            "wh",
+            "label",
+            "Top processes by energy",
+            "Energy (Wh)",
+            fmt=lambda wh: ui.fmt_energy(wh / 1000),
+        ),
+        key="host_top",
+    )
+    ui.model_note(estimated, [host])
+    st.dataframe(
+        top[["process", "app", "wh", "cpu_s"]].rename(
+            columns={"wh": "energy (Wh)", "cpu_s": "CPU time (s)"}
+        ),
+        hide_index=True,
+        column_config={
+            "energy (Wh)": st.column_config.NumberColumn(format="%.4g"),
+            "CPU time (s)": st.column_config.NumberColumn(format="%.1f"),
+        },
+        key="host_top_table",
+    )
+
+
+host_page()

@@ -1,0 +1,68 @@
+"""Report: an app's SCI report (``agent.report``) for the period, as Markdown, JSON and CSV."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from agent.report import ReportError
+from dashboard import ui
+from dashboard.export import report_csv
+
+settings = ui.settings()
+st.title("Report")
+
+
+def report_page() -> None:
+    v = ui.view(settings, align=False)
+    if v is None:
+        return
+    names = ui.real_apps(list(v.q("apps", None)["app"]))
+    if not names:
+        st.info("No application has SCI rows yet.")
+        return
+    remembered = st.session_state.get("app_choice")
+    app = st.selectbox(
+        "Application",
+        names,
+        index=names.index(remembered) if remembered in names else 0,
+        key="report_app",
+    )
+    st.session_state["app_choice"] = app
+    st.caption(f"{v.rng.label()} · every host · {v.src.describe()}")
+    try:
+        report = v.q("sci_report", settings.config, app, v.rng.start_ms, v.rng.end_ms)
+    except ReportError as exc:
+        st.info(str(exc))
+        return
+    stem = f"sci-report-{app}-{report.period_start[:10]}"
+    cols = st.columns(3)
+    cols[0].download_button(
+        "Download Markdown",
+        report.to_markdown(),
+        f"{stem}.md",
+        "text/markdown",
+        key="dl_md",
+        icon=":material/download:",
+    )
+    cols[1].download_button(
+        "Download JSON",
+        report.to_json(),
+        f"{stem}.json",
+        "application/json",
+        key="dl_json",
+        icon=":material/download:",
+    )
+    cols[2].download_button(
+        "Download CSV",
+        report_csv(report),
+        f"{stem}.csv",
+        "text/csv",
+        key="dl_csv",
+        icon=":material/download:",
+    )
+    if report.modelled:
+        st.caption(f":material/warning: Partly {ui.MODEL_NOTE}: {', '.join(report.modelled)}.")
+    st.markdown(report.to_markdown())
+
+
+report_page()

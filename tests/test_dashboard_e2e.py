@@ -1,0 +1,223 @@
+"""End to end: the real dashboard server (``dashboard.launch.command``) on a generated
+store, driven by a real headless Chromium through Selenium. Each page must draw its
+Plotly charts and show no exception; screenshots go to ``test-artifacts/dashboard/``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dashboard import launch
+from dashboard.sample_data import SampleSpec, fill_store
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+#: page → (url path, Plotly charts it draws, text it must show)
+PAGES = {
+    "fleet": ("", 3, "host-03 stopped reporting"),
+    "host": ("host", 3, "estimated by the power model (source=model)"),
+    "application": ("application", 4, "SCI per request"),
+    "grid": ("grid", 2, "Greenest 2 h window"),
+    "report": ("report", 0, "SCI report: api"),
+}
+
+
+def _need_chromium() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+    if missing:
+        reason = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The dashboard on a free port, reading one day of 10-second data."""
+    _need_chromium()
+    work = tmp_path_factory.mktemp("e2e")
+    store = work / "store.db"
+    fill_store(store, SampleSpec(hosts=3, apps=4, days=1.0, interval_s=10.0))
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    forecast = work / "forecast.csv"
+    rows = [(now + timedelta(hours=h), 120 + 80 * ((h * 7) % 5)) for h in range(-1, 30)]
+    forecast.write_text(
+        "time,gco2_per_kwh\n"
+        + "".join(f"{t.isoformat()},{v - 60 * (t.hour in (9, 10))}\n" for t, v in rows)
+    )
+    config = work / "config.toml"
+    config.write_text(
+        f'[store]\npath = "{store}"\n'
+        f'[grid]\nzone = "FR"\nproviders = ["csv"]\n[grid.csv]\npath = "{forecast}"\n'
+    )
+    port = free_port()
+    log = (work / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        launch.command(str(config), port, launch.DEFAULT_HOST),
+        cwd=work,  # not the checkout: the app must find its package by itself
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                pytest.fail("the dashboard did not start:\n" + (work / "streamlit.log").read_text())
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    _need_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1440,2300",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_draws_its_charts(server: str, browser: object, page: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, expected, text = PAGES[page]
+    driver = browser
+    driver.get(f"{server}/{path}")  # type: ignore[attr-defined]
+
+    def ready(d: object) -> bool:
+        body = d.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        plots = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")  # type: ignore[attr-defined]
+        charts = len(
+            {
+                p.find_element(By.XPATH, "./ancestor::div[contains(@class,'js-plotly-plot')]").id
+                for p in plots
+            }
+        )
+        return charts >= expected and text in body
+
+    WebDriverWait(driver, 30, poll_frequency=0.25).until(ready)
+    time.sleep(1.0)  # let Plotly finish its transitions before the screenshot
+    errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')  # type: ignore[attr-defined]
+    assert not errors, [e.text for e in errors]
+    plots = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")  # type: ignore[attr-defined]
+    assert len(plots) == expected
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{page}.png"))  # type: ignore[attr-defined]
+
+
+def test_grid_over_a_day_marks_fallback_values(server: str, browser: object) -> None:
+    """Pick "Last 24 hours" in the sidebar like a person would; fallbacks get marked."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(f"{server}/grid")  # type: ignore[attr-defined]
+    wait = WebDriverWait(driver, 30, poll_frequency=0.25)
+    box = wait.until(
+        lambda d: d.find_element(  # type: ignore[attr-defined]
+            By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"]'
+        )
+    )
+    box.click()
+    option = wait.until(
+        lambda d: next(
+            (
+                o
+                for o in d.find_elements(By.CSS_SELECTOR, '[role="option"]')  # type: ignore[attr-defined]
+                if o.text.strip() == "Last 24 hours"
+            ),
+            None,
+        )
+    )
+    option.click()
+    wait.until(
+        lambda d: (
+            "fallback values (" in d.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+            and len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= 2
+        )  # type: ignore[attr-defined]
+    )
+    time.sleep(1.0)
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')  # type: ignore[attr-defined]
+    legend = " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".legendtext"))  # type: ignore[attr-defined]
+    assert "fallback value" in legend
+    driver.save_screenshot(str(ARTIFACTS / "grid-24h.png"))  # type: ignore[attr-defined]
+
+
+def test_launcher_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """``dashboard.launch.main`` (what ``sci-agent dashboard`` calls) serves the app on
+    loopback and passes SIGTERM on to streamlit, returning its status."""
+    import signal
+    import sys
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "none.db"}"\n')
+    port = free_port()
+    code = (
+        "import sys; from dashboard.launch import main; "
+        f"sys.exit(main({str(config)!r}, {port}, None))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the dashboard did not answer"
+                time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        out = process.stdout.read().decode()  # type: ignore[union-attr]
+        assert f"http://127.0.0.1:{port}" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
