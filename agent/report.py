@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -165,17 +166,10 @@ def _build(
             (app, lo, hi),
         )
     ]
-    measured: list[str] = []
-    modelled: list[str] = []
-    for component, source in db.execute(
-        "SELECT DISTINCT component, source FROM host_energy WHERE ts_ms > ? AND ts_ms <= ?"
-        " ORDER BY component",
+    components = db.execute(
+        "SELECT DISTINCT component, source FROM host_energy WHERE ts_ms > ? AND ts_ms <= ?",
         (lo, hi),
-    ):
-        (modelled if source == "model" else measured).append(f"{component} ({source})")
-    left_out = list(LEFT_OUT)
-    if not any(c.startswith("gpu") for c in measured + modelled):
-        left_out.insert(0, "GPUs (none found on the host)")
+    ).fetchall()
     sources = [
         {"zone": z, "provider": p, "signal": s, "intervals": n, "fallback_intervals": f}
         for z, p, s, n, f in db.execute(
@@ -184,30 +178,78 @@ def _build(
             (lo, hi),
         )
     ]
-    carbon = operational + embodied
+    return assemble(
+        config,
+        app,
+        unit=unit,
+        first_ms=first,
+        last_ms=last,
+        hosts=hosts,
+        intervals=count,
+        energy_kwh=energy,
+        operational_g=operational,
+        embodied_g=embodied,
+        units=units,
+        intensity=i_dt / dt if dt else None,
+        components=components,
+        intensity_sources=sources,
+    )
+
+
+def assemble(
+    config: Config,
+    app: str,
+    *,
+    unit: str | None,
+    first_ms: float,
+    last_ms: float,
+    hosts: list[str],
+    intervals: int,
+    energy_kwh: float,
+    operational_g: float,
+    embodied_g: float,
+    units: float,
+    intensity: float | None,
+    components: Iterable[tuple[str, str]],
+    intensity_sources: list[dict[str, Any]],
+) -> SciReport:
+    """A report from a window's sums, whichever database summed them.
+
+    The score is Σ carbon / Σ units; ``components`` are the (component, source) pairs
+    seen in the window, which make the software boundary.
+    """
+    measured: list[str] = []
+    modelled: list[str] = []
+    for component, source in sorted(set(components)):
+        (modelled if source == "model" else measured).append(f"{component} ({source})")
+    left_out = list(LEFT_OUT)
+    if not any(c.startswith("gpu") for c in measured + modelled):
+        left_out.insert(0, "GPUs (none found on the host)")
+    carbon = operational_g + embodied_g
     return SciReport(
         app=app,
         unit=unit,
-        period_start=iso_ms(first),
-        period_end=iso_ms(last),
+        period_start=iso_ms(first_ms),
+        period_end=iso_ms(last_ms),
         hosts=hosts,
-        intervals=count,
+        intervals=intervals,
         sci_g_per_unit=carbon / units if units > 0 else None,
         carbon_g=carbon,
-        energy_kwh=energy,
-        intensity_gco2_per_kwh=i_dt / dt if dt else None,
-        operational_g=operational,
-        embodied_g=embodied,
+        energy_kwh=energy_kwh,
+        intensity_gco2_per_kwh=intensity,
+        operational_g=operational_g,
+        embodied_g=embodied_g,
         units=units,
         measured=measured,
         modelled=modelled,
         left_out=left_out,
-        intensity_sources=sources,
+        intensity_sources=intensity_sources,
         methodology=methodology(config),
     )
 
 
 def methodology(config: Config) -> dict[str, Any]:
+    """How the figures were made, from the config: what the spec asks a report to state."""
     policy = config.sci.idle_policy
     return {
         "energy attribution": "CPU by CPU-tick share of busy energy, DRAM by RSS share, "
@@ -228,6 +270,7 @@ def methodology(config: Config) -> dict[str, Any]:
 
 
 def iso_ms(ms: float) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC, to the second."""
     return (
         datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     )

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS grid_intensity (
     interval_s REAL NOT NULL,
     PRIMARY KEY (zone, ts_ms)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sci_ts ON sci (ts_ms);
+CREATE INDEX IF NOT EXISTS sci_app_ts ON sci (app, ts_ms);  -- reports select one app
 CREATE INDEX IF NOT EXISTS grid_intensity_ts ON grid_intensity (ts_ms);
 CREATE INDEX IF NOT EXISTS intervals_ts ON intervals (ts_ms);
 CREATE INDEX IF NOT EXISTS host_energy_ts ON host_energy (ts_ms);

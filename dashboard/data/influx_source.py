@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from agent.config import Config
-from agent.report import LEFT_OUT, ReportError, SciReport, iso_ms, methodology
+from agent.report import ReportError, SciReport, assemble
 from dashboard.data.base import (
     DataSourceError,
     Derived,
@@ -374,13 +374,6 @@ class InfluxSource(Derived):
         named = [u for u in df["unit"] if u]
         first_ms = int(first[0].values[0][0])
         last_ms = int(last[0].values[0][0])
-        measured: list[str] = []
-        modelled: list[str] = []
-        for component, source in sorted((s.tags["component"], s.tags["source"]) for s in parts):
-            (modelled if source == "model" else measured).append(f"{component} ({source})")
-        left_out = list(LEFT_OUT)
-        if not any(c.startswith("gpu") for c in measured + modelled):
-            left_out.insert(0, "GPUs (none found on the host)")
         fallback_n = {
             (s.tags["zone"], s.tags["provider"], s.tags["signal"]): int(s.values[0][1])
             for s in fallbacks
@@ -399,26 +392,21 @@ class InfluxSource(Derived):
                 sources, key=lambda s: (s.tags["zone"], s.tags["provider"], s.tags["signal"])
             )
         ]
-        carbon = operational + embodied
-        return SciReport(
-            app=app,
+        return assemble(
+            config,
+            app,
             unit=max(named) if named else None,
-            period_start=iso_ms(first_ms - self._interval_ms_at(first_ms)),
-            period_end=iso_ms(last_ms),
+            first_ms=first_ms - self._interval_ms_at(first_ms),
+            last_ms=last_ms,
             hosts=sorted(set(df["host"])),
             intervals=count,
-            sci_g_per_unit=carbon / units if units > 0 else None,
-            carbon_g=carbon,
             energy_kwh=energy,
-            intensity_gco2_per_kwh=intensity,
             operational_g=operational,
             embodied_g=embodied,
             units=units,
-            measured=measured,
-            modelled=modelled,
-            left_out=left_out,
+            intensity=intensity,
+            components=[(s.tags["component"], s.tags["source"]) for s in parts],
             intensity_sources=intensity_sources,
-            methodology=methodology(config),
         )
 
     def _interval_ms_at(self, ts_ms: int) -> float:
