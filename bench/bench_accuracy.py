@@ -51,6 +51,7 @@ from benchutil import (
     header,
     import_codecarbon,
     log,
+    offline_tracker,
     say,
     stat_ticks,
     table,
@@ -118,13 +119,7 @@ def cc_wrapper(kind: str, mode: str, interval: float) -> None:
     if cc is None:
         say("missing")
         return
-    tracker = cc.OfflineEmissionsTracker(
-        country_iso_code="FRA",
-        measure_power_secs=interval,
-        save_to_file=False,
-        log_level="error",
-        tracking_mode=mode,
-    )
+    tracker = offline_tracker(cc, interval, mode)
     setup = codecarbon_setup(cc, tracker)
     proc = None
     if kind != "none":

@@ -44,6 +44,7 @@ from benchutil import (
     header,
     import_codecarbon,
     log,
+    offline_tracker,
     say,
     status_mb,
     stdin_stopper,
@@ -116,13 +117,7 @@ def child_codecarbon(interval: float, mode: str) -> None:
     if cc is None:
         say("missing")
         return
-    tracker = cc.OfflineEmissionsTracker(
-        country_iso_code="FRA",
-        measure_power_secs=interval,
-        save_to_file=False,
-        log_level="error",
-        tracking_mode=mode,
-    )
+    tracker = offline_tracker(cc, interval, mode)
     tracker.start()
     say("ready", codecarbon_setup(cc, tracker))
     sys.stdin.readline()

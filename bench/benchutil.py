@@ -238,3 +238,14 @@ def say(word: str, payload: dict[str, Any] | None = None) -> None:
     """In a child: one protocol line on stdout."""
     sys.stdout.write(word + (" " + json.dumps(payload) if payload else "") + "\n")
     sys.stdout.flush()
+
+
+def offline_tracker(cc: Any, interval: float, mode: str) -> Any:
+    """CodeCarbon's offline tracker as both benchmarks run it: France's grid, no file."""
+    return cc.OfflineEmissionsTracker(
+        country_iso_code="FRA",
+        measure_power_secs=interval,
+        save_to_file=False,
+        log_level="error",
+        tracking_mode=mode,
+    )
