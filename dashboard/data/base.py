@@ -66,6 +66,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "estimated_components": ("host", "component", "source"),
 }
 
+#: How far back a host's last data is looked for (the store's default retention).
+LOOKBACK_MS = 30 * 86400 * 1000
+
 
 class DataSourceError(Exception):
     """The data could not be read; the message names the cause, never a credential."""

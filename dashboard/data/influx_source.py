@@ -25,6 +25,7 @@ import pandas as pd
 from agent.config import Config
 from agent.report import ReportError, SciReport, assemble
 from dashboard.data.base import (
+    LOOKBACK_MS,
     DataSourceError,
     Derived,
     Hosts,
@@ -36,7 +37,6 @@ from dashboard.data.base import (
 from dashboard.data.influxql import by_time, equals_any, ident, time_range, where
 from dashboard.timerange import TimeRange
 
-LOOKBACK_MS = 30 * 86400 * 1000
 FUTURE_MS = 3600 * 1000  # tolerate hosts whose clocks run a little ahead
 
 

@@ -26,6 +26,7 @@ from agent import report
 from agent.config import Config
 from agent.report import SciReport
 from dashboard.data.base import (
+    LOOKBACK_MS,
     DataSourceError,
     Derived,
     Hosts,
@@ -36,7 +37,6 @@ from dashboard.data.base import (
 )
 from dashboard.timerange import TimeRange
 
-LOOKBACK_MS = 30 * 86400 * 1000
 #: Connections a query spreads its keys over (each SQLite call runs without the GIL).
 WORKERS = min(4, os.cpu_count() or 1)
 _RANGE = "ts_ms > ? AND ts_ms <= ?"
