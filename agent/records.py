@@ -34,13 +34,28 @@ class GpuUsage:
 
 @dataclass(frozen=True, slots=True)
 class ComponentReading:
-    """Joules one component used during the last interval."""
+    """Joules one component used during the last interval.
+
+    ``static_joules`` is the part the component would have drawn at zero load over
+    the interval (≤ ``joules``); the rest is dynamic, and only dynamic energy follows
+    each process's work. ``static_source`` says where the floor came from (``model``,
+    ``learned``, ``configured``, or ``""`` when none is known yet). ``model`` names the
+    power model and its coefficients for ``source="model"`` readings.
+    """
 
     component: str  # cpu0, dram0, psys, gpu0, or cpu/dram for the model
     kind: ComponentKind
     source: Source
     joules: float
     gpu: GpuUsage | None = None
+    static_joules: float = 0.0
+    static_source: str = ""
+    model: str | None = None
+
+    @property
+    def dynamic_joules(self) -> float:
+        """The energy above the zero-load floor (never negative)."""
+        return max(0.0, self.joules - self.static_joules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,26 @@ class SciRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Method:
+    """What was in force when an interval was measured, recorded with its data.
+
+    Stored only when it changes, so a report over a period can say which power
+    model, static floors, embodied figure, share policy, PUE and grid source
+    produced each part of it.
+    """
+
+    components: tuple[tuple[str, str, str], ...]  # (component, source, model or "")
+    static_watts: tuple[tuple[str, float, str], ...]  # (component, watts, static_source)
+    embodied_kgco2e: float  # TE charged to this host, after any VM scaling
+    lifespan_years: float
+    embodied_basis: str  # where TE comes from and how it was scaled
+    share_policy: str
+    pue: float
+    zone: str
+    providers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class IntervalResult:
     """Everything one sampling cycle measured and attributed.
 
@@ -163,6 +198,7 @@ class IntervalResult:
     unattributed: AppEnergy
     intensity: IntensityValue | None = None  # set by the scoring stage
     sci: tuple[SciRecord, ...] = ()
+    method: Method | None = None  # how the numbers were computed, set after scoring
 
     @property
     def interval_s(self) -> float:
