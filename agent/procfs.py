@@ -163,11 +163,7 @@ class ProcScanner:
         if not primed:
             self._primed = True
             return []
-        # What vanished children were charged while seen is already in their own rows.
-        charged: dict[int, int] = {}
-        for key, gone in known.items():
-            if key not in seen:
-                charged[gone.ppid] = charged.get(gone.ppid, 0) + gone.ticks + gone.child_ticks
+        charged = _charged_to_live_ancestors(known, seen)
         out: list[ProcessActivity] = []
         for pid, starttime, info, delta, child_delta, rss_pages in rows:
             reaped = max(0, child_delta - charged.get(pid, 0)) if pid > 2 else 0
@@ -179,6 +175,7 @@ class ProcScanner:
                     info.app,
                     max(0, delta) + reaped,
                     rss_pages * PAGE_SIZE,
+                    reaped_ticks=reaped,
                 )
             )
         return out
@@ -201,6 +198,32 @@ class ProcScanner:
             kernel_thread=kernel,
         )
         return _Known(comm, self._namer.name(facts), 0)
+
+
+def _charged_to_live_ancestors(
+    known: dict[tuple[int, int], _Known], seen: dict[tuple[int, int], _Known]
+) -> dict[int, int]:
+    """Ticks already charged to vanished processes, keyed by their nearest live ancestor.
+
+    When a process exits, its parent's ``cutime`` grows by its whole CPU time and that
+    of every descendant it reaped, so what the vanished were charged while seen must
+    come off the ancestor that now shows it: through any depth of vanished processes
+    (a child and grandchild that exit in the same interval both land on the live
+    grandparent). An ancestor that reused a vanished pid is not the same process.
+    """
+    previous = {key[0]: key for key in known}
+    charged: dict[int, int] = {}
+    for key, gone in known.items():
+        if key in seen:
+            continue
+        ancestor = gone.ppid
+        for _ in range(64):  # a pid cycle cannot occur, but never loop on bad input
+            old_key = previous.get(ancestor)
+            if old_key is None or old_key in seen:
+                break  # live (or never seen): it reaped the vanished subtree
+            ancestor = known[old_key].ppid
+        charged[ancestor] = charged.get(ancestor, 0) + gone.ticks + gone.child_ticks
+    return charged
 
 
 def _cpu_packages(sys_root: str) -> dict[int, int]:

@@ -87,8 +87,9 @@ class ProcessActivity:
     starttime: int  # clock ticks after boot, from /proc/PID/stat
     name: str
     app: str
-    cpu_ticks: int  # utime + stime accrued during the interval
+    cpu_ticks: int  # utime + stime accrued during the interval, reaped_ticks included
     rss_bytes: int
+    reaped_ticks: int = 0  # children's CPU time it reaped that no scan saw (cutime delta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,7 @@ class IntervalResult:
     intensity: IntensityValue | None = None  # set by the scoring stage
     sci: tuple[SciRecord, ...] = ()
     method: Method | None = None  # how the numbers were computed, set after scoring
+    clamped_ticks: int = 0  # reaped-children ticks beyond /proc/stat's busy ticks, not charged
 
     @property
     def interval_s(self) -> float:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from agent.apps import AppNamer
 from agent.attribution import attribute
 from agent.config import Config
+from agent.cpu_charge import charge_once
 from agent.procfs import ProcScanner
 from agent.records import IntervalResult, utc_now
 from agent.sensors import IntervalContext, SensorSet, open_sensors
 from agent.sensors.base import timed_read
+
+log = logging.getLogger("sci_agent.sampler")
+_CLAMP_LOG_EVERY_S = 3600.0
 
 
 class Sampler:
@@ -32,6 +38,8 @@ class Sampler:
         self._clock = clock
         self._last = 0.0
         self._last_wall = utc_now()
+        self.clamped_ticks_total = 0
+        self._clamp_logged_at: float | None = None
 
     def open(self) -> None:
         """Open the sensors and take the baseline every later interval starts from."""
@@ -51,18 +59,33 @@ class Sampler:
         readings = []
         for sensor in self.sensors.sensors:
             readings.extend(timed_read(sensor, ctx, self.sensors.health[sensor.name]))
-        processes = self.scanner.scan()
+        checked = charge_once(self.scanner.scan(), cpu.busy_ticks, cpu.total_ticks, cpu.cpu_count)
         result = attribute(
             self.config.host,
             self._last_wall,
             wall,
             readings,
             cpu,
-            processes,
+            checked.processes,
             self.scanner.memory_total_bytes,
         )
         self._last, self._last_wall = now, wall
+        if checked.clamped_ticks:
+            self._note_clamp(checked.clamped_ticks, now)
+            result = replace(result, clamped_ticks=checked.clamped_ticks)
         return result
+
+    def _note_clamp(self, ticks: int, now: float) -> None:
+        """Count reaped ticks dropped as already counted by /proc/stat; log hourly at most."""
+        self.clamped_ticks_total += ticks
+        if self._clamp_logged_at is None or now - self._clamp_logged_at >= _CLAMP_LOG_EVERY_S:
+            self._clamp_logged_at = now
+            log.info(
+                "%d reaped-children CPU ticks exceeded /proc/stat's busy ticks and were not "
+                "charged again (%d since start); their energy was unattributed when they ran",
+                ticks,
+                self.clamped_ticks_total,
+            )
 
     def close(self) -> None:
         if self.sensors is not None:
