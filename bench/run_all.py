@@ -57,6 +57,16 @@ BENCHES = (
         "bucket, conservation, and CodeCarbon's process mode on the same workloads.",
     ),
     Bench(
+        "trust",
+        "Numbers a team can trust: SCI drift, process trees, units across SIGTERM",
+        ("bench/bench_trust.py",),
+        "Targets (trustworthy-numbers issue): an app with constant CPU per request keeps "
+        "its SCI within ±5 % when a neighbour takes a core; a process tree whose children "
+        "and grandchildren exit together is charged its CPU time within ±3 %, a busy "
+        "bystander within ±2 %; every unit accepted before a SIGTERM is stored; the "
+        "embodied carbon charged to this machine per hour.",
+    ),
+    Bench(
         "export",
         "Export to InfluxDB",
         ("bench/bench_export.py",),
