@@ -2,23 +2,33 @@
 
 Every key has a default, so no file at all is a valid configuration. An unknown
 key or a bad value raises ``ConfigError`` naming the key (``sensors.rapl.root``).
+Every number must be finite and within the range of its kind (``_LIMITS``); a secret
+(``_is_secret``) is never echoed in a message; ``~`` is expanded in path keys
+(``_is_path``); a file holding secrets that others can read draws a warning.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import math
 import os
 import re
 import socket
+import stat
 import tomllib
 import types
 import urllib.parse
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from sci.embodied import DEFAULT_LIFESPAN_YEARS, DEFAULT_SERVER_EMBODIED_KGCO2E
 
 ENV_CONFIG = "SCI_AGENT_CONFIG"
+
+log = logging.getLogger("sci_agent.config")
 
 PROVIDERS = ("static", "builtin", "electricitymaps", "ukgrid", "watttime", "carbonaware", "csv")
 IDLE_POLICIES = ("proportional", "separate")
@@ -207,17 +217,21 @@ def validate_influx(cfg: InfluxConfig, prefix: str = "influxdb") -> None:
     """
     if cfg.api not in INFLUX_APIS:
         raise ValueError(f"{prefix}.api: must be v1 or v2, got {cfg.api!r}")
-    parts = urllib.parse.urlsplit(cfg.url)
+    shown = _redact_url(cfg.url)
+    try:
+        parts = urllib.parse.urlsplit(cfg.url)
+    except ValueError as exc:  # an unclosed IPv6 bracket
+        raise ValueError(f"{prefix}.url: not a URL ({exc}): {shown!r}") from None
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{prefix}.url: must start with http:// or https://, got {cfg.url!r}")
+        raise ValueError(f"{prefix}.url: must start with http:// or https://, got {shown!r}")
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number or out of range
     except ValueError:
-        raise ValueError(f"{prefix}.url: invalid port in {cfg.url!r}") from None
+        raise ValueError(f"{prefix}.url: invalid port in {shown!r}") from None
     if not parts.hostname:
-        raise ValueError(f"{prefix}.url: no host in {cfg.url!r}")
+        raise ValueError(f"{prefix}.url: no host in {shown!r}")
     if parts.query or parts.fragment:
-        raise ValueError(f"{prefix}.url: must not carry a query or fragment, got {cfg.url!r}")
+        raise ValueError(f"{prefix}.url: must not carry a query or fragment, got {shown!r}")
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"{prefix}.url: put credentials in token or username/password")
     if cfg.batch_size < 1:
@@ -327,18 +341,37 @@ T = TypeVar("T")
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load the config from ``path``, else ``$SCI_AGENT_CONFIG``, else defaults."""
+    """Load the config from ``path``, else ``$SCI_AGENT_CONFIG``, else defaults.
+
+    Warns (without failing) when the file holds a secret that its group or others
+    may read.
+    """
     chosen = path if path is not None else os.environ.get(ENV_CONFIG) or None
     if chosen is None:
         return validate(Config())
     file = Path(chosen)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as f:
+            raw = f.read()
+            mode = os.fstat(f.fileno()).st_mode
     except FileNotFoundError:
         raise ConfigError(f"{file}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config: {exc.strerror}") from None
-    return loads(text, source=str(file))
+    cfg = loads(_utf8(raw, str(file)), source=str(file))
+    _warn_if_readable(str(file), mode, cfg)
+    return cfg
+
+
+def _utf8(raw: bytes, source: str) -> str:
+    """``raw`` decoded as UTF-8; ``ConfigError`` names the first bad byte and its offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start]
+        raise ConfigError(
+            f"{source}: not UTF-8 text (byte 0x{bad:02x} at offset {exc.start})"
+        ) from None
 
 
 def loads(text: str, source: str = "<config>") -> Config:
@@ -355,6 +388,7 @@ def loads(text: str, source: str = "<config>") -> Config:
 
 def validate(cfg: Config) -> Config:
     """Check values beyond their types; raise ``ConfigError`` naming the key."""
+    _check_numbers(cfg, lower=False)  # finite and not too large, before any arithmetic
     _positive("interval_s", cfg.interval_s)
     if not cfg.host.strip():
         raise ConfigError("host: must not be empty")
@@ -402,6 +436,7 @@ def validate(cfg: Config) -> Config:
                 re.compile(rule.cmdline)
             except re.error as exc:
                 raise ConfigError(f"{where}.cmdline: invalid regular expression: {exc}") from None
+    _check_numbers(cfg, lower=True)  # keys without a check of their own above
     return cfg
 
 
@@ -479,22 +514,27 @@ def _decode(cls: type[T], data: Any, prefix: str) -> T:
             if f.default is MISSING and f.default_factory is MISSING:
                 raise ConfigError(f"{prefix}{name}: required")
             continue
-        values[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
+        value = _coerce(hints[name], data[name], f"{prefix}{name}", secret=_is_secret(f))
+        if isinstance(value, str) and _is_path(f):
+            value = os.path.expanduser(value)  # "-" (stdout) and plain paths are unchanged
+        values[name] = value
     return cls(**values)
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str, secret: bool = False) -> Any:
+    """``value`` as type ``hint``, or ``ConfigError``; a secret's value is never shown."""
+    got = _shown(value, secret)
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
-        return _coerce(options[0], value, key)
+        return _coerce(options[0], value, key, secret)
     if origin is tuple and get_args(hint)[0] is str:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected an array of strings, got {value!r}")
+            raise ConfigError(f"{key}: expected an array of strings, got {got}")
         return tuple(value)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+            raise ConfigError(f"{key}: expected a table of strings, got {got}")
         return dict(value)
     if origin is tuple:
         item = get_args(hint)[0]
@@ -505,18 +545,160 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return _decode(hint, value, f"{key}.")
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {got}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{key}: expected a number, got {got}")
+        return _finite(value, key)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {got}")
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {got}")
         return value
     raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - schema bug
+
+
+def _finite(value: int | float, key: str) -> float:
+    """``value`` as a finite float; ``nan``, ``inf`` and ints beyond a float are refused."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{key}: must be a finite number, got an integer too large") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: must be a finite number, got {number}")
+    return number
+
+
+# -- secrets and paths, told by the key's name or the field's metadata ----------------------
+
+_SECRET_NAME = re.compile(r"(^|_)(token|password|passwd|secret|api_key|apikey)$")
+_PATH_NAME = re.compile(r"(^|_)(path|dir|root)$")
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+    (dt.datetime, "a date-time"),
+    (dt.date, "a date"),
+    (dt.time, "a time"),
+)
+
+
+def _is_secret(f: Field[Any]) -> bool:
+    """A credential: named token/password/secret/api_key, ``repr=False``, or ``secret`` metadata."""
+    return bool(_SECRET_NAME.search(f.name)) or not f.repr or bool(f.metadata.get("secret"))
+
+
+def _is_path(f: Field[Any]) -> bool:
+    """A filesystem path (``~`` is expanded): named path, dir, root, ``*_dir``…; or by metadata."""
+    return bool(_PATH_NAME.search(f.name)) or bool(f.metadata.get("path"))
+
+
+def _shown(value: Any, secret: bool) -> str:
+    """How a value appears in a message: its repr, or for a secret only its kind."""
+    if not secret:
+        return repr(value)
+    kind = next((name for t, name in _KINDS if isinstance(value, t)), "a value")
+    return f"{kind} (value hidden)"
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    if "@" not in host:
+        return url
+    return f"{scheme}{sep}***@{host.rpartition('@')[2]}{slash}{path}"
+
+
+def _fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Field[Any], Any]]:
+    """Every leaf of a config tree: (dotted key, its field, its value); arrays as ``key[i]``."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            yield from _fields(value, f"{key}.")
+        elif isinstance(value, tuple) and value and is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                yield from _fields(item, f"{key}[{i}].")
+        else:
+            yield key, f, value
+
+
+def _warn_if_readable(source: str, mode: int, cfg: Config) -> None:
+    """Log a warning when ``source`` holds a non-empty secret its group or others may read."""
+    readers = [
+        who for bit, who in ((stat.S_IRGRP, "its group"), (stat.S_IROTH, "others")) if mode & bit
+    ]
+    if not readers or not stat.S_ISREG(mode):
+        return
+    held = [key for key, f, value in _fields(cfg) if _is_secret(f) and value]
+    if held:
+        log.warning(
+            "%s: mode %04o lets %s read the secrets it holds (%s); run chmod 600 %s",
+            source,
+            stat.S_IMODE(mode),
+            " and ".join(readers),
+            ", ".join(held),
+            source,
+        )
+
+
+# -- ranges: every number finite, within the bounds of its kind -------------------------------
+
+_INT_MAX = 2**31 - 1
+_FLOAT_MAX = 1e9
+#: (key name pattern, minimum, maximum, what the maximum is); the first match applies.
+_LIMITS: tuple[tuple[re.Pattern[str], float, float, str], ...] = (
+    (re.compile(r"^interval_s$"), 0, 86_400, "one day"),
+    (re.compile(r"timeout_s$"), 0, 3_600, "one hour"),
+    (re.compile(r"_s$"), 0, 604_800, "one week"),
+    (re.compile(r"_days$"), 0, 36_500, "100 years"),
+    (re.compile(r"_years$"), 0, 50, "50 years"),
+    (re.compile(r"(^|_)(w|watts)(_|$)"), 0, 10_000, "10 kW"),
+    (re.compile(r"gco2_per_kwh$"), 0, 5_000, "above any grid on record"),
+    (re.compile(r"kgco2e$"), 0, 1_000_000, "1,000 tonnes"),
+    (re.compile(r"^pue$"), 1, 5, "worse than any surveyed data centre"),
+    (re.compile(r"_mb$"), 0, 1_048_576, "1 TiB"),
+    (re.compile(r"_bytes$"), 0, 2**30, "1 GiB"),
+    (re.compile(r"(^|_)port$"), 1, 65_535, "the largest port"),
+    (re.compile(r"^batch_size$"), 1, 1_000_000, "a million lines"),
+    (re.compile(r"^top_processes$"), 0, 10_000, "rows per interval"),
+)
+
+
+def _limits(name: str, value: int | float) -> tuple[float, float, str]:
+    """The (minimum, maximum, reason) for the number key ``name``."""
+    for pattern, low, high, why in _LIMITS:
+        if pattern.search(name):
+            return low, high, why
+    if isinstance(value, int):
+        return 0, _INT_MAX, "the largest 32-bit integer"
+    return 0, _FLOAT_MAX, "a billion"
+
+
+def _check_numbers(cfg: Config, lower: bool) -> None:
+    """Every number finite and at most its kind's maximum; with ``lower``, at least its minimum."""
+    for key, f, value in _fields(cfg):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
+        low, high, why = _limits(f.name, value)
+        if value > high:
+            raise ConfigError(f"{key}: must be at most {_fmt(high)} ({why}), got {_fmt(value)}")
+        if lower and value < low:
+            raise ConfigError(f"{key}: must be {_fmt(low)} or more, got {_fmt(value)}")
+
+
+def _fmt(x: float) -> str:
+    """A number for a message: integers in full up to 1e15, else ``%g``."""
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:g}"
