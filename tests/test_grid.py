@@ -166,7 +166,9 @@ def test_timeout_names_the_limit(server: ReplayServer) -> None:
     )
     with pytest.raises(ProviderError) as info:
         em(server, timeout_s=FAST).fetch("DE")
-    assert str(info.value) == "electricitymaps: timed out after 0.3s"
+    assert str(info.value) == (
+        "electricitymaps: timed out after 0.3s (grid.timeout_s, the whole request)"
+    )
 
 
 def test_http_500(server: ReplayServer) -> None:
