@@ -304,3 +304,47 @@ def test_https_goes_through_the_deadline_connection(
         assert not math.isnan(data["carbonIntensity"])
     finally:
         tls.close()
+
+
+# -- whose value, downstream --------------------------------------------------------------------
+
+
+def test_once_json_and_the_report_say_whose_value_it_is(tmp_path: Path) -> None:
+    from agent import report
+    from agent.attribution import attribute
+    from agent.config import AppRule, Config, StoreConfig
+    from agent.records import ComponentReading, CpuActivity, ProcessActivity
+    from agent.render import to_json
+    from agent.scoring import Scorer
+    from exporters.sqlite_store import SqliteStore
+
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    procs = [ProcessActivity(1, 1, "gunicorn", "web", 100, 1 << 30)]
+    readings = [ComponentReading("cpu", "cpu", "model", 500.0)]
+    measured = attribute(
+        "h", end - timedelta(seconds=60), end, readings, CpuActivity(100, 200, 2), procs, 1 << 34
+    )
+    grid = build_chain(GridConfig(zone="FR-COR")).current()
+    result = Scorer({"web": "request"}, 1000.0, 4.0, cpu_count=2).score(measured, grid, {"web": 5})
+    once = to_json(result)["intensity"]
+    assert (once["zone"], once["value_zone"], once["fallback"]) == ("FR-COR", "FR", True)
+
+    store = SqliteStore(tmp_path / "store.db")
+    store.open()
+    store.write([result])
+    store.close()
+    config = Config(
+        store=StoreConfig(path=str(tmp_path / "store.db")),
+        apps=(AppRule(name="web", exe="x", unit="request"),),
+    )
+    built = report.build(config, "web", end - timedelta(hours=1), end + timedelta(minutes=1), None)
+    (source,) = built.intensity_sources
+    assert (source["zone"], source["value_zone"], source["fallback_intervals"]) == (
+        "FR-COR",
+        "FR",
+        1,
+    )
+    assert "- FR-COR: builtin (average signal), 1 intervals, 1 of them fallback values; " in (
+        built.to_markdown()
+    )
+    assert "the values of FR, its parent zone" in built.to_markdown()

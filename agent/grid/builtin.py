@@ -57,3 +57,18 @@ class BuiltinProvider(Provider):
         return IntensityValue(
             zone, gco2, self.name, self.signal, time, fallback=parent is not None, value_zone=parent
         )
+
+
+def stored_value_zone(zone: str, provider: str) -> str:
+    """The zone whose value a recorded ``(zone, provider)`` row holds.
+
+    The builtin data answers a sub-zone with its country's value (``FR`` for ``FR-COR``);
+    every other provider answers for the zone asked. So the zone and provider already
+    stored with each value say whose value it was, and reports derive it from them.
+    """
+    if provider != BuiltinProvider.name:
+        return zone
+    try:
+        return match_zone(zone).parent or zone
+    except ValueError:
+        return zone  # a zone recorded by another version: say no more than it did
