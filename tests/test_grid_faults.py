@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -283,6 +285,32 @@ def test_a_trickling_server_times_out_and_the_next_provider_answers(
         "timed out after 1s (grid.timeout_s, the whole request)"
     )
     assert "grid intensity provider electricitymaps failed: timed out after 1s" in caplog.text
+
+
+def test_a_trickled_tls_handshake_ends_by_the_deadline() -> None:
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def trickle_a_server_hello() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)  # the ClientHello
+                for byte in b"\x16\x03\x03\x40\x00" + b"\x02" * 40:  # a long record, slowly
+                    conn.sendall(bytes([byte]))
+                    if stop.wait(0.25):
+                        return
+
+        thread = threading.Thread(target=trickle_a_server_hello, daemon=True)
+        thread.start()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/x"
+        start = time.monotonic()
+        try:
+            with pytest.raises(ProviderError, match="timed out after 1s"):
+                http_json("GET", url, timeout_s=1.0, provider="p")
+            assert time.monotonic() - start < 1.8
+        finally:
+            stop.set()
+            thread.join(5)
 
 
 def test_a_slow_but_steady_answer_within_the_deadline_is_read(server: ReplayServer) -> None:
