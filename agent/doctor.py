@@ -78,7 +78,7 @@ def grid_status(config: Config) -> tuple[bool, list[str]]:
 
 
 def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str, int]:
-    """The doctor's text and exit status: 0 when the agent can measure the CPU."""
+    """The doctor's text and exit status: 0 when it can measure the CPU and run accepts the grid."""
     lines = [
         f"config:   {config_source}",
         f"host:     {config.host}",
