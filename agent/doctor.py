@@ -50,8 +50,35 @@ def influx_status(config: Config) -> tuple[bool, str]:
         sink.close()
 
 
+def grid_status(config: Config) -> tuple[bool, list[str]]:
+    """The grid section: the chain built exactly as ``run`` builds it, and its value now.
+
+    False, with ``run``'s own error (naming the key), when ``run`` would refuse the grid
+    settings. Otherwise the remote providers are tried once (each within
+    ``grid.timeout_s``): one that fails is listed, since ``run`` would fall back.
+    """
+    from agent.config import ConfigError
+    from agent.grid import build_chain
+    from agent.grid.command import describe
+
+    try:
+        chain = build_chain(config.grid)  # the one check ``run`` makes, shared
+    except ConfigError as exc:
+        return False, [f"grid:     FAILS  {exc} (run refuses this config)"]
+    chain.refresh(force=True)
+    value = chain.current()
+    whose = f", the value of {value.value_zone}" if value.value_zone else ""
+    lines = [
+        f"grid:     ok  zone {value.zone}: {value.gco2_per_kwh:.0f} gCO2e/kWh from "
+        f"{value.provider} ({describe(value)}{whose})"
+        + (", a fallback value" if value.fallback else "")
+    ]
+    lines += [f"          {name} failed: {msg}" for name, msg in chain.last_errors.items()]
+    return True, lines
+
+
 def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str, int]:
-    """The doctor's text and exit status: 0 when the agent can measure the CPU."""
+    """The doctor's text and exit status: 0 when it can measure the CPU and run accepts the grid."""
     lines = [
         f"config:   {config_source}",
         f"host:     {config.host}",
@@ -85,6 +112,8 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
     if config.influxdb.enabled:
         ok, text = influx_status(config)
         lines.append(f"influxdb: {'ok' if ok else 'FAILS'}  {text}")
+    grid_ok, grid_lines = grid_status(config)
+    lines += ["", *grid_lines]
     can_measure = "cpu" in covering
     lines += [
         "",
@@ -95,4 +124,6 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
             else "the agent cannot measure the CPU on this host"
         ),
     ]
-    return "\n".join(lines), 0 if can_measure else 1
+    if not grid_ok:
+        lines.append("          but run refuses the grid settings above")
+    return "\n".join(lines), 0 if can_measure and grid_ok else 1

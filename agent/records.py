@@ -132,7 +132,9 @@ class IntensityValue:
     """A grid carbon intensity I, with where it came from.
 
     ``fallback`` is true when it did not come from the first provider of the chain
-    (or is a stale cached value), so reports can flag it.
+    (or is a stale cached value, or another zone's value), so reports can flag it.
+    ``value_zone`` names the zone whose value it is when that is not ``zone`` (``FR``
+    for a ``FR-COR`` the data does not hold); None when it is ``zone``'s own.
     """
 
     zone: str
@@ -141,6 +143,12 @@ class IntensityValue:
     signal: Signal
     time: datetime
     fallback: bool = False
+    value_zone: str | None = None
+
+    @property
+    def of_zone(self) -> str:
+        """The zone whose value this is: ``value_zone``, else ``zone``."""
+        return self.value_zone or self.zone
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
         if r.intensity is None
         else {
             "zone": r.intensity.zone,
+            "value_zone": r.intensity.of_zone,
             "gco2_per_kwh": r.intensity.gco2_per_kwh,
             "provider": r.intensity.provider,
             "signal": r.intensity.signal,
@@ -95,6 +96,7 @@ def to_table(r: IntervalResult, top: int = 10) -> str:
     if r.intensity is not None:
         i = r.intensity
         flag = ", fallback" if i.fallback else ""
+        flag += f", the value of {i.value_zone}" if i.value_zone else ""
         lines += [
             "",
             f"grid {i.zone}: {i.gco2_per_kwh:.1f} gCO2e/kWh ({i.provider}, {i.signal}{flag})",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config
+from agent.grid.builtin import stored_value_zone
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -110,9 +111,11 @@ class SciReport:
             "",
         ]
         for s in self.intensity_sources:
+            whose = s.get("value_zone", s["zone"])
             lines.append(
                 f"- {s['zone']}: {s['provider']} ({s['signal']} signal), {s['intervals']} "
                 f"intervals, {s['fallback_intervals']} of them fallback values"
+                + (f"; the values of {whose}, its parent zone" if whose != s["zone"] else "")
             )
         lines += ["", "## Methodology", ""]
         lines += [f"- {k}: {v}" for k, v in self.methodology.items()]
@@ -243,9 +246,14 @@ def assemble(
         measured=measured,
         modelled=modelled,
         left_out=left_out,
-        intensity_sources=intensity_sources,
+        intensity_sources=[_with_value_zone(s) for s in intensity_sources],
         methodology=methodology(config),
     )
+
+
+def _with_value_zone(source: dict[str, Any]) -> dict[str, Any]:
+    """``source`` with ``value_zone``: whose values they were (``FR`` for ``FR-COR``)."""
+    return {**source, "value_zone": stored_value_zone(source["zone"], source["provider"])}
 
 
 def methodology(config: Config) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 thread. ``route(path, *replies)`` queues the answers for a path (the query is ignored
 for matching): each request takes the next ``Reply``; the last one repeats. Every request
 is recorded (method, path, query, headers) in ``requests``. A reply can sleep (``delay_s``)
-or hold the request until a ``threading.Event`` is set (``hold``); closing the server
+or hold the request until a ``threading.Event`` is set (``hold``), or trickle its answer
+one byte every ``trickle_s`` (from the status line, or from the body with
+``trickle_body``) for at most ``trickle_for_s`` before hanging up; closing the server
 releases everything it holds. Unrouted paths answer 404.
 
 ``fixture(name)`` loads ``tests/fixtures/grid/NAME`` (JSON), shaped like the real APIs'
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +43,9 @@ class Reply:
     content_type: str = "application/json"
     delay_s: float = 0.0
     hold: threading.Event | None = None
+    trickle_s: float = 0.0
+    trickle_body: bool = False
+    trickle_for_s: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,9 @@ class ReplayServer:
             data = reply.body.encode("utf-8")
         else:
             data = json.dumps(reply.body).encode("utf-8")
+        if reply.trickle_s:
+            self._trickle(handler, reply, data)
+            return
         try:
             handler.send_response(reply.status)
             handler.send_header("Content-Type", reply.content_type)
@@ -149,6 +158,24 @@ class ReplayServer:
             handler.wfile.write(data)
         except OSError:
             pass  # the client gave up (a timeout test)
+
+    def _trickle(self, handler: BaseHTTPRequestHandler, reply: Reply, data: bytes) -> None:
+        head = (
+            f"HTTP/1.1 {reply.status} OK\r\nContent-Type: {reply.content_type}\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
+        whole = head + data
+        start = len(head) if reply.trickle_body else 0
+        stop_at = time.monotonic() + reply.trickle_for_s
+        try:
+            handler.wfile.write(whole[:start])
+            for i in range(start, len(whole)):
+                handler.wfile.write(whole[i : i + 1])
+                handler.wfile.flush()
+                if self._closing.wait(reply.trickle_s) or time.monotonic() > stop_at:
+                    return  # hang up with the answer incomplete
+        except OSError:
+            pass  # the client gave up
 
 
 @contextmanager

@@ -66,7 +66,8 @@ def test_once_json_keys_and_invariants(tmp_path: Path) -> None:
     assert math.isclose(total, d["idle_joules"] + d["unattributed_joules"] + procs, rel_tol=1e-9)
     assert math.isclose(sum(a["joules"] for a in d["apps"]), procs, rel_tol=1e-9, abs_tol=1e-12)
     assert all({"pid", "name", "app", "joules", "cpu_s"} == p.keys() for p in d["processes"])
-    assert {"zone", "gco2_per_kwh", "provider", "signal", "fallback"} == d["intensity"].keys()
+    grid_keys = {"zone", "value_zone", "gco2_per_kwh", "provider", "signal", "fallback"}
+    assert grid_keys == d["intensity"].keys()
     assert d["intensity"]["provider"] == "builtin"  # no grid configured: the offline dataset
     op = sum(s["operational_g"] for s in d["sci"])
     assert math.isclose(op, total / 3.6e6 * d["intensity"]["gco2_per_kwh"], rel_tol=1e-9)

@@ -166,7 +166,9 @@ def test_timeout_names_the_limit(server: ReplayServer) -> None:
     )
     with pytest.raises(ProviderError) as info:
         em(server, timeout_s=FAST).fetch("DE")
-    assert str(info.value) == "electricitymaps: timed out after 0.3s"
+    assert str(info.value) == (
+        "electricitymaps: timed out after 0.3s (grid.timeout_s, the whole request)"
+    )
 
 
 def test_http_500(server: ReplayServer) -> None:
@@ -387,7 +389,9 @@ def test_csv_bad_line_is_named(tmp_path: Path) -> None:
     )
     with pytest.raises(ProviderError) as info:
         CsvProvider(path, now=lambda: T0).fetch("FR")
-    assert str(info.value) == f"csv: {path} line 3: bad gco2_per_kwh 'abc' (expected a number ≥ 0)"
+    assert str(info.value) == (
+        f"csv: {path} line 3: bad gco2_per_kwh 'abc' (expected a number from 0 to 5000)"
+    )
     write_csv(tmp_path / "j.csv", "time,gco2_per_kwh\nyesterday,1\n")
     with pytest.raises(ProviderError, match="line 2: bad time 'yesterday'"):
         CsvProvider(str(tmp_path / "j.csv")).fetch("FR")

@@ -63,6 +63,7 @@ def test_report_is_sum_over_sum_and_discloses_the_boundary(tmp_path: Path) -> No
     assert built.intensity_sources == [
         {
             "zone": "FR",
+            "value_zone": "FR",
             "provider": "static",
             "signal": "average",
             "intervals": 2,

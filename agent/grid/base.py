@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from agent.records import IntensityValue, Signal
+
+#: Values outside 0..this (gCO2e/kWh) are provider errors; the dirtiest grids are ~1,200.
+MAX_GCO2_PER_KWH = 5000.0
+#: How far past the clock a current value may be timed (clock skew, a slot starting soon).
+MAX_AHEAD = timedelta(minutes=15)
+#: How far past the clock a forecast may reach (the APIs give 1 to 3 days).
+MAX_FORECAST_AHEAD = timedelta(days=8)
 
 
 class ProviderError(Exception):
@@ -46,3 +55,31 @@ class Provider(Protocol):
         """Future values, oldest first; none by default."""
         del zone
         return []
+
+
+def out_of_range(gco2_per_kwh: float) -> str | None:
+    """Why ``gco2_per_kwh`` is not a plausible grid intensity, or None when it is."""
+    if not math.isfinite(gco2_per_kwh):
+        return f"{gco2_per_kwh} is not a finite number"
+    if not 0 <= gco2_per_kwh <= MAX_GCO2_PER_KWH:
+        return f"{gco2_per_kwh:g} gCO2e/kWh is outside 0-{MAX_GCO2_PER_KWH:g}"
+    return None
+
+
+def check_value(
+    value: IntensityValue, now: datetime, ahead: timedelta = MAX_AHEAD
+) -> IntensityValue:
+    """``value`` when its intensity is in range and its time at most ``ahead`` past ``now``.
+
+    Anything else is a ``ProviderError`` of ``value.provider``, so the chain falls back.
+    """
+    problem = out_of_range(value.gco2_per_kwh)
+    if problem is not None:
+        raise ProviderError(value.provider, f"implausible value: {problem}")
+    if value.time > now + ahead:
+        raise ProviderError(
+            value.provider,
+            f"value timed {value.time.isoformat()}, in the future (now "
+            f"{now.isoformat(timespec='seconds')}, at most {ahead} ahead allowed)",
+        )
+    return value

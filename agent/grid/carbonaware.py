@@ -21,7 +21,7 @@ from typing import Any
 from agent.config import CarbonAwareConfig
 from agent.grid.base import Provider, ProviderError
 from agent.grid.http import http_json, url_with
-from agent.grid.parse import field, items, number, timestamp
+from agent.grid.parse import field, intensity, items, timestamp
 from agent.records import IntensityValue, Signal
 
 
@@ -50,7 +50,7 @@ class CarbonAwareProvider(Provider):
         timed = [(timestamp(self.name, row, "time"), row) for row in rows]
         time, latest = max(timed, key=lambda pair: pair[0])
         return IntensityValue(
-            zone, number(self.name, latest, "rating"), self.name, self.signal, time
+            zone, intensity(self.name, latest, "rating"), self.name, self.signal, time
         )
 
     def forecast(self, zone: str) -> list[IntensityValue]:
@@ -59,7 +59,7 @@ class CarbonAwareProvider(Provider):
         values = [
             IntensityValue(
                 zone,
-                number(self.name, point, "value"),
+                intensity(self.name, point, "value"),
                 self.name,
                 self.signal,
                 timestamp(self.name, point, "timestamp"),

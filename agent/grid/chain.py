@@ -18,6 +18,11 @@ last resort (``builtin``) are never used, since it never fails.
 
 Providers that read only local data (``remote = False``: static, csv) are fetched at
 construction, so their value is there before the first cycle.
+
+Every fetched value is checked before it is cached (``base.check_value``): an intensity
+outside 0-5,000 gCO2e/kWh or not finite, or a time more than 15 minutes ahead of the
+clock (8 days for a forecast), is that provider's error like any other, so an API
+answering ``-500`` is logged and skipped and its value never reaches the formulas.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from agent.grid.base import Provider, ProviderError
+from agent.grid.base import MAX_FORECAST_AHEAD, Provider, ProviderError, check_value
 from agent.grid.builtin import BuiltinProvider
-from agent.records import IntensityValue
+from agent.records import IntensityValue, utc_now
 
 log = logging.getLogger("sci_agent.grid")
 
@@ -67,6 +73,7 @@ class IntensityChain:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_stale_s: float = MAX_STALE_S,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         """Raise ``ProviderError`` when the last resort has no value for ``zone``."""
         names = [p.name for p in providers]
@@ -81,6 +88,7 @@ class IntensityChain:
             self._last = len(self._order) - 1
         self.zone = zone
         self._clock = clock
+        self._now = now  # wall clock, for values timed in the future
         self._max_stale_s = max_stale_s
         self._states = {p.name: _State() for p in self._order}
         self._errors: dict[str, str] = {}
@@ -153,7 +161,10 @@ class IntensityChain:
         """The first non-empty forecast of the chain (blocks on the network: CLI only)."""
         for i, provider in enumerate(self._order[: self._last + 1]):
             try:
-                values = provider.forecast(self.zone)
+                now = self._now()
+                values = [
+                    check_value(v, now, MAX_FORECAST_AHEAD) for v in provider.forecast(self.zone)
+                ]
             except Exception as exc:  # one provider's failure must not hide the next
                 self._log_once(f"{provider.name} forecast", _message(exc))
                 continue
@@ -163,7 +174,7 @@ class IntensityChain:
 
     def _fetch(self, provider: Provider, state: _State) -> bool:
         try:
-            value = provider.fetch(self.zone)
+            value = check_value(provider.fetch(self.zone), self._now())
         except Exception as exc:  # a provider bug must not stop the refresh thread either
             message = _message(exc)
             with self._lock:

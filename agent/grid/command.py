@@ -18,9 +18,10 @@ def intensity_command(
     """Fetch synchronously (refresh, then current) and return ``(text, exit code)``.
 
     The text is one line (plus one per provider that failed on the way), or with
-    ``as_json`` the object ``{zone, gco2_per_kwh, provider, signal, time, fallback,
-    errors}``; the exit code is 0, a fallback value included. A bad ``--zone``/``--region``
-    or config raises ``ConfigError`` (a ``ValueError``) naming the option or key.
+    ``as_json`` the object ``{zone, value_zone, gco2_per_kwh, provider, signal, time,
+    fallback, errors}`` (``value_zone``: whose value it is, ``FR`` for ``FR-COR``); the
+    exit code is 0, a fallback value included. A bad ``--zone``/``--region`` or config
+    raises ``ConfigError`` (a ``ValueError``) naming the option or key.
     """
     chain = build_chain(_override(config, zone, region))
     chain.refresh(force=True)
@@ -28,8 +29,9 @@ def intensity_command(
     errors = chain.last_errors
     if as_json:
         return json.dumps(_as_dict(value, errors), indent=2), 0
+    whose = f" (value of {value.value_zone})" if value.value_zone else ""
     lines = [
-        f"{value.zone}  {value.gco2_per_kwh:.0f} gCO2e/kWh  "
+        f"{value.zone}{whose}  {value.gco2_per_kwh:.0f} gCO2e/kWh  "
         f"provider={value.provider} ({describe(value)})  signal={value.signal}  "
         f"fallback={'yes' if value.fallback else 'no'}"
     ]
@@ -65,6 +67,7 @@ def _override(config: GridConfig, zone: str | None, region: str | None) -> GridC
 def _as_dict(value: IntensityValue, errors: dict[str, str]) -> dict[str, object]:
     return {
         "zone": value.zone,
+        "value_zone": value.of_zone,
         "gco2_per_kwh": value.gco2_per_kwh,
         "provider": value.provider,
         "signal": value.signal,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from agent.grid.base import Provider, ProviderError
+from agent.grid.base import MAX_GCO2_PER_KWH, Provider, ProviderError, out_of_range
 from agent.grid.parse import parse_time
 from agent.records import IntensityValue, Signal, utc_now
 
@@ -100,8 +100,11 @@ class CsvProvider(Provider):
             gco2 = float(text)
         except ValueError:
             gco2 = math.nan
-        if not math.isfinite(gco2) or gco2 < 0:
-            raise self._error(line, f"bad gco2_per_kwh {text!r} (expected a number ≥ 0)")
+        if out_of_range(gco2) is not None:
+            raise self._error(
+                line,
+                f"bad gco2_per_kwh {text!r} (expected a number from 0 to {MAX_GCO2_PER_KWH:g})",
+            )
         text = (raw.get("signal") or "").strip() or self.signal
         if text not in ("average", "marginal"):
             raise self._error(line, f"bad signal {text!r} (expected average or marginal)")

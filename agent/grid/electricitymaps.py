@@ -22,7 +22,7 @@ from typing import Any
 from agent.config import ElectricityMapsConfig
 from agent.grid.base import Provider
 from agent.grid.http import http_json, url_with
-from agent.grid.parse import items, number, timestamp
+from agent.grid.parse import intensity, items, timestamp
 from agent.records import IntensityValue, Signal
 
 AUTH_HINT = "check [grid.electricitymaps] token"
@@ -67,7 +67,7 @@ class ElectricityMapsProvider(Provider):
     def _value(self, zone: str, point: Any) -> IntensityValue:
         return IntensityValue(
             zone=zone,
-            gco2_per_kwh=number(self.name, point, "carbonIntensity"),
+            gco2_per_kwh=intensity(self.name, point, "carbonIntensity"),
             provider=self.name,
             signal=self.signal,
             time=timestamp(self.name, point, "datetime"),

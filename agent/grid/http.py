@@ -1,17 +1,26 @@
 """One JSON-over-HTTP call with every failure turned into a clear ``ProviderError``.
 
-Stdlib only (``urllib.request``). ``timeout_s`` bounds the connection and each read
-(urllib's socket timeout), not the whole transfer; the chain calls providers from a
-background thread, so a slow answer never delays a sampling cycle. Messages never carry
-request headers, and any string given in ``secrets`` is masked out of them.
+Stdlib only (``urllib.request``, so redirects and ``HTTPS_PROXY`` work as usual).
+``timeout_s`` is a deadline for the whole request: connecting, the TLS handshake,
+sending, the status line and headers, and the body. A socket timeout alone bounds each
+read, so a server trickling one byte a second would hold the caller forever; here every
+send and receive waits at most for what is left until the deadline, and the connection
+is closed when it passes. (Name resolution and a proxy's CONNECT answer are bounded by
+the OS and by ``timeout_s`` per read.) The chain calls providers from a background
+thread, so a slow answer never delays a sampling cycle, and a provider that times out
+is logged and the next one tried. Messages never carry request headers, and any string
+given in ``secrets`` is masked out of them.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import json
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,8 +58,10 @@ def http_json(
         data = json.dumps(body).encode("utf-8")
         sent.setdefault("Content-Type", "application/json")
     request = urllib.request.Request(url, data=data, headers=sent, method=method)
+    deadline = time.monotonic() + timeout_s
+    opener = urllib.request.build_opener(_HttpHandler(deadline), _HttpsHandler(deadline))
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             raw = response.read(MAX_RESPONSE_BYTES + 1)
             content_type = response.headers.get("Content-Type", "no content type")
     except urllib.error.HTTPError as exc:
@@ -59,7 +70,7 @@ def http_json(
         message = _url_problem(url, exc.reason, timeout_s)
         raise ProviderError(provider, _redact(message, hidden)) from None
     except TimeoutError:
-        raise ProviderError(provider, f"timed out after {timeout_s:g}s") from None
+        raise ProviderError(provider, _timed_out(timeout_s)) from None
     except (OSError, http.client.HTTPException) as exc:
         reason = _redact(f"{type(exc).__name__}: {exc}".rstrip(": "), hidden)
         raise ProviderError(provider, f"connection to {_host(url)} failed ({reason})") from None
@@ -77,6 +88,113 @@ def url_with(base_url: str, path: str, query: Mapping[str, str | int] | None = N
     """``base_url`` + ``path`` (each segment already quoted by the caller) + ``?query``."""
     url = base_url.rstrip("/") + "/" + path.lstrip("/")
     return f"{url}?{urllib.parse.urlencode(query)}" if query else url
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left until ``deadline``; ``TimeoutError`` once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the request deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket with each receive bounded by the time left until ``deadline``."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+        self._raw = sock.makefile("rb", buffering=0)  # keeps the socket open until closed
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_remaining(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _response_class(deadline: float) -> type[http.client.HTTPResponse]:
+    """An ``HTTPResponse`` reading its status line, headers and body by ``deadline``."""
+
+    class DeadlineResponse(http.client.HTTPResponse):
+        def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+            super().__init__(sock, *args, **kwargs)
+            self.fp.close()  # the plain reader: replaced before anything is read
+            self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+    return DeadlineResponse
+
+
+class _HttpConnection(http.client.HTTPConnection):
+    """Connects, sends and reads by ``deadline`` (a monotonic time)."""
+
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+        self.response_class = _response_class(deadline)
+
+    def connect(self) -> None:
+        self.timeout = _remaining(self.deadline)
+        super().connect()
+
+    def send(self, data: Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(_remaining(self.deadline))
+        super().send(data)
+
+
+class _HttpsConnection(http.client.HTTPSConnection):
+    """``_HttpConnection`` over TLS: the handshake too ends by ``deadline``."""
+
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+        self.response_class = _response_class(deadline)
+
+    def connect(self) -> None:
+        self.timeout = _remaining(self.deadline)
+        http.client.HTTPConnection.connect(self)  # TCP (and a proxy's tunnel)
+        self.sock.settimeout(_remaining(self.deadline))
+        server_hostname = getattr(self, "_tunnel_host", None) or self.host
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+
+    def send(self, data: Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(_remaining(self.deadline))
+        super().send(data)
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> Any:
+        del http_class
+        connection = functools.partial(_HttpConnection, deadline=self.deadline)
+        return super().do_open(connection, req, **kwargs)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> Any:
+        del http_class
+        connection = functools.partial(_HttpsConnection, deadline=self.deadline)
+        return super().do_open(connection, req, **kwargs)
+
+
+def _timed_out(timeout_s: float) -> str:
+    return f"timed out after {timeout_s:g}s (grid.timeout_s, the whole request)"
 
 
 def _status_error(
@@ -111,7 +229,7 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
 def _url_problem(url: str, reason: object, timeout_s: float) -> str:
     host = _host(url)
     if isinstance(reason, TimeoutError):
-        return f"timed out after {timeout_s:g}s"
+        return _timed_out(timeout_s)
     if isinstance(reason, ConnectionRefusedError):
         return f"cannot connect to {host} (connection refused)"
     if isinstance(reason, socket.gaierror):

@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.grid.base import ProviderError
+from agent.grid.base import ProviderError, out_of_range
 
 
 def field(provider: str, data: Any, *path: str | int) -> Any:
@@ -33,6 +33,15 @@ def number(provider: str, data: Any, *path: str | int) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ProviderError(provider, f"'{_where(path)}' is not a number: {value!r:.40}")
     return float(value)
+
+
+def intensity(provider: str, data: Any, *path: str | int, scale: float = 1.0) -> float:
+    """The number at ``path`` × ``scale`` as gCO2e/kWh, within 0-5,000 (else an error)."""
+    value = number(provider, data, *path) * scale
+    problem = out_of_range(value)
+    if problem is not None:
+        raise ProviderError(provider, f"'{_where(path)}' is implausible: {problem}")
+    return value
 
 
 def items(provider: str, data: Any, *path: str | int) -> list[Any]:

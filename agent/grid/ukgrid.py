@@ -26,7 +26,7 @@ from urllib.parse import quote
 from agent.config import UkGridConfig
 from agent.grid.base import Provider, ProviderError
 from agent.grid.http import http_json, url_with
-from agent.grid.parse import field, items, number, timestamp
+from agent.grid.parse import field, intensity, items, timestamp
 from agent.grid.zones import country_of
 from agent.records import IntensityValue, Signal, utc_now
 
@@ -88,12 +88,12 @@ class UkGridProvider(Provider):
         )
 
     def _value(self, zone: str, period: Any) -> IntensityValue:
-        intensity = field(self.name, period, "intensity")
-        actual = intensity.get("actual") if isinstance(intensity, dict) else None
+        values = field(self.name, period, "intensity")
+        actual = values.get("actual") if isinstance(values, dict) else None
         if actual is not None:
-            gco2 = number(self.name, period, "intensity", "actual")
+            gco2 = intensity(self.name, period, "intensity", "actual")
         else:
-            gco2 = number(self.name, period, "intensity", "forecast")
+            gco2 = intensity(self.name, period, "intensity", "forecast")
         return IntensityValue(
             zone, gco2, self.name, self.signal, timestamp(self.name, period, "from")
         )

@@ -26,7 +26,7 @@ from typing import Any
 from agent.config import WattTimeConfig
 from agent.grid.base import HttpStatusError, Provider, ProviderError
 from agent.grid.http import http_json, url_with
-from agent.grid.parse import field, items, number, timestamp
+from agent.grid.parse import field, intensity, items, timestamp
 from agent.records import IntensityValue, Signal
 
 #: 1 lb = 453.59237 g and 1 MWh = 1000 kWh.
@@ -87,7 +87,7 @@ class WattTimeProvider(Provider):
         return [
             IntensityValue(
                 zone=zone,
-                gco2_per_kwh=lbs_per_mwh_to_g_per_kwh(number(self.name, point, "value")),
+                gco2_per_kwh=intensity(self.name, point, "value", scale=G_PER_KWH_PER_LBS_PER_MWH),
                 provider=self.name,
                 signal=self.signal,
                 time=timestamp(self.name, point, "point_time"),
