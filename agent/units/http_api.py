@@ -179,6 +179,7 @@ class LocalApi:
         self._routes: dict[str, dict[str, Route]] = {}
         self._lock = threading.Lock()
         self._server: _Server | None = None
+        self._pool: _Pool | None = None  # kept after stop, for its totals
         self._thread: threading.Thread | None = None
         self._failures: set[str] = set()
         self._responses: dict[tuple[str, str, int], int] = {}
@@ -240,9 +241,9 @@ class LocalApi:
 
     def connection_stats(self) -> ConnectionStats:
         """The connection pool now, and its rejections, evictions and timeouts so far."""
-        if self._server is None:
+        if self._pool is None:
             return ConnectionStats(0, 0, 0, 0, 0, 0)
-        return self._server.pool.stats()
+        return self._pool.stats()
 
     def warn_once(self, message: str) -> None:
         """Log ``message`` as a warning the first time only."""
@@ -301,7 +302,7 @@ class LocalApi:
             message = f"http.listen {listen!r}: cannot listen: {reason}"
             errno = exc.errno if isinstance(exc, OSError) else None
             raise (OSError(errno, message) if errno else OSError(message)) from exc
-        self._server = server
+        self._server, self._pool = server, server.pool
         self._thread = threading.Thread(target=server.serve, name="sci-agent-http", daemon=True)
         self._thread.start()
         bound = str(server.server_address[0])
@@ -536,13 +537,14 @@ class _Pool:
         self._queue: deque[_Connection] = deque()
         self._busy: set[_Connection] = set()
         self._workers = self._idle = self._evicting = 0
+        self._starting = 0  # threads started that have not yet looked at the queue
         self._closing = False
         self.rejected = self.evicted = self.timed_out = 0
 
     def offer(self, conn: _Connection) -> bool:
         """Queue ``conn`` for a worker; False when the queue is full (answer 503)."""
         with self._cond:
-            if self._closing or len(self._queue) >= _QUEUE_MAX:
+            if self._closing or len(self._queue) - self._idle - self._starting >= _QUEUE_MAX:
                 return False
             self._queue.append(conn)
             self._dispatch(time.monotonic())
@@ -556,7 +558,6 @@ class _Pool:
             self._dispatch(now)
             while self._queue and now - self._queue[0].since >= _QUEUE_WAIT_S:
                 expired.append(self._queue.popleft())
-            self._evicting = min(self._evicting, len(self._queue))
         return expired
 
     @property
@@ -574,12 +575,13 @@ class _Pool:
                 timed_out_total=self.timed_out,
             )
 
-    def count(self, status: int) -> None:
+    def count_rejected(self) -> None:
         with self._cond:
-            if status == 503:
-                self.rejected += 1
-            elif status == 408:
-                self.timed_out += 1
+            self.rejected += 1
+
+    def count_timed_out(self) -> None:
+        with self._cond:
+            self.timed_out += 1
 
     def close(self) -> list[_Connection]:
         """Stop the workers, interrupt the connections they serve; return the queued ones."""
@@ -596,9 +598,10 @@ class _Pool:
 
     def _dispatch(self, now: float) -> None:
         """Under the lock: wake or start a worker for each queued connection, else evict."""
-        unserved = len(self._queue) - self._idle - self._evicting
+        unserved = len(self._queue) - self._idle - self._starting - self._evicting
         while unserved > 0 and self._workers < self._cap:
             self._workers += 1
+            self._starting += 1
             threading.Thread(target=self._work, name="sci-agent-http-worker", daemon=True).start()
             unserved -= 1
         while unserved > 0 and self._evict_one(now):
@@ -620,8 +623,12 @@ class _Pool:
         return True
 
     def _work(self) -> None:
+        started = False
         while True:
             with self._cond:
+                if not started:  # from starting to idle in one step, never neither
+                    self._starting -= 1
+                    started = True
                 self._idle += 1
                 idle_since = time.monotonic()
                 while not self._queue and not self._closing:
@@ -712,7 +719,7 @@ class _Server(socketserver.TCPServer):
 
     def _reject(self, sock: socket.socket) -> None:
         """Answer 503 without a thread; close once the client has had time to read it."""
-        self.pool.count(503)
+        self.pool.count_rejected()
         self.api.record("-", "", 503)
         try:
             sock.setblocking(False)
@@ -828,7 +835,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except _Interrupted as exc:
             self.close_connection = True
             status = exc.status
-            cast(_Server, self.server).pool.count(status)
+            if not isinstance(exc, _Evicted):
+                cast(_Server, self.server).pool.count_timed_out()
             if self.conn.received:  # an idle keep-alive connection just closes
                 message = exc.message(self.api.config.request_timeout_s)
                 headers = _RETRY_AFTER if status == 503 else ()
@@ -897,7 +905,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except _Interrupted as exc:
             self._body_pending = False
             self.close_connection = True
-            cast(_Server, self.server).pool.count(exc.status)
+            if not isinstance(exc, _Evicted):
+                cast(_Server, self.server).pool.count_timed_out()
             timeout = self.api.config.request_timeout_s
             headers = _RETRY_AFTER if exc.status == 503 else ()
             raise HttpError(exc.status, exc.message(timeout), headers=headers) from None
