@@ -7,6 +7,9 @@ import http.client
 import json
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -216,6 +219,63 @@ def test_300_slow_clients_hold_at_most_the_cap(api: LocalApi) -> None:
     assert stats.rejected_total + stats.evicted_total == statuses.count(503)
     assert stats.timed_out_total == len(timed_out)
     assert api.counter.totals() == {"web": 1.0}
+
+
+SAMPLER = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    from agent.config import HttpConfig
+    from agent.units import LocalApi, UnitCounter
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))  # systemd's default
+    api = LocalApi(HttpConfig(listen="127.0.0.1:0", request_timeout_s=2.0), UnitCounter({}))
+    api.start()
+    print(api.port, flush=True)
+    failures = reads = 0
+    end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:  # what the sampling loop does every cycle
+        try:
+            with open("/proc/stat", "rb") as f:
+                f.read()
+            reads += 1
+        except OSError as exc:
+            failures += 1
+        time.sleep(0.02)
+    print(json.dumps({"reads": reads, "failures": failures}))
+    """
+)
+
+
+def test_1000_slow_connections_under_1024_fds_leave_descriptors_for_sampling() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", SAMPLER, "4"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    clients: SlowClients | None = None
+    most_fds = 0
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        fds_before = len(os.listdir(f"/proc/{child.pid}/fd"))
+        clients = SlowClients(port, 1000)
+        clients.open()
+        while child.poll() is None and time.monotonic() - clients.started < 3.5:
+            clients.pump()
+            most_fds = max(most_fds, len(os.listdir(f"/proc/{child.pid}/fd")))
+            time.sleep(0.05)
+        out, _ = child.communicate(timeout=10)
+    finally:
+        if clients is not None:
+            clients.close_all()
+        child.kill()
+        child.wait()
+    result = json.loads(out)
+    assert result["failures"] == 0 and result["reads"] > 50, result
+    assert most_fds <= fds_before + 64 + FD_SLACK, (most_fds, fds_before)
+    answered = [answer_of(raw)[0] for raw in clients.answers.values() if raw]
+    assert answered.count(503) >= 1000 - 2 * 64
 
 
 @pytest.mark.parametrize("part", ["headers", "body"])
