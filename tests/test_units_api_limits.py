@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, HttpConfig, loads
+from agent.config import HTTP_MAX_CONNECTIONS, ConfigError, HttpConfig, loads
 from agent.units import LocalApi, UnitCounter
 
 GOOD = json.dumps({"app": "web", "unit": "request", "count": 1})
@@ -360,8 +361,10 @@ def test_any_utf8_token_authorises(token: str) -> None:
         sent = b"Bearer " + token.encode("utf-8")
         assert post(api, {"Authorization": sent})[0] == 202
         assert post(api, {"Authorization": sent + b"x"})[0] == 401
-        if token == "café":  # the same text in latin-1 is other bytes: refused
-            assert post(api, {"Authorization": b"Bearer caf\xe9"})[0] == 401
+        assert post(api, {"Authorization": b"Bearer " + token.encode("utf-16")})[0] == 401
+        if token == "café":  # a str header, as http.client and sci.client send it: latin-1
+            assert post(api, {"Authorization": "Bearer café"})[0] == 202
+            assert post(api, {"Authorization": b"Bearer caf\xc3"})[0] == 401
     finally:
         api.stop()
 
@@ -390,3 +393,11 @@ def test_pool_settings_default_and_decode() -> None:
     assert (HttpConfig().max_connections, HttpConfig().request_timeout_s) == (64, 10.0)
     cfg = loads("[http]\nmax_connections = 8\nrequest_timeout_s = 3\n")
     assert (cfg.http.max_connections, cfg.http.request_timeout_s) == (8, 3.0)
+
+
+def test_unit_file_leaves_descriptors_well_above_the_cap() -> None:
+    unit = (Path(__file__).parent.parent / "packaging/sci-agent.service").read_text()
+    limits = [
+        line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("LimitNOFILE=")
+    ]
+    assert len(limits) == 1 and int(limits[0]) >= 4 * (HTTP_MAX_CONNECTIONS + FD_SLACK)

@@ -4,6 +4,15 @@ Routes live in a small table (``LocalApi.add_route``), so later endpoints plug i
 without touching the request plumbing. Every answer is JSON, and the server keeps
 serving whatever arrives: a failing handler becomes a 500 and is logged once.
 
+Connections are bounded, so no client can take the agent's threads or descriptors:
+one thread accepts (listen backlog 1,024); at most ``http.max_connections`` workers
+serve a connection each; up to 16 more wait for a worker (no thread, at most 2 s);
+beyond that the accept thread answers 503 itself and closes. Each request (request
+line, headers and body together) must arrive within ``http.request_timeout_s``; an
+idle keep-alive connection is closed at the same deadline. While connections wait, the
+request that has been arriving longest (over 1 s) is cut short with 503, so slow
+clients cannot starve prompt ones. Open descriptors stay under the cap plus about 40.
+
 Status codes:
 
 - 202 ``{"accepted": N}``: the reports were counted.
@@ -11,15 +20,21 @@ Status codes:
   field is missing or unknown, or a count is negative, not finite or too large.
 - 401 ``http.token`` is set and the request lacks ``Authorization: Bearer <token>``.
 - 404 unknown path; 405 the path exists but not for this method (``Allow`` lists them).
-- 408 the body did not arrive in time; 411 a body without ``Content-Length``;
+- 408 the request (line, headers or body) did not arrive within
+  ``http.request_timeout_s``; 411 a body without ``Content-Length``;
   413 ``Content-Length`` above ``http.max_body_bytes`` (the body is never read);
   415 ``Content-Type`` is not ``application/json``.
 - 422 a well-formed report this agent's configuration refuses: unknown app, an app
   without a unit, or the wrong unit for the app.
+- 503 with ``Retry-After: 1`` and ``Connection: close``: every worker is busy and the
+  wait queue is full, or this slow request made room for a waiting one.
 
 Errors are ``{"error": "...", "field": "count", "index": 3}``: ``field`` when one
 field is at fault, ``index`` when the report came in a batch. A rejected request
-counts nothing, not even the valid reports of its batch.
+counts nothing, not even the valid reports of its batch. The bearer token is compared
+as bytes: its UTF-8 encoding (so any token works), or its latin-1 one where it has one.
+``response_counts`` counts every answer, 503s and 408s sent before a request line was
+parsed under method ``"-"``; ``connection_stats`` gives the pool's state and totals.
 """
 
 from __future__ import annotations
@@ -229,9 +244,7 @@ class LocalApi:
                 401, "missing 'Authorization: Bearer <token>' header", headers=challenge
             )
         scheme, _, given = value.strip().partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            _header_bytes(given.strip()), token.encode("utf-8")
-        ):
+        if scheme.lower() != "bearer" or not _token_matches(_header_bytes(given.strip()), token):
             raise HttpError(401, "invalid bearer token", headers=challenge)
 
     def response_counts(self) -> dict[tuple[str, str, int], int]:
@@ -404,6 +417,16 @@ def _header_bytes(text: str) -> bytes:
         return text.encode("latin-1")
     except UnicodeEncodeError:  # not from the wire; can never match
         return b""
+
+
+def _token_matches(sent: bytes, token: str) -> bool:
+    """The token's UTF-8 bytes, or its latin-1 bytes (what ``http.client`` sends for a
+    ``str`` header); every comparison runs, in constant time."""
+    expected = [token.encode("utf-8")]
+    with contextlib.suppress(UnicodeEncodeError):
+        expected.append(token.encode("latin-1"))
+    results = [hmac.compare_digest(sent, candidate) for candidate in expected]
+    return any(results)
 
 
 def _check_fd_limit(max_connections: int) -> None:
