@@ -622,14 +622,25 @@ class _Pool:
     def _dispatch(self, now: float) -> None:
         """Under the lock: wake or start a worker for each queued connection, else evict."""
         unserved = len(self._queue) - self._idle - self._starting - self._evicting
-        while unserved > 0 and self._workers < self._cap:
-            self._workers += 1
-            self._starting += 1
-            threading.Thread(target=self._work, name="sci-agent-http-worker", daemon=True).start()
+        while unserved > 0 and self._workers < self._cap and self._start_worker():
             unserved -= 1
         while unserved > 0 and self._evict_one(now):
             unserved -= 1
         self._cond.notify(len(self._queue))
+
+    def _start_worker(self) -> bool:
+        """Under the lock: one more worker, or False when no thread can be started."""
+        thread = threading.Thread(target=self._work, name="sci-agent-http-worker", daemon=True)
+        self._workers += 1
+        self._starting += 1
+        try:
+            thread.start()
+        except RuntimeError as exc:  # out of memory or threads: the queue waits
+            self._workers -= 1
+            self._starting -= 1
+            log.warning("local API: cannot start a worker thread: %s", exc)
+            return False
+        return True
 
     def _evict_one(self, now: float) -> bool:
         candidates = [
@@ -707,19 +718,23 @@ class _Server(socketserver.TCPServer):
         selector.register(self._wake_r, selectors.EVENT_READ)
         while not self._stopping:
             timeout = _TICK_S if self.pool.waiting or self._lingering or paused_until else None
-            for key, _ in selector.select(timeout):
-                if key.fileobj is self.socket and not self._stopping:
-                    if not self._accept_ready():  # out of descriptors: the backlog holds them
-                        selector.unregister(self.socket)
-                        paused_until = time.monotonic() + _ACCEPT_PAUSE_S
-                elif isinstance(key.fileobj, socket.socket) and key.fileobj in self._lingering:
-                    self._linger_read(key.fileobj)
-            for conn in self.pool.tick():
-                self._reject(conn.sock)
-            self._linger_expire()
-            if paused_until and time.monotonic() >= paused_until and not self._stopping:
-                paused_until = 0.0
-                selector.register(self.socket, selectors.EVENT_READ)
+            try:
+                for key, _ in selector.select(timeout):
+                    if key.fileobj is self.socket and not self._stopping:
+                        if not self._accept_ready():  # out of descriptors: backlog holds them
+                            selector.unregister(self.socket)
+                            paused_until = time.monotonic() + _ACCEPT_PAUSE_S
+                    elif isinstance(key.fileobj, socket.socket) and key.fileobj in self._lingering:
+                        self._linger_read(key.fileobj)
+                for conn in self.pool.tick():
+                    self._reject(conn.sock)
+                self._linger_expire()
+                if paused_until and time.monotonic() >= paused_until and not self._stopping:
+                    paused_until = 0.0
+                    selector.register(self.socket, selectors.EVENT_READ)
+            except Exception as exc:  # a bug here must not end the endpoint
+                self.api.internal_error("accepting connections", exc)
+                time.sleep(_TICK_S)
         for sock in list(self._lingering):
             self._linger_close(sock)
 
