@@ -167,6 +167,14 @@ class HttpConfig:
     listen: str = "127.0.0.1:9475"
     token: str | None = None  # bearer token required by POST /v1/units when set
     max_body_bytes: int = 65536
+    max_connections: int = 64  # connections served at once; beyond: a short queue, then 503
+    request_timeout_s: float = 10.0  # whole request (line, headers, body), not per read
+
+
+#: Bounds of ``http.max_connections`` (one thread and one descriptor each).
+HTTP_MAX_CONNECTIONS = 1024
+#: Upper bound of ``http.request_timeout_s``.
+HTTP_MAX_REQUEST_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -483,6 +491,15 @@ def _validate_scoring(cfg: Config) -> None:
         raise ConfigError(f"http.listen: expected HOST:PORT, got {cfg.http.listen!r}")
     if cfg.http.max_body_bytes < 64:
         raise ConfigError("http.max_body_bytes: must be at least 64")
+    cap = cfg.http.max_connections
+    if not 1 <= cap <= HTTP_MAX_CONNECTIONS:
+        raise ConfigError(f"http.max_connections: must be 1-{HTTP_MAX_CONNECTIONS}, got {cap}")
+    timeout = cfg.http.request_timeout_s
+    if not 0 < timeout <= HTTP_MAX_REQUEST_TIMEOUT_S:  # also refuses nan
+        raise ConfigError(
+            f"http.request_timeout_s: must be greater than 0 and at most"
+            f" {HTTP_MAX_REQUEST_TIMEOUT_S:g} seconds, got {timeout}"
+        )
     units = {rule.name: rule.unit for rule in cfg.apps}
     for i, scrape in enumerate(cfg.scrape):
         if scrape.app not in units:
