@@ -194,7 +194,7 @@ class UnitsClient:
         body = _encode(chunk)
         headers = {"Content-Type": "application/json"}
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            headers["Authorization"] = _latin1_header(f"Bearer {self.token}")
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.timeout_s) as reply:
@@ -258,6 +258,15 @@ class UnitsClient:
         self._pending = {}
         self._thread = None
         self._stop = threading.Event()
+
+
+def _latin1_header(value: str) -> str:
+    """A header value http.client can send: a token outside latin-1 goes as its UTF-8 bytes."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8").decode("latin-1")
+    return value
 
 
 def _encode(chunk: list[tuple[Key, float]]) -> bytes:

@@ -347,3 +347,12 @@ def test_sci_client_imports_nothing_from_agent_and_flushes_at_exit(agent: Agent)
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=30, cwd=root)
     assert agent.counter.totals() == {"web": 7.0}  # sent by the atexit close()
+
+
+def test_a_token_outside_latin1_is_sent_as_utf8_and_authorises() -> None:
+    with Agent(token="ключ-🔑") as agent:
+        client = UnitsClient(agent.url, token="ключ-🔑", flush_interval_s=3600)
+        client.count("web", "request", 3)
+        assert client.flush() is True
+        assert agent.counter.totals() == {"web": 3.0}
+        client.close()
