@@ -321,9 +321,8 @@ def methodology(config: Config, methods: list[dict[str, Any]] | None = None) -> 
     if methods:
         return common | {"method": "recorded with the data: see 'Method in force' below"}
     where = (
-        "not recorded in this database (InfluxDB keeps no method; the embedded store does)"
-        if methods is None
-        else "not recorded in the store for this period (written by an older agent)"
+        "not recorded with these data (the embedded store records it from this version on;"
+        " InfluxDB does not)"
     )
     te = config.embodied.total_kgco2e
     return common | {
