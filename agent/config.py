@@ -24,7 +24,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from sci.embodied import DEFAULT_LIFESPAN_YEARS, DEFAULT_SERVER_EMBODIED_KGCO2E
+from sci.embodied import DEFAULT_LIFESPAN_YEARS
 
 ENV_CONFIG = "SCI_AGENT_CONFIG"
 
@@ -57,8 +57,9 @@ class ModelConfig:
     enabled: bool = True
     tdp_w: float | None = None  # else looked up from the CPU model name
     cpu_model: str | None = None  # else read from /proc/cpuinfo
-    min_w_per_vcpu: float = 0.74  # Cloud Carbon Footprint average
-    max_w_per_vcpu: float = 3.5
+    # A pair; unset: CCF's row for this CPU's microarchitecture, else CCF's average
+    min_w_per_vcpu: float | None = None
+    max_w_per_vcpu: float | None = None
     memory_w_per_gb: float = 0.392
 
 
@@ -151,8 +152,12 @@ class GridConfig:
 class EmbodiedConfig:
     """The host's embodied emissions M, amortised over its lifespan."""
 
-    total_kgco2e: float = DEFAULT_SERVER_EMBODIED_KGCO2E  # Dell PowerEdge R740 PCF, 2019
+    # unset: per cloud instance type, else a VM's share of the reference server, else
+    # (bare metal) the whole reference server (sci.embodied)
+    total_kgco2e: float | None = None
     lifespan_years: float = DEFAULT_LIFESPAN_YEARS
+    instance_type: str | None = None  # e.g. "m5.large"; unset: detected where cheap (AWS)
+    host_threads: int | None = None  # hardware threads of the VM's host; unset: 80
 
 
 @dataclass(frozen=True)
@@ -405,9 +410,15 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("store.top_processes: must be 0 or more")
     model = cfg.sensors.model
     for key in ("min_w_per_vcpu", "max_w_per_vcpu", "memory_w_per_gb"):
-        if getattr(model, key) < 0:
+        value = getattr(model, key)
+        if value is not None and value < 0:
             raise ConfigError(f"sensors.model.{key}: must be 0 or more")
-    if model.max_w_per_vcpu < model.min_w_per_vcpu:
+    if (model.min_w_per_vcpu is None) != (model.max_w_per_vcpu is None):
+        missing = "max_w_per_vcpu" if model.max_w_per_vcpu is None else "min_w_per_vcpu"
+        raise ConfigError(
+            f"sensors.model.{missing}: set min_w_per_vcpu and max_w_per_vcpu together"
+        )
+    if model.max_w_per_vcpu is not None and model.max_w_per_vcpu < (model.min_w_per_vcpu or 0):
         raise ConfigError("sensors.model.max_w_per_vcpu: must be ≥ min_w_per_vcpu")
     if model.tdp_w is not None:
         _positive("sensors.model.tdp_w", model.tdp_w)
@@ -479,8 +490,7 @@ def _validate_scoring(cfg: Config) -> None:
     _positive("grid.timeout_s", grid.timeout_s)
     for name in ("electricitymaps", "ukgrid", "watttime", "carbonaware"):
         _positive(f"grid.{name}.ttl_s", getattr(grid, name).ttl_s)
-    if cfg.embodied.total_kgco2e < 0:
-        raise ConfigError("embodied.total_kgco2e: must be 0 or more")
+    _validate_embodied(cfg.embodied)
     _positive("embodied.lifespan_years", cfg.embodied.lifespan_years)
     if cfg.sci.idle_policy not in IDLE_POLICIES:
         raise ConfigError(f"sci.idle_policy: must be one of {', '.join(IDLE_POLICIES)}")
@@ -509,6 +519,19 @@ def _validate_scoring(cfg: Config) -> None:
         if not scrape.url.startswith(("http://", "https://")):
             raise ConfigError(f"scrape[{i}].url: must start with http:// or https://")
         _positive(f"scrape[{i}].interval_s", scrape.interval_s)
+
+
+def _validate_embodied(e: EmbodiedConfig) -> None:
+    if e.total_kgco2e is not None and e.total_kgco2e < 0:
+        raise ConfigError("embodied.total_kgco2e: must be 0 or more")
+    if e.host_threads is not None and e.host_threads < 1:
+        raise ConfigError(f"embodied.host_threads: must be 1 or more, got {e.host_threads}")
+    shape = r"[a-z][a-z0-9-]*\.[a-z0-9-]+"
+    if e.instance_type is not None and not re.fullmatch(shape, e.instance_type):
+        raise ConfigError(
+            f"embodied.instance_type: expected a cloud instance type such as m5.large,"
+            f" got {e.instance_type!r}"
+        )
 
 
 def _positive(key: str, value: float) -> None:

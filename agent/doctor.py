@@ -6,7 +6,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from agent.config import Config
+from agent.config import Config, ConfigError
+from agent.embodied import HOW_TO_SET, host_embodied
 from agent.sensors import SensorSet
 
 
@@ -77,6 +78,20 @@ def grid_status(config: Config) -> tuple[bool, list[str]]:
     return True, lines
 
 
+def embodied_lines(config: Config, vcpus: int | None = None) -> list[str]:
+    """Which embodied figure (TE) the agent will charge this host, and how to set a real one."""
+    try:
+        figure = host_embodied(config, vcpus or os.cpu_count() or 1)
+    except ConfigError as exc:
+        return [f"embodied: FAILS  {exc}"]
+    kind = "default in use" if figure.is_default else "configured"
+    lines = [f"embodied: {figure.kgco2e:.6g} kgCO2e over {config.embodied.lifespan_years:g} years"]
+    lines.append(f"          {kind}: {figure.basis}")
+    if figure.is_default:
+        lines.append(f"          for a real figure: {HOW_TO_SET}")
+    return lines
+
+
 def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str, int]:
     """The doctor's text and exit status: 0 when it can measure the CPU and run accepts the grid."""
     lines = [
@@ -106,6 +121,9 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
         if source == "model":
             label += " (estimated by the power model, labelled source=model)"
         lines.append(f"  {kind:<5} {label}")
+    embodied = embodied_lines(config)
+    embodied_ok = not embodied[0].startswith("embodied: FAILS")
+    lines += ["", *embodied]
     if config.store.enabled:
         ok, text = store_status(config.store.path)
         lines += ["", f"store:    {'ok' if ok else 'FAILS'}  {text}"]
@@ -126,4 +144,6 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
     ]
     if not grid_ok:
         lines.append("          but run refuses the grid settings above")
-    return "\n".join(lines), 0 if can_measure and grid_ok else 1
+    if not embodied_ok:
+        lines.append("          but run refuses the embodied settings above")
+    return "\n".join(lines), 0 if can_measure and grid_ok and embodied_ok else 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from agent.method import method_to_json
 from agent.records import IntervalResult
+from sci.embodied import host_embodied_share
 
 
 def iso(t: datetime) -> str:
@@ -21,7 +23,15 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
         "end": iso(r.end),
         "interval_s": r.interval_s,
         "components": [
-            {"component": c.component, "source": c.source, "joules": c.joules} for c in r.components
+            {
+                "component": c.component,
+                "source": c.source,
+                "joules": c.joules,
+                "static_joules": c.static_joules,
+                "static_source": c.static_source,
+                "model": c.model,
+            }
+            for c in r.components
         ],
         "total_joules": r.total_joules,
         "idle_joules": r.idle_joules,
@@ -50,6 +60,8 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
             "signal": r.intensity.signal,
             "fallback": r.intensity.fallback,
         },
+        "embodied_g": embodied_g(r),
+        "method": None if r.method is None else method_to_json(r.method),
         "sci": [
             {
                 "app": s.app,
@@ -63,6 +75,14 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
             for s in r.sci
         ],
     }
+
+
+def embodied_g(r: IntervalResult) -> float | None:
+    """The host's embodied carbon for the interval, after VM scaling (None: no method)."""
+    if r.method is None:
+        return None
+    m = r.method
+    return host_embodied_share(m.embodied_kgco2e, m.lifespan_years, max(0.0, r.interval_s), 1.0)
 
 
 def to_table(r: IntervalResult, top: int = 10) -> str:
@@ -108,9 +128,13 @@ def to_table(r: IntervalResult, top: int = 10) -> str:
                 f"{s.app[:23]:<24}{(s.unit or '-')[:11]:<12}{s.units:>8g}"
                 f"{s.carbon_g * 1000:>12.4f}{score}"
             )
-    sources = {c.source for c in r.components}
-    if "model" in sources:
-        lines += ["", "note: components with source=model are estimated by the power model"]
+    modelled = [c for c in r.components if c.source == "model"]
+    if modelled:
+        lines += ["", "note: components with source=model are estimated by the power model:"]
+        lines += [f"  {c.component}: {c.model}" for c in modelled]
+    if r.method is not None:
+        grams = embodied_g(r) or 0.0
+        lines += ["", f"embodied: {grams:.4f} g this interval ({r.method.embodied_basis})"]
     return "\n".join(lines)
 
 

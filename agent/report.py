@@ -1,7 +1,11 @@
 """``sci-agent report``: an app's SCI over a window, with what the SCI spec asks to disclose.
 
 The score of a window is Σ carbon / Σ units over its intervals (never a mean of
-per-interval ratios); I is time-weighted; everything is read from the store.
+per-interval ratios); I is time-weighted; everything is read from the store,
+including the method in force when the data were recorded (the ``method`` table: the
+power model and its coefficients, static floors, TE and its basis, share policy, PUE,
+zone and providers), each change listed with its time. InfluxDB holds no method: a
+report from it says so and shows today's config instead.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config
+from agent.embodied import HOW_TO_SET
 from agent.grid.builtin import stored_value_zone
+from agent.method import describe, method_from_json
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,6 +77,14 @@ class SciReport:
     left_out: list[str] = field(default_factory=list)
     intensity_sources: list[dict[str, Any]] = field(default_factory=list)
     methodology: dict[str, Any] = field(default_factory=dict)
+    methods: list[dict[str, Any]] = field(default_factory=list)  # [{host, since, method}]
+
+    @property
+    def embodied_is_default(self) -> bool:
+        """Whether any recorded method charged a default (not configured) TE."""
+        return any(
+            not m["method"]["embodied_basis"].startswith("configured") for m in self.methods
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -119,12 +133,32 @@ class SciReport:
             )
         lines += ["", "## Methodology", ""]
         lines += [f"- {k}: {v}" for k, v in self.methodology.items()]
+        lines += self._methods_markdown()
         lines += [
             "",
             "SCI = (E × I + M) per R, ISO/IEC 21031:2024. Window scores are the sum of "
             "carbon over the sum of units.",
         ]
         return "\n".join(lines) + "\n"
+
+
+    def _methods_markdown(self) -> list[str]:
+        if not self.methods:
+            return []
+        changes = len(self.methods) - len({m["host"] for m in self.methods})
+        lines = [
+            "",
+            "## Method in force (recorded with the data)",
+            "",
+            f"{len(self.methods)} method record(s), {changes} change(s) in the period;"
+            " each applies from its time until the next one of its host.",
+        ]
+        for m in self.methods:
+            lines += ["", f"### {m['host']} from {m['since']}", ""]
+            lines += [f"- {k}: {v}" for k, v in describe(method_from_json(m["method"])).items()]
+        if self.embodied_is_default:
+            lines += ["", f"Embodied TE is a default estimate: {HOW_TO_SET}."]
+        return lines
 
 
 def build(
@@ -181,9 +215,11 @@ def _build(
             (lo, hi),
         )
     ]
+    methods = recorded_methods(db, hosts, lo, hi)
     return assemble(
         config,
         app,
+        methods=methods,
         unit=unit,
         first_ms=first,
         last_ms=last,
@@ -215,11 +251,13 @@ def assemble(
     intensity: float | None,
     components: Iterable[tuple[str, str]],
     intensity_sources: list[dict[str, Any]],
+    methods: list[dict[str, Any]] | None = None,
 ) -> SciReport:
     """A report from a window's sums, whichever database summed them.
 
     The score is Σ carbon / Σ units; ``components`` are the (component, source) pairs
-    seen in the window, which make the software boundary.
+    seen in the window, which make the software boundary. ``methods`` are the recorded
+    methods in force (the store's); ``None`` means the database keeps none (InfluxDB).
     """
     measured: list[str] = []
     modelled: list[str] = []
@@ -247,7 +285,8 @@ def assemble(
         modelled=modelled,
         left_out=left_out,
         intensity_sources=[_with_value_zone(s) for s in intensity_sources],
-        methodology=methodology(config),
+        methodology=methodology(config, methods),
+        methods=methods or [],
     )
 
 
@@ -256,24 +295,54 @@ def _with_value_zone(source: dict[str, Any]) -> dict[str, Any]:
     return {**source, "value_zone": stored_value_zone(source["zone"], source["provider"])}
 
 
-def methodology(config: Config) -> dict[str, Any]:
-    """How the figures were made, from the config: what the spec asks a report to state."""
-    policy = config.sci.idle_policy
-    return {
+def recorded_methods(
+    db: sqlite3.Connection, hosts: Iterable[str], lo: int, hi: int
+) -> list[dict[str, Any]]:
+    """The methods in force over ``(lo, hi]`` per host: the one in force at ``lo`` and every
+    change after it, oldest first (none when the store predates the method table)."""
+    exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'method'").fetchone()
+    if exists is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for host in hosts:
+        rows = db.execute(
+            "SELECT ts_ms, method FROM method WHERE host = ? AND ts_ms <= ? ORDER BY ts_ms",
+            (host, hi),
+        ).fetchall()
+        before = [r for r in rows if r[0] <= lo][-1:]
+        for ts_ms, text in before + [r for r in rows if r[0] > lo]:
+            out.append({"host": host, "since": iso_ms(ts_ms), "method": json.loads(text)})
+    return out
+
+
+def methodology(config: Config, methods: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """How the figures were made: what the spec asks a report to state.
+
+    With recorded ``methods`` the parts that can change are listed per method record
+    (``SciReport.methods``); without, they come from today's config, labelled so.
+    """
+    common: dict[str, Any] = {
         "energy attribution": "CPU by CPU-tick share of busy energy, DRAM by RSS share, "
         "GPU by per-process SM utilisation samples (see docs/architecture.md)",
-        "idle policy": f"{policy}: "
-        + (
-            "idle and unattributed energy shared among apps in proportion to their energy"
-            if policy == "proportional"
-            else "idle and unattributed energy reported as their own rows, not in apps"
-        ),
+        "embodied share (RR/ToR)": "the app's share of the host's CPU time",
+    }
+    if methods:
+        return common | {"method": "recorded with the data: see 'Method in force' below"}
+    where = (
+        "not recorded with these data (the embedded store records it from this version on;"
+        " InfluxDB does not)"
+    )
+    te = config.embodied.total_kgco2e
+    return common | {
+        "method": f"{where}; the lines below are today's config",
+        "idle policy": config.sci.idle_policy,
         "PUE": config.sci.pue,
         "grid zone": config.grid.zone or config.grid.region or "default",
         "intensity providers (in order)": ", ".join(config.grid.providers),
-        "embodied emissions (TE)": f"{config.embodied.total_kgco2e:g} kgCO2e per host",
+        "embodied emissions (TE)": f"{te:g} kgCO2e (configured)"
+        if te is not None
+        else f"the default for the host's kind (see docs/sci-methodology.md); {HOW_TO_SET}",
         "expected lifespan (EL)": f"{config.embodied.lifespan_years:g} years",
-        "embodied share (RR/ToR)": "the app's share of the host's CPU time",
     }
 
 

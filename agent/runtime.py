@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from agent.config import Config
+from agent.embodied import host_embodied
 from agent.grid import build_chain
-from agent.records import IntervalResult
+from agent.method import build_method
+from agent.records import IntervalResult, Method
 from agent.sampler import Sampler
 from agent.scoring import Scorer
 from agent.sensors.base import SensorHealth
@@ -37,9 +40,11 @@ class Agent:
         self.counter = UnitCounter({rule.name: rule.unit for rule in config.apps})
         self.chain = build_chain(config.grid)
         self.sampler = Sampler(config)
+        # TE charged to this host: configured, else per instance type / VM share / server
+        self.embodied = host_embodied(config, self.sampler.scanner.cpu_count)
         self.scorer = Scorer(
             units,
-            config.embodied.total_kgco2e,
+            self.embodied.kgco2e,
             config.embodied.lifespan_years,
             config.sci.idle_policy,
             config.sci.pue,
@@ -98,7 +103,21 @@ class Agent:
     def measure(self) -> IntervalResult:
         """One cycle: measure, attribute and score the interval since the previous one."""
         result = self.sampler.sample()
-        return self.scorer.score(result, self.chain.current(), self.counter.take())
+        scored = self.scorer.score(result, self.chain.current(), self.counter.take())
+        return replace(scored, method=self.method_of(scored))
+
+    def method_of(self, result: IntervalResult) -> Method:
+        """The method in force for ``result``, recorded with it."""
+        cfg = self.config
+        return build_method(
+            result,
+            embodied=self.embodied,
+            lifespan_years=cfg.embodied.lifespan_years,
+            share_policy=cfg.sci.idle_policy,
+            pue=cfg.sci.pue,
+            zone=self.chain.zone,
+            providers=cfg.grid.providers,
+        )
 
     def stop(self) -> None:
         for scraper in self.scrapers:

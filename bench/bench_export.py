@@ -72,6 +72,7 @@ from agent.config import (  # noqa: E402
     StoreConfig,
     validate,
 )
+from agent.embodied import host_embodied  # noqa: E402
 from agent.procfs import CLK_TCK  # noqa: E402
 from agent.records import (  # noqa: E402
     ComponentReading,
@@ -165,7 +166,7 @@ class SyntheticHost:
                 self.procs.append((pid, name, app, budget * w / total_w / PROCESSES_PER_NAME, rss))
         self.scorer = Scorer(
             APP_UNITS,
-            DEFAULTS.embodied.total_kgco2e,
+            host_embodied(DEFAULTS, CPUS).kgco2e,
             DEFAULTS.embodied.lifespan_years,
             DEFAULTS.sci.idle_policy,
             DEFAULTS.sci.pue,
@@ -518,7 +519,7 @@ class Loop:
         self.sampler = Sampler(cfg)
         self.scorer = Scorer(
             app_units(cfg),
-            cfg.embodied.total_kgco2e,
+            host_embodied(cfg, self.sampler.scanner.cpu_count).kgco2e,
             cfg.embodied.lifespan_years,
             cfg.sci.idle_policy,
             cfg.sci.pue,

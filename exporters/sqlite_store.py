@@ -4,17 +4,21 @@ Tables follow the design brief's data model, keyed by ``(host, …, ts_ms)`` so 
 write replayed for the same interval overwrites itself. ``ts_ms`` is the end of
 the interval in milliseconds since the Unix epoch (UTC). Per-process rows are
 kept for the top N consumers of each interval plus one ``_other`` row, so the
-process rows still sum to the attributed energy.
+process rows still sum to the attributed energy. The ``method`` table holds the
+``Method`` in force (JSON, with each component's model and static floor) from the
+start of the first interval it produced, one row per change.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.method import method_to_json
 from agent.records import IntervalResult, ProcessEnergy
 
 log = logging.getLogger("sci_agent.store")
@@ -51,6 +55,9 @@ CREATE TABLE IF NOT EXISTS grid_intensity (
     gco2_per_kwh REAL NOT NULL, signal TEXT NOT NULL, fallback INTEGER NOT NULL,
     interval_s REAL NOT NULL,
     PRIMARY KEY (zone, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS method (
+    host TEXT NOT NULL, ts_ms INTEGER NOT NULL, method TEXT NOT NULL,
+    PRIMARY KEY (host, ts_ms)) WITHOUT ROWID;  -- ts_ms: start of its first interval
 CREATE INDEX IF NOT EXISTS sci_ts ON sci (ts_ms);
 CREATE INDEX IF NOT EXISTS sci_app_ts ON sci (app, ts_ms);  -- reports select one app
 CREATE INDEX IF NOT EXISTS grid_intensity_ts ON grid_intensity (ts_ms);
@@ -174,12 +181,26 @@ class SqliteStore:
                 for s in r.sci
             ],
         )
+        self._write_method(db, r, start_ms)
         head, other = top_processes(r.processes, self.top_n)
         rows = [*head, other] if other is not None else head
         db.executemany(
             "INSERT OR REPLACE INTO process_energy VALUES (?,?,?,?,?,?,?)",
             [(host, p.app, p.name, p.pid, ts, p.joules, p.cpu_s) for p in rows],
         )
+
+    def _write_method(self, db: sqlite3.Connection, r: IntervalResult, start_ms: int) -> None:
+        """Record ``r.method`` from ``start_ms`` on, only when it differs from the host's last
+        (method rows are one per change: kept whatever the retention)."""
+        if r.method is None:
+            return
+        text = json.dumps(method_to_json(r.method), sort_keys=True, separators=(",", ":"))
+        last = db.execute(
+            "SELECT method FROM method WHERE host = ? AND ts_ms <= ? ORDER BY ts_ms DESC LIMIT 1",
+            (r.host, start_ms),
+        ).fetchone()
+        if last is None or last[0] != text:
+            db.execute("INSERT OR REPLACE INTO method VALUES (?,?,?)", (r.host, start_ms, text))
 
     def prune(self) -> int:
         """Delete rows older than the retention; return how many went."""

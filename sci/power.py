@@ -4,8 +4,14 @@
   (12/32/75/102 %), linear between the points (Teads Engineering, "Building an AWS
   EC2 carbon emissions dataset", 2021).
 - Cloud Carbon Footprint (CCF): per-vCPU minimum and maximum watts, linear in
-  utilisation; the CCF averages are 0.74 W and 3.5 W per vCPU.
+  utilisation; the CCF averages are 0.74 W and 3.5 W per vCPU (AWS, CCF's
+  "Methodology" page, Appendix I); per-microarchitecture figures ship in
+  ``agent/data/ccf-cpu-coefficients.csv``.
 - Memory: CCF's 0.392 W per GB.
+
+Each model's zero-load power (``*_static_watts``) is the floor the attribution stage
+keeps out of processes' dynamic energy: Teads 12 % of TDP, CCF vCPUs × minimum watts,
+and all of the memory model (it does not depend on load).
 """
 
 from __future__ import annotations
@@ -63,6 +69,16 @@ def ccf_watts(
     _check_utilization(utilization_pct)
     share = utilization_pct / 100.0
     return vcpus * (min_w_per_vcpu + share * (max_w_per_vcpu - min_w_per_vcpu))
+
+
+def teads_static_watts(tdp_w: float) -> float:
+    """The Teads curve at zero load: 12 % of TDP."""
+    return teads_watts(tdp_w, 0.0)
+
+
+def ccf_static_watts(vcpus: float, min_w_per_vcpu: float = CCF_MIN_W_PER_VCPU) -> float:
+    """CCF at zero load: vCPUs × minimum watts per vCPU."""
+    return ccf_watts(vcpus, 0.0, min_w_per_vcpu, min_w_per_vcpu)
 
 
 def memory_watts(memory_gb: float, w_per_gb: float = CCF_MEMORY_W_PER_GB) -> float:

@@ -30,7 +30,7 @@ def test_no_config_gives_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.interval_s == 5.0
     assert cfg.sensors.rapl.root == "/sys/class/powercap"
     assert cfg.store.retention_days == 30
-    assert cfg.sensors.model.min_w_per_vcpu == 0.74
+    assert cfg.sensors.model.min_w_per_vcpu is None  # unset: CCF's row for this CPU
 
 
 def test_full_config_decodes(tmp_path: Path) -> None:

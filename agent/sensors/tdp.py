@@ -15,8 +15,8 @@ def _tokens(text: str) -> tuple[str, ...]:
 
 
 @cache
-def _table() -> tuple[tuple[tuple[str, ...], float], ...]:
-    rows: list[tuple[tuple[str, ...], float]] = []
+def _table() -> tuple[tuple[tuple[str, ...], float, str], ...]:
+    rows: list[tuple[tuple[str, ...], float, str]] = []
     with resources.files("agent").joinpath("data/cpu-tdp.csv").open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
             tokens = _tokens(row["cpu_model"])
@@ -25,7 +25,7 @@ def _table() -> tuple[tuple[tuple[str, ...], float], ...]:
             except ValueError:  # a few upstream rows hold ranges ("27.29.5"): skip them
                 continue
             if tokens:
-                rows.append((tokens, tdp))
+                rows.append((tokens, tdp, row["cpu_model"]))
     return tuple(rows)
 
 
@@ -35,11 +35,17 @@ def lookup_tdp(cpu_model: str) -> float | None:
     The most specific entry (most tokens, then the longest) wins; a model name with
     no match (e.g. a VM's generic "AMD EPYC") gives ``None``.
     """
+    found = lookup_tdp_row(cpu_model)
+    return found[1] if found else None
+
+
+def lookup_tdp_row(cpu_model: str) -> tuple[str, float] | None:
+    """The best table entry for ``cpu_model``: (its ``cpu_model`` cell, TDP watts)."""
     have = set(_tokens(cpu_model))
-    best: tuple[int, int, float] | None = None
-    for tokens, tdp in _table():
+    best: tuple[int, int, float, str] | None = None
+    for tokens, tdp, name in _table():
         if all(t in have for t in tokens) and any(any(c.isdigit() for c in t) for t in tokens):
-            key = (len(tokens), sum(map(len, tokens)), tdp)
+            key = (len(tokens), sum(map(len, tokens)), tdp, name)
             if best is None or key[:2] > best[:2]:
                 best = key
-    return best[2] if best else None
+    return (best[3], best[2]) if best else None

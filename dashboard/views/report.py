@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from agent.report import ReportError
+from agent.embodied import HOW_TO_SET
+from agent.report import ReportError, SciReport
 from dashboard import ui
 from dashboard.export import report_csv
 
@@ -62,7 +63,23 @@ def report_page() -> None:
     )
     if report.modelled:
         st.caption(f":material/warning: Partly {ui.MODEL_NOTE}: {', '.join(report.modelled)}.")
+    st.caption(method_note(report))
     st.markdown(report.to_markdown())
+
+
+def method_note(report: SciReport) -> str:
+    """Which method the figures were recorded with, and whether TE is a default."""
+    if not report.methods:
+        return (
+            ":material/info: No method recorded with these data (the embedded store records"
+            " it; InfluxDB does not): the methodology below is today's config."
+        )
+    changes = len(report.methods) - len({m["host"] for m in report.methods})
+    note = f":material/info: Method recorded with the data; {changes} change(s) in the period."
+    if report.embodied_is_default:
+        basis = report.methods[-1]["method"]["embodied_basis"]
+        note += f" Embodied carbon uses a default estimate ({basis}): {HOW_TO_SET}."
+    return note
 
 
 report_page()
