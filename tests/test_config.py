@@ -226,7 +226,10 @@ def test_a_config_built_in_code_is_checked_too() -> None:
         ("[sci]\npue = 5", "[sci]\npue = 5.01"),
         ("[grid]\nintensity_gco2_per_kwh = 5000", "[grid]\nintensity_gco2_per_kwh = 5000.5"),
         ("[embodied]\nlifespan_years = 50", "[embodied]\nlifespan_years = 51"),
-        ("[sensors.model]\nmax_w_per_vcpu = 10000", "[sensors.model]\nmax_w_per_vcpu = 10001"),
+        (
+            "[sensors.model]\nmin_w_per_vcpu = 0\nmax_w_per_vcpu = 10000",
+            "[sensors.model]\nmin_w_per_vcpu = 0\nmax_w_per_vcpu = 10001",
+        ),
         ("[sensors.nvml]\nidle_watts = 0", "[sensors.nvml]\nidle_watts = 10001"),
         ("[store]\nretention_days = 36500", "[store]\nretention_days = 36501"),
         ("[grid]\ntimeout_s = 3600", "[grid]\ntimeout_s = 3601"),
