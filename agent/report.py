@@ -248,24 +248,33 @@ def assemble(
     )
 
 
+_POLICY_TEXT = {
+    "capacity": "static energy and embodied carbon shared by each app's share of the "
+    "machine's capacity (CPU-s, memory, GPU); what no app used stays with _idle",
+    "full": "static and unattributed energy and embodied carbon all handed to apps, "
+    "in proportion to what apps used",
+    "separate": "apps carry only their dynamic energy; static energy and embodied carbon "
+    "reported as _idle",
+}
+
+
 def methodology(config: Config) -> dict[str, Any]:
     """How the figures were made, from the config: what the spec asks a report to state."""
     policy = config.sci.idle_policy
     return {
-        "energy attribution": "CPU by CPU-tick share of busy energy, DRAM by RSS share, "
-        "GPU by per-process SM utilisation samples (see docs/architecture.md)",
-        "idle policy": f"{policy}: "
-        + (
-            "idle and unattributed energy shared among apps in proportion to their energy"
-            if policy == "proportional"
-            else "idle and unattributed energy reported as their own rows, not in apps"
-        ),
+        "energy attribution": "static (zero-load) energy apart; dynamic energy by CPU ticks, "
+        "DRAM by RSS, GPU by per-process SM utilisation samples (see docs/architecture.md)",
+        "idle policy": f"{policy}: " + _POLICY_TEXT.get(policy, _POLICY_TEXT["full"]),
         "PUE": config.sci.pue,
         "grid zone": config.grid.zone or config.grid.region or "default",
         "intensity providers (in order)": ", ".join(config.grid.providers),
         "embodied emissions (TE)": f"{config.embodied.total_kgco2e:g} kgCO2e per host",
         "expected lifespan (EL)": f"{config.embodied.lifespan_years:g} years",
-        "embodied share (RR/ToR)": "the app's share of the host's CPU time",
+        "embodied share (RR/ToR)": "the app's share of the host's CPU capacity"
+        if policy == "capacity"
+        else "the app's share of the CPU time apps used"
+        if policy in ("full", "proportional")
+        else "none: all embodied carbon in _idle",
     }
 
 
