@@ -14,6 +14,7 @@ from agent.records import ComponentReading, CpuActivity, IntensityValue, Process
 from agent.render import to_json
 from agent.scoring import Scorer
 from exporters.points import interval_points
+from exporters.prometheus import MetricsSink
 from exporters.sqlite_store import SqliteStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -82,3 +83,13 @@ def test_once_json_reports_both_parts() -> None:
     assert web["static_joules"] == pytest.approx(17.0)
     assert web["dynamic_joules"] == pytest.approx(web["cpu_joules"] + web["dram_joules"])
     assert web["cpu_share"] == pytest.approx(0.15)
+
+
+def test_units_of_an_app_with_no_process_reach_metrics() -> None:
+    r = scored("capacity")
+    r = Scorer({"web": "request", "api": "call"}, 1000.0, 4.0).score(r, GRID, {"api": 3})
+    sink = MetricsSink()
+    sink.open()
+    sink.write([r])
+    text = sink.exposition().decode()
+    assert 'sci_agent_app_functional_units_total{app="api",host="h",unit="call"} 3.0' in text
