@@ -1,25 +1,41 @@
 """Split each component's joules among processes, idle and unattributed, exactly.
 
-For every component: Σ processes + idle + unattributed == measured joules (the
-unattributed part is computed as the remainder, so the identity holds to float
-rounding). The rules:
+Every reading is split first into its **static** part (``reading.static_joules``,
+what the component draws at zero load, capped at the measured joules) and its
+**dynamic** part (the rest). Static energy is ``idle``: it is the cost of the machine
+being on, and the scoring stage shares it by capacity. Dynamic energy follows each
+process's own work, so a process's dynamic joules depend on its work, not on its
+neighbours'. For every component: Σ processes + idle + unattributed == measured
+joules (the unattributed part is computed as the remainder, so the identity holds to
+float rounding). The rules for the dynamic part:
 
-- CPU (package or model): the busy share of the interval (``/proc/stat``, per
-  package where the topology is known) is active energy, the rest idle. Active
-  energy is split by each process's CPU-tick delta over the machine's busy ticks
-  (including the children it reaped during the interval, see ``agent.procfs``);
-  busy time no live process accounts for (orphans reaped by init, interrupts) is
-  ``unattributed``, never spread over the survivors.
-- DRAM: split by RSS share of the installed memory; what no process holds is idle.
-- psys: the platform beyond packages and DRAM (chipset, fans…) is idle/static.
-- GPU: energy up to the idle baseline is idle; the rest is split by per-process SM
-  utilisation samples, else by GPU memory; energy above idle with no live process
-  to carry it (the power tail after a process exits) is ``unattributed``.
+- CPU (package or model): split by each process's CPU-tick delta at a rate of dynamic
+  ÷ busy ticks (``/proc/stat``, all CPUs: process ticks carry no package, so every
+  package's dynamic energy is spread over the machine's busy ticks). Busy ticks no
+  live process accounts for (orphans reaped by init, interrupts) are
+  ``unattributed``, never spread over the survivors. When the processes account for
+  more ticks than ``/proc/stat`` (the two are read microseconds apart) the rate is
+  dynamic ÷ their ticks. With no busy tick at all the dynamic energy follows no work
+  and is idle (the floor was under-estimated).
+- psys (the platform beyond packages and DRAM: chipset, fans, voltage regulators):
+  the same as CPU, its static floor idle and its dynamic part following CPU ticks
+  (fans and regulator losses follow the CPUs' load); reported under CPU.
+- DRAM: split by each process's RSS over the processes' total RSS; with no RSS at all,
+  idle.
+- GPU: the static floor (the idle baseline) is idle; the dynamic part is split by
+  per-process SM utilisation samples, else by GPU memory; dynamic energy with no live
+  process to carry it (the power tail after a process exits, or a pid in another PID
+  namespace) is ``unattributed``.
+
+Each app also gets the share of the machine's capacity it used (CPU-seconds over
+interval × CPUs, RSS over installed memory, its share of the GPUs), which the scoring
+stage uses to share static energy and embodied carbon.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from agent.procfs import CLK_TCK
@@ -56,52 +72,64 @@ def attribute(
     }
     idle = dict.fromkeys(_KINDS, 0.0)
     unattributed = dict.fromkeys(_KINDS, 0.0)
+    gpu_share = [0.0] * n
+    gpus = 0
 
-    ticks = [p.cpu_ticks for p in processes]
+    ticks = cpu_ticks(processes)
     tick_sum = sum(ticks)
-    rss = [p.rss_bytes for p in processes]
+    rss = [max(0, p.rss_bytes) for p in processes]
     rss_sum = sum(rss)
     index_of_pid = {p.pid: i for i, p in enumerate(processes)}
 
     for r in readings:
-        if r.kind == "cpu":
-            active = r.joules * cpu.busy_fraction_of(_package_index(r.component))
-            given = _split(per_kind["cpu"], active, ticks, max(tick_sum, cpu.busy_ticks))
-            if tick_sum >= cpu.busy_ticks and given > 0:
-                idle["cpu"] += r.joules - given  # every busy tick is a process's
-            else:
-                idle["cpu"] += r.joules - active
-                unattributed["cpu"] += active - given
+        static = min(max(0.0, r.static_joules), r.joules) if r.joules > 0 else 0.0
+        dynamic = r.joules - static
+        idle[r.kind] += static
+        if r.kind in ("cpu", "psys"):
+            busy = max(tick_sum, cpu.busy_ticks)
+            if busy <= 0:
+                idle[r.kind] += dynamic  # no CPU work at all to follow
+                continue
+            given = _split(per_kind["cpu"], dynamic, ticks, busy)
+            unattributed[r.kind] += dynamic - given
         elif r.kind == "dram":
-            given = _split(per_kind["dram"], r.joules, rss, max(rss_sum, memory_total_bytes))
-            idle["dram"] += r.joules - given
-        elif r.kind == "gpu":
-            idle_j = min(r.joules, r.gpu.idle_joules) if r.gpu is not None else 0.0
-            active = r.joules - idle_j
-            weights, weight_total = _gpu_weights(r, n, index_of_pid)
-            given = _split(per_kind["gpu"], active, weights, weight_total)
-            idle["gpu"] += idle_j
-            unattributed["gpu"] += active - given
+            if rss_sum <= 0:
+                idle["dram"] += dynamic  # no resident memory to follow
+                continue
+            given = _split(per_kind["dram"], dynamic, rss, rss_sum)
+            unattributed["dram"] += dynamic - given
         else:
-            idle[r.kind] += r.joules
+            weights, weight_total = _gpu_weights(r, n, index_of_pid)
+            given = _split(per_kind["gpu"], dynamic, weights, weight_total)
+            unattributed["gpu"] += dynamic - given
+            _split(gpu_share, 1.0, weights, weight_total)
+            gpus += 1
 
-    process_rows = _process_rows(processes, per_kind)
+    seconds = max(0.0, (end - start).total_seconds())
+    capacity = _Capacity(
+        cpu_ticks=max(seconds * max(1, cpu.cpu_count) * CLK_TCK, tick_sum),
+        memory_bytes=max(memory_total_bytes, rss_sum),
+        gpus=gpus,
+    )
     return IntervalResult(
         host=host,
         start=start,
         end=end,
         components=tuple(readings),
-        processes=process_rows,
-        apps=_app_rows(process_rows),
+        processes=_process_rows(processes, per_kind),
+        apps=_app_rows(processes, per_kind, gpu_share, capacity),
         idle=_pseudo_app(IDLE_APP, idle),
         unattributed=_pseudo_app(UNATTRIBUTED_APP, unattributed),
     )
 
 
-def _package_index(component: str) -> int | None:
-    """``cpu1`` and ``cpu1-die0`` → 1; the model's ``cpu`` → None (whole machine)."""
-    suffix = component[3:].split("-", 1)[0]
-    return int(suffix) if suffix.isdigit() else None
+def cpu_ticks(processes: Sequence[ProcessActivity]) -> list[int]:
+    """Each process's CPU ticks of the interval: the one place they enter attribution.
+
+    ``ProcessActivity.cpu_ticks`` already includes the children a process reaped during
+    the interval (see ``agent.procfs``); negative values cannot carry energy.
+    """
+    return [max(0, p.cpu_ticks) for p in processes]
 
 
 def _split(into: list[float], joules: float, weights: Sequence[float], denominator: float) -> float:
@@ -151,15 +179,51 @@ def _process_rows(
     return tuple(rows)
 
 
-def _app_rows(rows: Iterable[ProcessEnergy]) -> tuple[AppEnergy, ...]:
+@dataclass(frozen=True, slots=True)
+class _Capacity:
+    """What the machine could have given in the interval, per kind."""
+
+    cpu_ticks: float  # interval × CPUs, in ticks
+    memory_bytes: int  # installed
+    gpus: int  # GPUs read this interval
+
+
+def _app_rows(
+    processes: Sequence[ProcessActivity],
+    per_kind: dict[ComponentKind, list[float]],
+    gpu_share: Sequence[float],
+    capacity: _Capacity,
+) -> tuple[AppEnergy, ...]:
+    """One row per app that used energy or capacity (ticks, memory, a GPU)."""
     sums: dict[str, list[float]] = {}
-    for r in rows:
-        acc = sums.setdefault(r.app, [0.0, 0.0, 0.0, 0.0])
-        acc[0] += r.cpu_joules
-        acc[1] += r.dram_joules
-        acc[2] += r.gpu_joules
-        acc[3] += r.cpu_s
-    apps = [AppEnergy(app, c, d, g, s) for app, (c, d, g, s) in sums.items()]
+    for i, p in enumerate(processes):
+        row = (
+            per_kind["cpu"][i],
+            per_kind["dram"][i],
+            per_kind["gpu"][i],
+            float(max(0, p.cpu_ticks)),
+            float(max(0, p.rss_bytes)),
+            gpu_share[i],
+        )
+        if not any(row):
+            continue
+        acc = sums.setdefault(p.app, [0.0] * len(row))
+        for k, v in enumerate(row):
+            acc[k] += v
+    apps = [
+        AppEnergy(
+            app,
+            c,
+            d,
+            g,
+            cpu_s=t / CLK_TCK,
+            rss_bytes=int(m),
+            cpu_share=t / capacity.cpu_ticks if capacity.cpu_ticks > 0 else 0.0,
+            dram_share=m / capacity.memory_bytes if capacity.memory_bytes > 0 else 0.0,
+            gpu_share=s / capacity.gpus if capacity.gpus else 0.0,
+        )
+        for app, (c, d, g, t, m, s) in sums.items()
+    ]
     apps.sort(key=lambda a: a.joules, reverse=True)
     return tuple(apps)
 

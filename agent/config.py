@@ -31,7 +31,7 @@ ENV_CONFIG = "SCI_AGENT_CONFIG"
 log = logging.getLogger("sci_agent.config")
 
 PROVIDERS = ("static", "builtin", "electricitymaps", "ukgrid", "watttime", "carbonaware", "csv")
-IDLE_POLICIES = ("proportional", "separate")
+IDLE_POLICIES = ("capacity", "full", "separate", "proportional")  # proportional: old name of full
 
 
 class ConfigError(ValueError):
@@ -68,6 +68,8 @@ class SensorsConfig:
     rapl: RaplConfig = field(default_factory=RaplConfig)
     nvml: NvmlConfig = field(default_factory=NvmlConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    state_dir: str = "var/state"  # learned static floors, kept across restarts
+    static_watts: dict[str, float] = field(default_factory=dict)  # component → zero-load W
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class EmbodiedConfig:
 
 @dataclass(frozen=True)
 class SciConfig:
-    idle_policy: str = "proportional"  # or "separate"
+    idle_policy: str = "capacity"  # or "full", "separate" ("proportional": old name of full)
     pue: float = 1.0
 
 
@@ -423,8 +425,16 @@ def validate(cfg: Config) -> Config:
     if model.tdp_w is not None:
         _positive("sensors.model.tdp_w", model.tdp_w)
     idle = cfg.sensors.nvml.idle_watts
-    if idle is not None and idle < 0:
-        raise ConfigError("sensors.nvml.idle_watts: must be 0 or more")
+    if idle is not None and not (math.isfinite(idle) and idle >= 0):
+        raise ConfigError("sensors.nvml.idle_watts: must be a finite number, 0 or more")
+    for component, watts in cfg.sensors.static_watts.items():
+        if not (math.isfinite(watts) and watts >= 0):
+            raise ConfigError(
+                f"sensors.static_watts.{component}: must be a finite number of watts, 0 or more,"
+                f" got {watts}"
+            )
+    if not cfg.sensors.state_dir.strip():
+        raise ConfigError("sensors.state_dir: must not be empty")
     _validate_scoring(cfg)
     try:
         validate_influx(cfg.influxdb)
@@ -572,6 +582,10 @@ def _coerce(hint: Any, value: Any, key: str, secret: bool = False) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected an array of strings, got {got}")
         return tuple(value)
+    if origin is dict and get_args(hint)[1] is float:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table of numbers, got {value!r}")
+        return {k: _coerce(float, v, f"{key}.{k}") for k, v in value.items()}
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{key}: expected a table of strings, got {got}")

@@ -39,7 +39,8 @@ class ComponentReading:
     ``static_joules`` is the part the component would have drawn at zero load over
     the interval (≤ ``joules``); the rest is dynamic, and only dynamic energy follows
     each process's work. ``static_source`` says where the floor came from (``model``,
-    ``learned``, ``configured``, or ``""`` when none is known yet). ``model`` names the
+    ``learned``, ``configured``, ``fallback`` while a counter's floor is still being
+    learned (0 W, see ``agent.static_power``), or ``""`` when none is known). ``model`` names the
     power model and its coefficients for ``source="model"`` readings.
     """
 
@@ -111,17 +112,40 @@ class ProcessEnergy:
 
 @dataclass(frozen=True, slots=True)
 class AppEnergy:
-    """Joules of one application (or the ``_idle``/``_unattributed`` pseudo-apps)."""
+    """Joules of one application (or the ``_idle``/``_unattributed`` pseudo-apps).
+
+    ``cpu_joules``, ``dram_joules`` and ``gpu_joules`` are the app's own (dynamic)
+    energy from attribution. The capacity it used (``cpu_share`` of the CPU-seconds
+    available, ``dram_share`` of the installed memory, ``gpu_share`` of the GPUs, each
+    0..1) is filled by attribution; ``static_joules``, the static energy the share
+    policy hands the app (under ``full`` also its share of the unattributed energy),
+    by scoring.
+    """
 
     app: str
     cpu_joules: float
     dram_joules: float
     gpu_joules: float
     cpu_s: float = 0.0
+    rss_bytes: int = 0
+    cpu_share: float = 0.0
+    dram_share: float = 0.0
+    gpu_share: float = 0.0
+    static_joules: float = 0.0
 
     @property
     def joules(self) -> float:
+        """The app's own (dynamic) energy, the sum over its processes."""
         return self.cpu_joules + self.dram_joules + self.gpu_joules
+
+    @property
+    def dynamic_joules(self) -> float:
+        return self.joules
+
+    @property
+    def total_joules(self) -> float:
+        """Dynamic energy plus the static share allocated by the share policy."""
+        return self.joules + self.static_joules
 
 
 Signal = Literal["average", "marginal"]
@@ -209,6 +233,9 @@ class IntervalResult:
     sci: tuple[SciRecord, ...] = ()
     method: Method | None = None  # how the numbers were computed, set after scoring
     clamped_ticks: int = 0  # reaped-children ticks beyond /proc/stat's busy ticks, not charged
+    #: ``_idle`` and ``_unattributed`` as the share policy left them (set by scoring):
+    #: the energy no app was allocated. None before scoring.
+    overhead_left: tuple[AppEnergy, AppEnergy] | None = None
 
     @property
     def interval_s(self) -> float:
@@ -225,6 +252,15 @@ class IntervalResult:
     @property
     def unattributed_joules(self) -> float:
         return self.unattributed.joules
+
+    def energy_rows(self) -> tuple[AppEnergy, ...]:
+        """The ``app_energy`` rows: apps, then ``_idle`` and ``_unattributed``.
+
+        After scoring the pseudo-apps hold only what the share policy left them, so the
+        rows' ``total_joules`` add up to ``total_joules`` under every policy.
+        """
+        left = self.overhead_left or (self.idle, self.unattributed)
+        return (*self.apps, *left)
 
 
 def utc_now() -> datetime:

@@ -43,6 +43,11 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
                 "cpu_joules": a.cpu_joules,
                 "dram_joules": a.dram_joules,
                 "gpu_joules": a.gpu_joules,
+                "dynamic_joules": a.dynamic_joules,
+                "static_joules": a.static_joules,
+                "cpu_share": a.cpu_share,
+                "dram_share": a.dram_share,
+                "gpu_share": a.gpu_share,
             }
             for a in r.apps
         ],
@@ -98,11 +103,14 @@ def to_table(r: IntervalResult, top: int = 10) -> str:
     lines.append(f"{'total':<20}{r.total_joules:>12.3f}{r.total_joules / seconds:>10.2f}")
     lines.append(f"{'  idle':<20}{r.idle_joules:>12.3f}")
     lines.append(f"{'  unattributed':<20}{r.unattributed_joules:>12.3f}")
-    lines += ["", f"{'app':<24}{'joules':>12}{'cpu J':>10}{'dram J':>10}{'gpu J':>10}"]
+    lines += [
+        "",
+        f"{'app':<24}{'joules':>12}{'cpu J':>10}{'dram J':>10}{'gpu J':>10}{'static J':>10}",
+    ]
     for a in r.apps[:top]:
         lines.append(
             f"{a.app[:23]:<24}{a.joules:>12.3f}{a.cpu_joules:>10.3f}"
-            f"{a.dram_joules:>10.3f}{a.gpu_joules:>10.3f}"
+            f"{a.dram_joules:>10.3f}{a.gpu_joules:>10.3f}{a.static_joules:>10.3f}"
         )
     if len(r.apps) > top:
         lines.append(f"… and {len(r.apps) - top} more apps")

@@ -315,6 +315,16 @@ def recorded_methods(
     return out
 
 
+_POLICY_TEXT = {
+    "capacity": "static energy and embodied carbon shared by each app's share of the "
+    "machine's capacity (CPU-s, memory, GPU); what no app used stays with _idle",
+    "full": "static and unattributed energy and embodied carbon all handed to apps, "
+    "in proportion to what apps used",
+    "separate": "apps carry only their dynamic energy; static energy and embodied carbon "
+    "reported as _idle",
+}
+
+
 def methodology(config: Config, methods: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """How the figures were made: what the spec asks a report to state.
 
@@ -322,9 +332,8 @@ def methodology(config: Config, methods: list[dict[str, Any]] | None = None) -> 
     (``SciReport.methods``); without, they come from today's config, labelled so.
     """
     common: dict[str, Any] = {
-        "energy attribution": "CPU by CPU-tick share of busy energy, DRAM by RSS share, "
-        "GPU by per-process SM utilisation samples (see docs/architecture.md)",
-        "embodied share (RR/ToR)": "the app's share of the host's CPU time",
+        "energy attribution": "static (zero-load) energy apart; dynamic energy by CPU ticks, "
+        "DRAM by RSS, GPU by per-process SM utilisation samples (see docs/architecture.md)",
     }
     if methods:
         return common | {"method": "recorded with the data: see 'Method in force' below"}
@@ -333,9 +342,10 @@ def methodology(config: Config, methods: list[dict[str, Any]] | None = None) -> 
         " InfluxDB does not)"
     )
     te = config.embodied.total_kgco2e
+    policy = config.sci.idle_policy
     return common | {
         "method": f"{where}; the lines below are today's config",
-        "idle policy": config.sci.idle_policy,
+        "idle policy": f"{policy}: " + _POLICY_TEXT.get(policy, _POLICY_TEXT["full"]),
         "PUE": config.sci.pue,
         "grid zone": config.grid.zone or config.grid.region or "default",
         "intensity providers (in order)": ", ".join(config.grid.providers),
@@ -343,6 +353,11 @@ def methodology(config: Config, methods: list[dict[str, Any]] | None = None) -> 
         if te is not None
         else f"the default for the host's kind (see docs/sci-methodology.md); {HOW_TO_SET}",
         "expected lifespan (EL)": f"{config.embodied.lifespan_years:g} years",
+        "embodied share (RR/ToR)": "the app's share of the host's CPU capacity"
+        if policy == "capacity"
+        else "the app's share of the CPU time apps used"
+        if policy in ("full", "proportional")
+        else "none: all embodied carbon in _idle",
     }
 
 

@@ -1,33 +1,75 @@
 """The scoring stage: each app's SCI = (E × I + M) per R for one interval.
 
-- **E**: the app's attributed energy plus its share of the host's overhead (idle and
-  unattributed energy), times the PUE. ``idle_policy = "proportional"`` (default)
-  shares the overhead among apps in proportion to their attributed energy;
-  ``"separate"`` leaves it out of apps and reports ``_idle`` and ``_unattributed``
-  rows of their own.
+- **E**: the app's own (dynamic) energy from attribution, plus the static energy the
+  share policy hands it, times the PUE.
 - **I**: the grid intensity of the interval, from the provider chain.
-- **M**: the host's embodied emissions × interval / lifespan × the app's share of
-  the host's CPU time (proportional: its share of the CPU time all apps used;
-  separate: its share of the CPU capacity, the unused rest going to ``_idle``).
+- **M**: the host's embodied emissions × interval / lifespan, shared like static energy.
 - **R**: the functional units the app counted in the interval.
 
-Under either policy the rows add up to the host: Σ operational = E_host × PUE × I
-and Σ embodied = TE × interval / lifespan.
+Share policies (``[sci] idle_policy``):
+
+- ``capacity`` (default; the SCI specification's resource share = resources used ÷
+  resources available): each app gets the static energy of each kind × its share of
+  that kind's capacity (CPU: CPU-seconds ÷ interval × CPUs; DRAM: RSS ÷ installed
+  memory; GPU: its share of the GPUs' per-process activity), and the embodied carbon
+  × its CPU share. What no app used stays with ``_idle``; ``_unattributed`` keeps its
+  own row. An app's SCI then moves only when the app (or the grid) changes.
+- ``full`` (full allocation, for carbon accounting): everything is handed to apps,
+  static and unattributed energy per kind by the apps' shares of what apps used of
+  that kind, embodied carbon by their shares of the CPU time apps used; no ``_idle``
+  or ``_unattributed`` row while any app ran. An app's SCI moves with its neighbours.
+  ``proportional`` is a deprecated alias.
+- ``separate``: apps carry only their dynamic energy; ``_idle`` all static energy and
+  all embodied carbon, ``_unattributed`` its own row.
+
+Under every policy the rows add up to the host: Σ operational = E_host × PUE × I and
+Σ embodied = TE × interval / lifespan. An app that counted units but had no process in
+the interval still gets a row (no energy, its units), so no accepted unit is lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from agent.records import (
     IDLE_APP,
     UNATTRIBUTED_APP,
+    AppEnergy,
     IntensityValue,
     IntervalResult,
     SciRecord,
 )
 from sci.formula import embodied_carbon, joules_to_kwh, operational_carbon, sci, years_to_seconds
+
+log = logging.getLogger("sci_agent.scoring")
+
+SHARE_POLICIES = ("capacity", "full", "separate")
+DEFAULT_POLICY = "capacity"
+_ALIASES = {"proportional": "full"}
+_KINDS = ("cpu", "dram", "gpu")
+
+
+def share_policy(name: str) -> str:
+    """The policy ``name`` stands for; a deprecated alias is logged; unknown raises."""
+    if name in _ALIASES:
+        log.warning("sci.idle_policy = %r is deprecated: it is now called %r", name, _ALIASES[name])
+        return _ALIASES[name]
+    if name not in SHARE_POLICIES:
+        raise ValueError(f"sci.idle_policy: must be one of {', '.join(SHARE_POLICIES)}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class _Allocation:
+    """What one policy hands each app, and what stays with the pseudo-apps."""
+
+    static_joules: tuple[float, ...]  # per app, in result.apps order
+    embodied_g: tuple[float, ...]
+    idle_left: AppEnergy
+    unattributed_left: AppEnergy
+    embodied_left_g: float
 
 
 class Scorer:
@@ -38,44 +80,48 @@ class Scorer:
         app_units: Mapping[str, str],
         embodied_kgco2e: float,
         lifespan_years: float,
-        idle_policy: str = "proportional",
+        idle_policy: str = DEFAULT_POLICY,
         pue: float = 1.0,
         cpu_count: int = 1,
     ) -> None:
+        """``cpu_count`` is accepted for compatibility: capacity shares come from attribution."""
+        del cpu_count
         self.app_units = dict(app_units)
         self.embodied_g = embodied_kgco2e * 1000.0
         self.lifespan_s = years_to_seconds(lifespan_years)
-        self.idle_policy = idle_policy
+        self.idle_policy = share_policy(idle_policy)
         self.pue = pue
-        self.cpu_count = max(1, cpu_count)
 
     def score(
         self, result: IntervalResult, intensity: IntensityValue, units: Mapping[str, float]
     ) -> IntervalResult:
-        """Return ``result`` with its intensity and one SCI row per app (plus overhead rows)."""
-        seconds = max(0.0, result.interval_s)
-        host_m = embodied_carbon(self.embodied_g, seconds, self.lifespan_s)
-        overhead = result.idle_joules + result.unattributed_joules
-        active = sum(a.joules for a in result.apps)
-        cpu_used = sum(a.cpu_s for a in result.apps)
-        capacity = seconds * self.cpu_count
-        proportional = self.idle_policy == "proportional" and active > 0
-        rows: list[SciRecord] = []
-        m_given = 0.0
-        for app in result.apps:
-            joules = app.joules + (overhead * app.joules / active if proportional else 0.0)
-            if proportional:
-                share = app.cpu_s / cpu_used if cpu_used > 0 else app.joules / active
-            else:
-                share = app.cpu_s / max(capacity, cpu_used) if capacity > 0 else 0.0
-            m = host_m * share
-            rows.append(self._row(app.app, joules, m, intensity, units))
-            m_given += m
-        if not proportional:
-            idle_m = max(0.0, host_m - m_given)
-            rows.append(self._row(IDLE_APP, result.idle_joules, idle_m, intensity, {}))
-            rows.append(self._row(UNATTRIBUTED_APP, result.unattributed_joules, 0.0, intensity, {}))
-        return replace(result, intensity=intensity, sci=tuple(rows))
+        """Return ``result`` with its intensity, the apps' static shares and SCI rows."""
+        host_m = embodied_carbon(self.embodied_g, max(0.0, result.interval_s), self.lifespan_s)
+        share = _allocate(self.idle_policy, result, host_m)
+        given = zip(result.apps, share.static_joules, strict=True)
+        apps = tuple(replace(a, static_joules=s) for a, s in given)
+        rows = [
+            self._row(a.app, a.total_joules, m, intensity, units)
+            for a, m in zip(apps, share.embodied_g, strict=True)
+        ]
+        if self.idle_policy != "full" or not apps:
+            rows.append(
+                self._row(IDLE_APP, share.idle_left.joules, share.embodied_left_g, intensity, {})
+            )
+            rows.append(
+                self._row(UNATTRIBUTED_APP, share.unattributed_left.joules, 0.0, intensity, {})
+            )
+        seen = {a.app for a in apps}
+        for app, count in sorted(units.items()):
+            if app not in seen and count > 0:  # units but no process: never drop them
+                rows.append(self._row(app, 0.0, 0.0, intensity, units))
+        return replace(
+            result,
+            intensity=intensity,
+            apps=apps,
+            sci=tuple(rows),
+            overhead_left=(share.idle_left, share.unattributed_left),
+        )
 
     def _row(
         self,
@@ -94,6 +140,71 @@ class Scorer:
             energy_kwh=energy_kwh,
             intensity_gco2_per_kwh=intensity.gco2_per_kwh,
             operational_g=operational_carbon(energy_kwh, intensity.gco2_per_kwh),
-            embodied_g=embodied_g,
-            sci=sci(energy_kwh, intensity.gco2_per_kwh, embodied_g, count),
+            embodied_g=max(0.0, embodied_g),
+            sci=sci(energy_kwh, intensity.gco2_per_kwh, max(0.0, embodied_g), count),
         )
+
+
+def _allocate(policy: str, result: IntervalResult, host_m: float) -> _Allocation:
+    """Hand static energy and embodied carbon to apps under ``policy``."""
+    apps = result.apps
+    idle = _per_kind(result.idle)
+    unattributed = _per_kind(result.unattributed)
+    static = [0.0] * len(apps)
+    if policy == "separate" or not apps:
+        return _leftover(apps, static, [0.0] * len(apps), idle, unattributed, host_m)
+    for kind in _KINDS:
+        weights = _weights(apps, kind, normalise=policy == "full")
+        pools = [idle] if policy == "capacity" else [idle, unattributed]
+        for pool in pools:
+            given = 0.0
+            for i, w in enumerate(weights):
+                part = pool[kind] * w
+                static[i] += part
+                given += part
+            pool[kind] -= given
+    m_weights = _weights(apps, "cpu", normalise=policy == "full")
+    embodied = [host_m * w for w in m_weights]
+    return _leftover(apps, static, embodied, idle, unattributed, host_m)
+
+
+def _weights(apps: Sequence[AppEnergy], kind: str, normalise: bool) -> list[float]:
+    """Each app's share of ``kind``: of the capacity, or (``normalise``) of what apps used.
+
+    Normalised shares fall back to the apps' dynamic energy, then to equal parts, so
+    that ``full`` hands everything out whenever an app ran.
+    """
+    shares = [getattr(a, f"{kind}_share") for a in apps]
+    if not normalise:
+        return shares
+    for candidate in (shares, [a.joules for a in apps], [1.0] * len(apps)):
+        total = sum(candidate)
+        if total > 0:
+            return [w / total for w in candidate]
+    return shares  # pragma: no cover - the equal parts always have a total
+
+
+def _leftover(
+    apps: Sequence[AppEnergy],
+    static: list[float],
+    embodied: list[float],
+    idle: dict[str, float],
+    unattributed: dict[str, float],
+    host_m: float,
+) -> _Allocation:
+    return _Allocation(
+        static_joules=tuple(static),
+        embodied_g=tuple(embodied),
+        idle_left=_pseudo(IDLE_APP, idle),
+        unattributed_left=_pseudo(UNATTRIBUTED_APP, unattributed),
+        embodied_left_g=host_m - sum(embodied),
+    )
+
+
+def _per_kind(row: AppEnergy) -> dict[str, float]:
+    return {"cpu": row.cpu_joules, "dram": row.dram_joules, "gpu": row.gpu_joules}
+
+
+def _pseudo(name: str, parts: Mapping[str, float]) -> AppEnergy:
+    """What is left of a pool; a rounding residue below zero is clamped to zero."""
+    return AppEnergy(name, max(0.0, parts["cpu"]), max(0.0, parts["dram"]), max(0.0, parts["gpu"]))

@@ -119,7 +119,7 @@ def interval_points(result: IntervalResult, top_n: int = 20) -> list[Point]:
         )
         for c in result.components
     ]
-    for a in (*result.apps, result.idle, result.unattributed):
+    for a in result.energy_rows():  # idle_j: the static share the policy gave the app
         points.append(
             Point(
                 "app_energy",
@@ -128,8 +128,8 @@ def interval_points(result: IntervalResult, top_n: int = 20) -> list[Point]:
                     ("cpu_j", a.cpu_joules),
                     ("dram_j", a.dram_joules),
                     ("gpu_j", a.gpu_joules),
-                    ("idle_j", 0.0),
-                    ("total_j", a.joules),
+                    ("idle_j", a.static_joules),
+                    ("total_j", a.total_joules),
                     ("cpu_s", a.cpu_s),
                 ),
                 t,

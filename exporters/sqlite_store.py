@@ -151,9 +151,19 @@ class SqliteStore:
         )
         db.executemany(
             "INSERT OR REPLACE INTO app_energy VALUES (?,?,?,?,?,?,?,?,?)",
-            [
-                (host, a.app, ts, a.cpu_joules, a.dram_joules, a.gpu_joules, 0.0, a.joules, a.cpu_s)
-                for a in (*r.apps, r.idle, r.unattributed)
+            [  # idle_j: the static share the policy gave the app; rows sum to the host
+                (
+                    host,
+                    a.app,
+                    ts,
+                    a.cpu_joules,
+                    a.dram_joules,
+                    a.gpu_joules,
+                    a.static_joules,
+                    a.total_joules,
+                    a.cpu_s,
+                )
+                for a in r.energy_rows()
             ],
         )
         if r.intensity is not None:

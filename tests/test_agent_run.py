@@ -75,8 +75,14 @@ def test_once_json_keys_and_invariants(tmp_path: Path) -> None:
         {"app", "unit", "units", "energy_kwh", "operational_g", "embodied_g", "sci"} == s.keys()
         for s in d["sci"]
     )
-    assert all(
-        {"app", "joules", "cpu_joules", "dram_joules", "gpu_joules"} == a.keys() for a in d["apps"]
+    app_keys = {"app", "joules", "cpu_joules", "dram_joules", "gpu_joules", "dynamic_joules"}
+    app_keys |= {"static_joules", "cpu_share", "dram_share", "gpu_share"}
+    assert all(app_keys == a.keys() for a in d["apps"])
+    # capacity policy (the default): the static energy apps did not get stays with _idle
+    idle = next(s for s in d["sci"] if s["app"] == "_idle")
+    static = sum(a["static_joules"] for a in d["apps"])
+    assert math.isclose(
+        idle["energy_kwh"] * 3.6e6 + static, d["idle_joules"], rel_tol=1e-9, abs_tol=1e-9
     )
 
 

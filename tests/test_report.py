@@ -90,7 +90,8 @@ def test_report_cli_formats_and_errors(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["app"] == "web"
     bad = subprocess.run([*run, "--app", "nope"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "apps in the store: web" in bad.stderr
+    # the default capacity policy stores _idle and _unattributed rows beside the apps
+    assert bad.returncode == 1 and "apps in the store: _idle, _unattributed, web" in bad.stderr
     since = subprocess.run(
         [*run, "--app", "web", "--since", "yesterday"], capture_output=True, text=True, timeout=60
     )

@@ -15,6 +15,7 @@ from agent.config import Config
 from agent.records import ComponentKind
 from agent.sensors.base import IntervalContext, Sensor, SensorHealth, SensorUnavailable
 from agent.sensors.model import ModelSensor
+from agent.static_power import StaticPowerLearner
 
 __all__ = [
     "IntervalContext",
@@ -80,7 +81,7 @@ def open_sensors(config: Config) -> SensorSet:
     if cfg.rapl.enabled:
         from agent.sensors.rapl import RaplSensor
 
-        rapl = RaplSensor(cfg.rapl.root)
+        rapl = RaplSensor(cfg.rapl.root, static=_learner(config, "rapl"))
         # No powercap tree at all is normal on VMs; a tree we cannot read is worth a warning.
         if _try_open(found, rapl, quiet=not os.path.isdir(cfg.rapl.root)):
             covered |= rapl.kinds()
@@ -89,7 +90,7 @@ def open_sensors(config: Config) -> SensorSet:
     if cfg.nvml.enabled:
         from agent.sensors.nvml import NvmlSensor
 
-        nvml = NvmlSensor(idle_watts=cfg.nvml.idle_watts)
+        nvml = NvmlSensor(idle_watts=cfg.nvml.idle_watts, static=_learner(config, "nvml"))
         if _try_open(found, nvml, quiet=True):
             covered |= nvml.kinds()
             found.details["nvml"] = ", ".join(
@@ -105,6 +106,11 @@ def open_sensors(config: Config) -> SensorSet:
             if "cpu" in missing:
                 log.info("measuring CPU with the power model: %s", model.method)
     return found
+
+
+def _learner(config: Config, sensor: str) -> StaticPowerLearner:
+    """The static-power learner of a counter sensor, with its saved state and overrides."""
+    return StaticPowerLearner(sensor, config.sensors.state_dir, config.sensors.static_watts)
 
 
 def _covered_by_psys(kind: str, covered: set[ComponentKind]) -> bool:

@@ -21,11 +21,15 @@ H200):
    process's GPU memory (``GpuUsage.memory_bytes``, an unknown amount counted as 0): the
    fallback split when no SM sample arrived, and whether anything ran at all.
 
-**Idle baseline.** ``idle_watts`` when configured (``[sensors.nvml] idle_watts``), else
-learned per GPU as the lowest mean power (interval joules / interval seconds) of the
-intervals with no running process and no SM sample; 0 W until learned (logged once).
-``GpuUsage.idle_joules = min(joules, idle_w × elapsed)``, with ``elapsed`` measured on the
-sensor's own clock between two reads of that GPU.
+**Static floor (idle baseline).** Configured per GPU (``[sensors] static_watts``, e.g.
+``gpu0 = 70``) or for all GPUs (``[sensors.nvml] idle_watts``), else learned by an
+``agent.static_power.StaticPowerLearner`` from the GPU's mean power (interval joules /
+interval seconds) against its activity: 0 for an interval with no running process and
+no SM sample (a direct observation of idle power: the floor is the lowest of those),
+else Σ smUtil ÷ (100 × sample instants) of the interval, so that a GPU that never idles
+learns its floor by regression; 0 W until learned (``static_source = "fallback"``,
+logged once). ``static_joules = GpuUsage.idle_joules = min(joules, floor × elapsed)``,
+with ``elapsed`` measured on the sensor's own clock between two reads of that GPU.
 
 **Energy after the last process exits.** Power decays over ~2 s after the last process
 exits (215 → 130 → 107 W on an H200) while no process runs any more. The sensor does not
@@ -57,6 +61,7 @@ from typing import Any
 
 from agent.records import ComponentKind, ComponentReading, GpuUsage
 from agent.sensors.base import IntervalContext, SensorUnavailable
+from agent.static_power import StaticPowerLearner
 
 log = logging.getLogger("sci_agent.sensors.nvml")
 
@@ -105,7 +110,7 @@ class _Gpu:
     last_seen_us: int = 0  # newest utilisation sample timestamp seen
     utilization: bool = True  # nvmlDeviceGetProcessUtilization supported
     processes: bool = True  # nvmlDeviceGetComputeRunningProcesses supported
-    learned_idle_w: float | None = None
+    sample_instants: int = 0  # distinct utilisation timestamps in the last interval
     idle_note_logged: bool = False
     warned: set[str] = field(default_factory=set)
 
@@ -120,8 +125,10 @@ class NvmlSensor:
         idle_watts: float | None = None,
         nvml: Any | None = None,
         clock: Callable[[], float] = time.monotonic,
+        static: StaticPowerLearner | None = None,
     ) -> None:
         self._idle_watts = idle_watts
+        self.static = static or StaticPowerLearner("nvml")
         self._injected: Any | None = nvml
         self._nvml: Any | None = None  # the module in use while open
         self._clock = clock
@@ -172,6 +179,7 @@ class NvmlSensor:
         """Shut NVML down (errors ignored); ``open`` may be called again."""
         nvml, self._nvml = self._nvml, None
         self._gpus = []
+        self.static.save()
         if nvml is not None:
             _shutdown(nvml)
 
@@ -186,7 +194,8 @@ class NvmlSensor:
         """The idle power used for ``component`` (configured or learned), None if unknown."""
         for gpu in self._gpus:
             if gpu.device.component == component:
-                return self._idle_w(gpu)
+                floor = self.static.floor(component, self._idle_watts)
+                return None if floor.source == "fallback" else floor.watts
         raise KeyError(component)
 
     # -- opening ---------------------------------------------------------------------------
@@ -283,26 +292,49 @@ class NvmlSensor:
         except nvml.NVMLError as exc:
             self._warn_once(gpu, f"{call}:{_code(exc)}", "%s failed (%s)", call, exc)
             return None
-        if not sm_weight and not memory and gpu.processes and elapsed > 0:
-            self._learn_idle(gpu, joules / elapsed)
-        idle_w = self._idle_w(gpu)
-        if idle_w is None:
-            idle_w = 0.0
-            if not gpu.idle_note_logged:
-                gpu.idle_note_logged = True
-                log.info(
-                    "%s: GPU idle power not learned yet (no interval without GPU processes "
-                    "seen), counting 0 W as idle until then; [sensors.nvml] idle_watts sets it",
-                    gpu.device.component,
-                )
-        idle_joules = max(0.0, min(joules, idle_w * max(elapsed, 0.0)))
+        static, source = self._static(gpu, joules, elapsed, sm_weight, memory)
         return ComponentReading(
             component=gpu.device.component,
             kind="gpu",
             source="nvml",
             joules=joules,
-            gpu=GpuUsage(idle_joules=idle_joules, sm_weight=sm_weight, memory_bytes=memory),
+            gpu=GpuUsage(idle_joules=static, sm_weight=sm_weight, memory_bytes=memory),
+            static_joules=static,
+            static_source=source,
         )
+
+    def _static(
+        self,
+        gpu: _Gpu,
+        joules: float,
+        elapsed: float,
+        sm_weight: dict[int, float],
+        memory: dict[int, int],
+    ) -> tuple[float, str]:
+        """Teach the learner this interval; the static joules and their source."""
+        component = gpu.device.component
+        activity = self._activity(gpu, sm_weight, memory)
+        if activity is not None and elapsed > 0:
+            self.static.observe(component, activity, joules / elapsed)
+        static, source = self.static.static_joules(component, joules, elapsed, self._idle_watts)
+        if source == "fallback" and not gpu.idle_note_logged:
+            gpu.idle_note_logged = True
+            log.info(
+                "%s: GPU idle power not learned yet (no idle interval and too narrow a spread "
+                "of load seen), counting 0 W as idle until then; [sensors.nvml] idle_watts or "
+                "[sensors] static_watts sets it",
+                component,
+            )
+        return static, source
+
+    @staticmethod
+    def _activity(gpu: _Gpu, sm_weight: dict[int, float], memory: dict[int, int]) -> float | None:
+        """The GPU's busy share 0..1 this interval, or None when it cannot be told."""
+        if not sm_weight and not memory and gpu.processes:
+            return 0.0
+        if sm_weight and gpu.sample_instants > 0:
+            return min(1.0, sum(sm_weight.values()) / (100.0 * gpu.sample_instants))
+        return None
 
     def _joules(self, gpu: _Gpu, previous: int, value: int, elapsed: float) -> float | None:
         """The interval's joules, or None (warned) when the counter cannot be trusted."""
@@ -348,16 +380,19 @@ class NvmlSensor:
             raise
         weights: dict[int, float] = {}
         newest = gpu.last_seen_us
+        instants: set[int] = set()
         for sample in samples:
             stamp = int(sample.timeStamp)
             if stamp <= gpu.last_seen_us:
                 continue  # already counted (defensive: NVML should not return it)
             newest = max(newest, stamp)
+            instants.add(stamp)
             sm = float(sample.smUtil)
             if sm > 0:
                 pid = int(sample.pid)
                 weights[pid] = weights.get(pid, 0.0) + sm
         gpu.last_seen_us = newest
+        gpu.sample_instants = len(instants)
         return weights
 
     def _running(self, nvml: Any, gpu: _Gpu) -> dict[int, int]:
@@ -383,20 +418,6 @@ class NvmlSensor:
             pid = int(process.pid)
             memory[pid] = memory.get(pid, 0) + (int(used) if used is not None else 0)
         return memory
-
-    def _learn_idle(self, gpu: _Gpu, mean_w: float) -> None:
-        if self._idle_watts is not None:
-            return
-        if gpu.learned_idle_w is None:
-            log.info("%s: learned GPU idle power %.1f W", gpu.device.component, mean_w)
-        elif mean_w < gpu.learned_idle_w:
-            log.debug("%s: GPU idle power now %.1f W", gpu.device.component, mean_w)
-        else:
-            return
-        gpu.learned_idle_w = mean_w
-
-    def _idle_w(self, gpu: _Gpu) -> float | None:
-        return self._idle_watts if self._idle_watts is not None else gpu.learned_idle_w
 
     @staticmethod
     def _warn_once(gpu: _Gpu, problem: str, message: str, *args: object) -> None:

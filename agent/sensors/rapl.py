@@ -28,6 +28,11 @@ cannot be read drops that component for the interval (never a negative or huge v
 never a silent zero) with one warning per zone and problem; the new value becomes the
 next baseline. Each counter file is opened once and re-read with one ``pread`` per
 cycle.
+
+Every reading carries its static (zero-load) part, ``static_joules``, from an
+``agent.static_power.StaticPowerLearner``: configured per component, else learned from
+a regression of the zone's power on utilisation (a package's and its DRAM's on that
+package's busy share from ``/proc/stat``, psys's on the machine's), else 0 W.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.records import ComponentKind, ComponentReading
+from agent.records import ComponentKind, ComponentReading, CpuActivity
 from agent.sensors.base import IntervalContext, SensorUnavailable
+from agent.static_power import StaticPowerLearner
 
 log = logging.getLogger("sci_agent.sensors.rapl")
 
@@ -115,9 +121,12 @@ class RaplSensor:
 
     name = "rapl"
 
-    def __init__(self, root: str | Path = "/sys/class/powercap") -> None:
+    def __init__(
+        self, root: str | Path = "/sys/class/powercap", static: StaticPowerLearner | None = None
+    ) -> None:
         self._root = Path(root)
         self._zones: list[_Zone] = []
+        self.static = static or StaticPowerLearner("rapl")
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -243,18 +252,30 @@ class RaplSensor:
                 parts_complete = False
             else:
                 measured += joules
-                readings.append(ComponentReading(zone.component, zone.kind, "rapl", joules))
+                readings.append(self._reading(zone.component, zone.kind, joules, ctx))
         if psys is not None:
             if parts_complete:
-                readings.append(ComponentReading("psys", "psys", "rapl", max(0.0, psys - measured)))
+                readings.append(self._reading("psys", "psys", max(0.0, psys - measured), ctx))
             else:
                 log.debug("psys dropped this interval: a package or DRAM reading is missing")
         return readings
 
+    def _reading(
+        self, component: str, kind: ComponentKind, joules: float, ctx: IntervalContext
+    ) -> ComponentReading:
+        """A reading with its static part; the interval also teaches the learner."""
+        if ctx.interval_s > 0:
+            self.static.observe(
+                component, _utilisation(component, ctx.cpu), joules / ctx.interval_s
+            )
+        static, source = self.static.static_joules(component, joules, ctx.interval_s)
+        return ComponentReading(component, kind, "rapl", joules, None, static, source)
+
     def close(self) -> None:
-        """Close the counter files; ``open`` may be called again."""
+        """Close the counter files and save the learned floors; ``open`` may be called again."""
         _close_all(self._zones)
         self._zones = []
+        self.static.save()
 
     # -- counters --------------------------------------------------------------------------
 
@@ -297,6 +318,12 @@ class RaplSensor:
         if problem not in zone.warned:
             zone.warned.add(problem)
             log.warning(message + " from the readings (warned once per zone)", zone.counter, detail)
+
+
+def _utilisation(component: str, cpu: CpuActivity) -> float:
+    """Busy share of the package ``cpu1``, ``cpu1-die0`` or ``dram1`` is on; psys: the machine."""
+    digits = re.match(r"^(?:cpu|dram)(\d+)", component)
+    return cpu.busy_fraction_of(int(digits.group(1)) if digits else None)
 
 
 def _order(zone: _Zone) -> tuple[int, list[int | str]]:
