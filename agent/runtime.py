@@ -98,7 +98,12 @@ class Agent:
     def measure(self) -> IntervalResult:
         """One cycle: measure, attribute and score the interval since the previous one."""
         result = self.sampler.sample()
-        return self.scorer.score(result, self.chain.current(), self.counter.take())
+        units = self.counter.take()
+        try:
+            return self.scorer.score(result, self.chain.current(), units)
+        except Exception:
+            self.counter.give_back(units)  # a failed cycle loses no unit: the next counts them
+            raise
 
     def stop(self) -> None:
         for scraper in self.scrapers:

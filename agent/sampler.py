@@ -37,33 +37,38 @@ class Sampler:
         """Open the sensors and take the baseline every later interval starts from."""
         if self.sensors is None:
             self.sensors = open_sensors(self.config)
-        self.scanner.cpu_activity()
         self.scanner.scan()
         self._last, self._last_wall = self._clock(), utc_now()
+        self.scanner.cpu_activity()
 
     def sample(self) -> IntervalResult:
-        """Measure and attribute the interval since the previous call (or ``open``)."""
+        """Measure and attribute the interval since the previous call (or ``open``).
+
+        The ``/proc`` scan comes first: it is the step that needs new file
+        descriptors, and when it fails no counter has been read, so nothing has
+        advanced and the next call covers this interval too.
+        """
         if self.sensors is None:
             raise RuntimeError("Sampler.open() must be called first")
+        processes = self.scanner.scan()
         now, wall = self._clock(), utc_now()
         cpu = self.scanner.cpu_activity()
         ctx = IntervalContext(now - self._last, cpu, self.scanner.memory_total_bytes)
         readings = []
         for sensor in self.sensors.sensors:
             readings.extend(timed_read(sensor, ctx, self.sensors.health[sensor.name]))
-        processes = self.scanner.scan()
-        result = attribute(
+        start, self._last, self._last_wall = self._last_wall, now, wall
+        return attribute(
             self.config.host,
-            self._last_wall,
+            start,
             wall,
             readings,
             cpu,
             processes,
             self.scanner.memory_total_bytes,
         )
-        self._last, self._last_wall = now, wall
-        return result
 
     def close(self) -> None:
         if self.sensors is not None:
             self.sensors.close()
+        self.scanner.close()
