@@ -326,7 +326,7 @@ def test_units_accepted_until_stop_are_all_stored(tmp_path: Path, signum: int) -
     stored = db.execute("SELECT sum(units) FROM sci WHERE app = 'agent'").fetchone()[0]
     last = db.execute("SELECT interval_s FROM intervals ORDER BY ts_ms DESC LIMIT 1").fetchone()
     assert stored == accepted, err
-    assert 0.5 < last[0] < 1.9  # the partial interval was measured and written
+    assert 0 < last[0] < 1.9  # the partial interval was measured and written
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     in_jsonl = sum(s["units"] for d in lines for s in d["sci"] if s["app"] == "agent")
     assert in_jsonl == accepted
