@@ -1,4 +1,4 @@
-"""One sampling cycle: read /proc/stat, the sensors and /proc, then attribute."""
+"""One sampling cycle: scan /proc, read /proc/stat and the sensors, then attribute."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ class Sampler:
         """Measure and attribute the interval since the previous call (or ``open``).
 
         The ``/proc`` scan comes first: it is the step that needs new file
-        descriptors, and when it fails no counter has been read, so nothing has
-        advanced and the next call covers this interval too.
+        descriptors, and when it fails no counter has been read, so the next call
+        covers this interval too. Once the counters are read the interval is taken.
         """
         if self.sensors is None:
             raise RuntimeError("Sampler.open() must be called first")
