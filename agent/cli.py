@@ -15,6 +15,7 @@ from types import FrameType
 
 from agent import config as config_mod
 from agent.config import Config, ConfigError
+from agent.fdreserve import FdReserve, raise_soft_limit
 from agent.loop import Loop
 from agent.records import IntervalResult
 from agent.render import summary_line, to_json, to_table
@@ -172,11 +173,17 @@ def _run(cfg: Config, print_each: bool = False) -> int:
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing the cycle and stopping", signal.Signals(signum).name)
+        log.info(
+            "received %s: measuring the interval under way, then stopping",
+            signal.Signals(signum).name,
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    before, after = raise_soft_limit()
+    if after != before:
+        log.debug("open-file limit raised from %d to %d", before, after)
 
     try:
         agent = Agent(cfg)
@@ -221,13 +228,33 @@ def _run(cfg: Config, print_each: bool = False) -> int:
             result.unattributed_joules,
         )
 
-    loop = Loop(agent.measure, sinks, cfg.interval_s, stop, on_result=_summary)
+    def _stop_intake() -> None:
+        """Accept no more units: what was accepted is in the last interval's counts."""
+        for scraper in agent.scrapers:
+            scraper.stop()
+        if agent.api is not None:
+            agent.api.stop()
+
+    reserve = FdReserve()
+    reserve.take()
+    loop = Loop(
+        agent.measure,
+        sinks,
+        cfg.interval_s,
+        stop,
+        on_result=_summary,
+        on_stop=_stop_intake,
+        reserve=reserve,
+    )
+    if agent.metrics is not None:
+        agent.metrics.cycle_stats = loop.stats
     try:
         loop.run()
     finally:
         _close_all(sinks)
         agent.stop()
-    log.info("stopped after %d cycles", loop.cycles)
+        reserve.close()
+    log.info("stopped after %d cycles (%d failed)", loop.cycles, loop.failed_cycles)
     return 0
 
 

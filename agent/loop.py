@@ -1,8 +1,18 @@
 """The daemon loop: a fixed-rate schedule, one batch per cycle to every sink.
 
 Ticks fall on ``start + k × interval`` (no drift). A cycle that overruns skips the
-ticks it missed instead of stacking runs, and says so once per overrun streak. A
-failing sink is logged (once per distinct error) and the loop goes on.
+ticks it missed instead of stacking runs, and says so once per overrun streak.
+
+Nothing in a cycle can stop the loop. A cycle whose measurement raises is counted
+as failed, logged once per distinct error (the traceback with it; repeats at debug
+level), and the loop goes on with the next tick; the first success after failures
+logs a recovery line. A cycle that failed for lack of file descriptors is retried at
+once with the descriptors of an ``FdReserve``. A failing sink or ``on_result`` hook
+is logged the same way and the other sinks still get the interval.
+
+On stop (SIGTERM, SIGINT) the interval under way is not dropped: ``on_stop`` runs
+first (the caller stops taking units there), then one last cycle measures the
+partial interval, scores it and writes it to every sink.
 """
 
 from __future__ import annotations
@@ -11,15 +21,32 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import NamedTuple
 
+from agent.fdreserve import FdReserve, is_fd_exhaustion
 from agent.records import IntervalResult
 from exporters.base import Sink
 
 log = logging.getLogger("sci_agent.loop")
 
+#: The last, partial interval lasts at least this long: intervals are keyed by their
+#: end in whole milliseconds, so a shorter one could overwrite the one before it.
+MIN_FINAL_INTERVAL_S = 0.01
+#: Distinct cycle errors remembered for "log once"; beyond that, repeats log at debug.
+_MAX_REMEMBERED_ERRORS = 64
+
+
+class CycleStats(NamedTuple):
+    """Cycle outcomes since the loop started, for ``/metrics``."""
+
+    ok: int
+    failed: int
+    last_success_unix: float | None  # wall-clock time the last successful cycle ended
+
 
 class Loop:
-    """Runs ``measure`` every ``interval_s`` until ``stop`` is set."""
+    """Runs ``measure`` every ``interval_s`` until ``stop`` is set, then once more."""
 
     def __init__(
         self,
@@ -29,24 +56,42 @@ class Loop:
         stop: threading.Event | None = None,
         on_result: Callable[[IntervalResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        on_stop: Callable[[], None] | None = None,
+        reserve: FdReserve | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.measure = measure
         self.sinks = list(sinks)
         self.interval_s = interval_s
         self.stop = stop or threading.Event()
         self.on_result = on_result
-        self.cycles = 0
+        self.on_stop = on_stop
+        self.reserve = reserve
+        self.cycles = 0  # successful cycles
+        self.failed_cycles = 0
         self.skipped_ticks = 0
+        self.last_success_unix: float | None = None
         self._clock = clock
+        self._wall_clock = wall_clock
         self._sink_errors: dict[str, str] = {}
+        self._cycle_errors: set[str] = set()
+        self._failing = 0  # consecutive failed cycles
+        self._short_of_fds = False
+        self._last_cycle_end: float | None = None
+
+    def stats(self) -> CycleStats:
+        """Successful and failed cycles so far, and when the last success ended."""
+        return CycleStats(self.cycles, self.failed_cycles, self.last_success_unix)
 
     def run(self, max_cycles: int | None = None) -> None:
-        """Sample until stopped (or ``max_cycles``); the cycle under way always ends."""
+        """Sample until stopped (or ``max_cycles``); on stop, measure the partial interval."""
         next_tick = self._clock() + self.interval_s
         overrunning = False
-        while not self.stop.is_set():
+        while True:
             if self.stop.wait(max(0.0, next_tick - self._clock())):
-                break
+                self._final_cycle()
+                return
             self.run_cycle()
             next_tick += self.interval_s
             behind = self._clock() - next_tick
@@ -63,24 +108,87 @@ class Loop:
                 overrunning = True
             else:
                 overrunning = False
-            if max_cycles is not None and self.cycles >= max_cycles:
-                break
+            if max_cycles is not None and self.cycles + self.failed_cycles >= max_cycles:
+                return
 
-    def run_cycle(self) -> IntervalResult:
-        """Sample once and hand the result to every sink."""
-        result = self.measure()
+    def run_cycle(self) -> IntervalResult | None:
+        """Sample once and hand the result to every sink; ``None`` when the cycle failed."""
+        try:
+            result = self._measure()
+        except Exception as exc:  # nothing may stop measuring: count, log once, go on
+            self._cycle_failed(exc)
+            return None
+        finally:
+            self._last_cycle_end = self._clock()
         self.cycles += 1
+        self.last_success_unix = self._wall_clock()
+        if self._failing:
+            log.info("cycles succeed again after %d failed cycle(s)", self._failing)
+            self._failing = 0
         for sink in self.sinks:
-            try:
-                sink.write([result])
-            except Exception as exc:  # a broken sink must not stop measuring
-                message = f"{type(exc).__name__}: {exc}"
-                if self._sink_errors.get(sink.name) != message:
-                    log.error("sink %s failed: %s", sink.name, message)
-                self._sink_errors[sink.name] = message
-            else:
-                if self._sink_errors.pop(sink.name, None) is not None:
-                    log.info("sink %s recovered", sink.name)
+            self._call(sink.name, partial(sink.write, [result]))
         if self.on_result is not None:
-            self.on_result(result)
+            on_result = self.on_result
+            self._call("on_result", lambda: on_result(result))
         return result
+
+    def _measure(self) -> IntervalResult:
+        """``measure()``; when it ran out of descriptors, once more with the reserve's."""
+        try:
+            result = self.measure()
+        except Exception as exc:
+            if self.reserve is None or not is_fd_exhaustion(exc):
+                raise
+            if not self._short_of_fds:
+                log.warning(
+                    "out of file descriptors (%s): measuring with the %d held in reserve",
+                    exc,
+                    self.reserve.held,
+                )
+            self._short_of_fds = True
+        else:
+            if self._short_of_fds:
+                log.info("file descriptors available again")
+            self._short_of_fds = False
+            return result
+        with self.reserve.released():
+            return self.measure()
+
+    def _final_cycle(self) -> None:
+        """Stop taking input, then measure, score and write the partial interval."""
+        if self.on_stop is not None:
+            self._call("on_stop", self.on_stop)
+        if self._last_cycle_end is not None:
+            too_soon = MIN_FINAL_INTERVAL_S - (self._clock() - self._last_cycle_end)
+            if too_soon > 0:
+                time.sleep(too_soon)
+        if self.run_cycle() is not None:
+            log.info("measured and wrote the partial interval under way at stop")
+
+    def _cycle_failed(self, exc: Exception) -> None:
+        self.failed_cycles += 1
+        self._failing += 1
+        message = f"{type(exc).__name__}: {exc}"
+        if message in self._cycle_errors or len(self._cycle_errors) >= _MAX_REMEMBERED_ERRORS:
+            log.debug("cycle failed again: %s", message, exc_info=exc)
+            return
+        self._cycle_errors.add(message)
+        log.error("cycle failed, measuring goes on: %s", message, exc_info=exc)
+
+    def _call(self, name: str, action: Callable[[], object]) -> None:
+        """Run a sink write or hook; a failure is logged once per distinct error."""
+        try:
+            action()
+        except Exception as exc:  # a broken sink must not stop measuring
+            message = f"{type(exc).__name__}: {exc}"
+            if self._sink_errors.get(name) != message:
+                log.error("%s failed: %s", _what(name), message)
+            self._sink_errors[name] = message
+        else:
+            if self._sink_errors.pop(name, None) is not None:
+                log.info("%s recovered", _what(name))
+
+
+def _what(name: str) -> str:
+    """How the log names a sink or a hook."""
+    return name if name in ("on_result", "on_stop") else f"sink {name}"

@@ -8,6 +8,7 @@ Processes that vanish between the directory listing and the read are normal.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # /proc/stat columns after "cpuN": user nice system idle iowait irq softirq steal guest guest_nice
 _BUSY_COLUMNS = (0, 1, 2, 5, 6)  # guest time is already inside user
 _IDLE_COLUMNS = (3, 4, 7)  # idle, iowait, steal (time the hypervisor took)
+_STAT_CHUNK = 65_536  # /proc/stat's cpu lines: ~150 bytes per CPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,39 @@ def _busy_total(columns: list[str]) -> tuple[int, int]:
     return busy, busy + sum(values[i] for i in _IDLE_COLUMNS)
 
 
+def _pread_cpu_lines(fd: int) -> list[str]:
+    """The ``cpu`` lines at the head of ``/proc/stat``, read from offset 0 of ``fd``."""
+    data = b""
+    while True:
+        chunk = os.pread(fd, _STAT_CHUNK, len(data))
+        data += chunk
+        lines = data.split(b"\n")
+        complete = lines if not chunk else lines[:-1]
+        if not chunk or any(not line.startswith(b"cpu") for line in complete):
+            break
+    cpu_lines: list[str] = []
+    for line in complete:
+        if not line.startswith(b"cpu"):
+            break
+        cpu_lines.append(line.decode("ascii"))
+    return cpu_lines
+
+
+class DescriptorsExhausted(RuntimeError):
+    """No file descriptor left to open a ``/proc`` file (EMFILE/ENFILE).
+
+    Not an ``OSError``: the scan must fail, not take every process for vanished
+    (which would forget them and charge their whole lifetime at the next scan).
+    """
+
+
 def _read_small(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise DescriptorsExhausted(f"cannot open {path}: {exc.strerror}") from exc
+        raise
     try:
         return os.read(fd, 8192)
     finally:
@@ -57,6 +90,8 @@ def _read_small(path: str) -> bytes:
 
 class ProcScanner:
     """Scans ``/proc`` and turns two snapshots into per-process activity."""
+
+    _stat_fd: int | None = None  # /proc/stat, kept open (see read_cpu_times)
 
     def __init__(
         self, namer: AppNamer, root: str = "/proc", sys_root: str = "/sys", self_pid: int = 0
@@ -74,20 +109,38 @@ class ProcScanner:
     # -- CPU ---------------------------------------------------------------------
 
     def read_cpu_times(self) -> CpuTimes:
-        """Read the cumulative tick counters from ``/proc/stat``."""
+        """Read the cumulative tick counters from ``/proc/stat``.
+
+        The file stays open and is re-read from offset 0 with ``os.pread``, so this
+        needs no new file descriptor: sampling goes on when the limit is exhausted.
+        """
         busy = total = 0
         per_cpu: dict[int, tuple[int, int]] = {}
-        with open(f"{self._root}/stat", encoding="ascii") as f:
-            for line in f:
-                if not line.startswith("cpu"):
-                    break
-                label, *columns = line.split()
-                if label == "cpu":
-                    busy, total = _busy_total(columns)
-                else:
-                    per_cpu[int(label[3:])] = _busy_total(columns)
+        for line in self._cpu_lines():
+            label, *columns = line.split()
+            if label == "cpu":
+                busy, total = _busy_total(columns)
+            else:
+                per_cpu[int(label[3:])] = _busy_total(columns)
         self.cpu_count = max(1, len(per_cpu))
         return CpuTimes(busy, total, per_cpu)
+
+    def _cpu_lines(self) -> list[str]:
+        """The leading ``cpu`` lines of ``/proc/stat``, read through the kept descriptor."""
+        fd = self._stat_fd
+        if fd is None:
+            fd = self._stat_fd = os.open(f"{self._root}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return _pread_cpu_lines(fd)
+        except OSError:
+            self.close()  # reopened by the next read
+            raise
+
+    def close(self) -> None:
+        """Close the descriptor kept on ``/proc/stat`` (reopened if read again)."""
+        fd, self._stat_fd = self._stat_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def cpu_activity(self) -> CpuActivity:
         """CPU activity since the previous call (zero on the first call)."""
@@ -127,6 +180,7 @@ class ProcScanner:
         known = self._known
         seen: dict[tuple[int, int], _Known] = {}
         rows: list[tuple[int, int, _Known, int, int, int]] = []
+        updates: list[tuple[_Known, int, int, int]] = []
         primed = self._primed
         for entry in os.listdir(root):
             if not entry.isdigit():
@@ -155,10 +209,14 @@ class ProcScanner:
             else:
                 delta = ticks - info.ticks
                 child_delta = child_ticks - info.child_ticks
-            info.ticks, info.child_ticks, info.ppid = ticks, child_ticks, int(fields[1])
+            updates.append((info, ticks, child_ticks, int(fields[1])))
             seen[key] = info
             if primed:
                 rows.append((pid, starttime, info, delta, child_delta, int(fields[21])))
+        # Only a scan that finished moves the baselines: one that failed part-way (out of
+        # file descriptors) leaves them, so the next scan charges the whole window.
+        for info, ticks, child_ticks, ppid in updates:
+            info.ticks, info.child_ticks, info.ppid = ticks, child_ticks, ppid
         self._known = seen
         if not primed:
             self._primed = True

@@ -17,7 +17,7 @@ from agent.grid import build_chain
 from agent.method import build_method
 from agent.records import IntervalResult, Method
 from agent.sampler import Sampler
-from agent.scoring import Scorer
+from agent.scoring import Scorer, share_policy
 from agent.sensors.base import SensorHealth
 from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
 from exporters.base import Sink
@@ -103,8 +103,13 @@ class Agent:
     def measure(self) -> IntervalResult:
         """One cycle: measure, attribute and score the interval since the previous one."""
         result = self.sampler.sample()
-        scored = self.scorer.score(result, self.chain.current(), self.counter.take())
-        return replace(scored, method=self.method_of(scored))
+        units = self.counter.take()
+        try:
+            scored = self.scorer.score(result, self.chain.current(), units)
+            return replace(scored, method=self.method_of(scored))
+        except Exception:
+            self.counter.give_back(units)  # a failed cycle loses no unit: the next counts them
+            raise
 
     def method_of(self, result: IntervalResult) -> Method:
         """The method in force for ``result``, recorded with it."""
@@ -113,7 +118,7 @@ class Agent:
             result,
             embodied=self.embodied,
             lifespan_years=cfg.embodied.lifespan_years,
-            share_policy=cfg.sci.idle_policy,
+            share_policy=share_policy(cfg.sci.idle_policy),
             pue=cfg.sci.pue,
             zone=self.chain.zone,
             providers=cfg.grid.providers,

@@ -1,4 +1,4 @@
-"""One sampling cycle: read /proc/stat, the sensors and /proc, then attribute."""
+"""One sampling cycle: scan /proc, read /proc/stat and the sensors, then attribute."""
 
 from __future__ import annotations
 
@@ -45,31 +45,37 @@ class Sampler:
         """Open the sensors and take the baseline every later interval starts from."""
         if self.sensors is None:
             self.sensors = open_sensors(self.config)
-        self.scanner.cpu_activity()
         self.scanner.scan()
         self._last, self._last_wall = self._clock(), utc_now()
+        self.scanner.cpu_activity()
 
     def sample(self) -> IntervalResult:
-        """Measure and attribute the interval since the previous call (or ``open``)."""
+        """Measure and attribute the interval since the previous call (or ``open``).
+
+        The ``/proc`` scan comes first: it is the step that needs new file
+        descriptors, and when it fails no counter has been read, so the next call
+        covers this interval too. Once the counters are read the interval is taken.
+        """
         if self.sensors is None:
             raise RuntimeError("Sampler.open() must be called first")
+        processes = self.scanner.scan()
         now, wall = self._clock(), utc_now()
         cpu = self.scanner.cpu_activity()
         ctx = IntervalContext(now - self._last, cpu, self.scanner.memory_total_bytes)
         readings = []
         for sensor in self.sensors.sensors:
             readings.extend(timed_read(sensor, ctx, self.sensors.health[sensor.name]))
-        checked = charge_once(self.scanner.scan(), cpu.busy_ticks, cpu.total_ticks, cpu.cpu_count)
+        checked = charge_once(processes, cpu.busy_ticks, cpu.total_ticks, cpu.cpu_count)
+        start, self._last, self._last_wall = self._last_wall, now, wall
         result = attribute(
             self.config.host,
-            self._last_wall,
+            start,
             wall,
             readings,
             cpu,
             checked.processes,
             self.scanner.memory_total_bytes,
         )
-        self._last, self._last_wall = now, wall
         if checked.clamped_ticks:
             self._note_clamp(checked.clamped_ticks, now)
             result = replace(result, clamped_ticks=checked.clamped_ticks)
@@ -90,3 +96,4 @@ class Sampler:
     def close(self) -> None:
         if self.sensors is not None:
             self.sensors.close()
+        self.scanner.close()

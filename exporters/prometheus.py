@@ -9,9 +9,11 @@ Energy, CPU time, carbon and functional units are counters, monotonic since the
 agent started: increments are clamped at zero and non-finite values are skipped, so
 a counter never decreases, and an app that stops running keeps its last value.
 Power, grid intensity, SCI and interval timing are gauges holding the last interval.
+The sampling loop's own health (cycles ok and failed, the last success) comes from
+the ``cycle_stats`` hook, as the sensors' and network sinks' health from theirs.
 
 Labels are low-cardinality by design: host, app, component, source, unit, zone,
-provider, signal, sensor, sink, kind, never a pid. Apps are named by the ``[[apps]]``
+provider, signal, sensor, sink, kind, result, never a pid. Apps are named by the ``[[apps]]``
 rules, systemd units and containers, so they are few; as a safety net for container
 churn, apps beyond ``max_apps`` are counted under the ``_overflow`` app (logged once).
 
@@ -64,6 +66,8 @@ class ExportStats(NamedTuple):
 
 SensorHealthSource = Callable[[], Mapping[str, SensorHealth]]
 ExportStatsSource = Callable[[], Iterable[tuple[str, float, float, float, float]]]
+#: (successful cycles, failed cycles, unix time the last successful cycle ended or None)
+CycleStatsSource = Callable[[], tuple[int, int, float | None]]
 
 
 @dataclass
@@ -81,6 +85,7 @@ class _State:
     interval_s: dict[str, float] = field(default_factory=dict)
     last_end: dict[str, float] = field(default_factory=dict)
     intensity: dict[str, tuple[str, str, float, bool]] = field(default_factory=dict)
+    clamped_ticks: dict[tuple[str], float] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(**{name: dict(value) for name, value in vars(self).items()})
@@ -98,9 +103,11 @@ class MetricsSink:
         export_stats: ExportStatsSource | None = None,
         max_apps: int = DEFAULT_MAX_APPS,
         process_metrics: bool = True,
+        cycle_stats: CycleStatsSource | None = None,
     ) -> None:
         self.sensor_health = sensor_health
         self.export_stats = export_stats
+        self.cycle_stats = cycle_stats
         self.max_apps = max_apps
         self._state = _State()
         self._apps: set[str] = set()
@@ -157,6 +164,18 @@ class MetricsSink:
 
         return self._guard("export_stats", rows) or []
 
+    def cycle_row(self) -> tuple[int, int, float | None] | None:
+        """The sampling loop's cycle outcomes now; ``None`` with no hook or a failing one."""
+        source = self.cycle_stats
+        if source is None:
+            return None
+
+        def row() -> tuple[int, int, float | None]:
+            ok, failed, last = source()
+            return int(ok), int(failed), None if last is None else float(last)
+
+        return self._guard("cycle_stats", row)
+
     # -- internals --------------------------------------------------------------
 
     def _guard(self, hook: str, source: Callable[[], T]) -> T | None:
@@ -208,6 +227,7 @@ class MetricsSink:
             if a is not r.idle and a is not r.unattributed:
                 _inc(s.app_cpu_s, (host, app), a.cpu_s)
 
+        _inc(s.clamped_ticks, (host,), float(r.clamped_ticks))
         sci = {k: v for k, v in s.app_sci.items() if k[0] != host}
         for rec in r.sci:
             app = self._app(rec.app)
@@ -259,6 +279,13 @@ class _Collector:
             " per component kind (cpu includes psys), since the agent started.",
             ("host", "app", "component"),
             s.app_joules,
+        )
+        yield _counter(
+            "sci_agent_clamped_cpu_ticks",
+            "Reaped children's CPU ticks not charged to their parent because /proc/stat had"
+            " already counted them in an earlier interval (charged once), since start.",
+            ("host",),
+            s.clamped_ticks,
         )
         yield _counter(
             "sci_agent_app_cpu_seconds",
@@ -314,8 +341,28 @@ class _Collector:
             ("host",),
             {(h,): v for h, v in s.last_end.items()},
         )
+        yield from self._cycles()
         yield from self._sensors()
         yield from self._exports()
+
+    def _cycles(self) -> Iterator[Metric]:
+        row = self.sink.cycle_row()
+        if row is None:
+            return
+        ok, failed, last_success = row
+        yield _counter(
+            "sci_agent_cycles",
+            "Sampling cycles since the agent started, by result: ok, or failed (an error"
+            " in measuring or scoring; the loop went on).",
+            ("result",),
+            {("ok",): float(ok), ("failed",): float(failed)},
+        )
+        yield _gauge(
+            "sci_agent_last_successful_cycle_timestamp_seconds",
+            "Unix time the last successful sampling cycle ended (absent before the first).",
+            (),
+            {(): last_success} if last_success is not None else {},
+        )
 
     def _sensors(self) -> Iterator[Metric]:
         rows = self.sink.sensor_rows()

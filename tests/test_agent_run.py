@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import resource
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from itertools import pairwise
@@ -22,10 +26,10 @@ from agent.sampler import Sampler
 AGENT = [sys.executable, "-m", "agent"]
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", interval_s: float = 0.5) -> Path:
     f = tmp_path / "agent.toml"
     f.write_text(
-        f'host = "test-host"\ninterval_s = 0.5\n[store]\npath = "{tmp_path}/store.db"\n'
+        f'host = "test-host"\ninterval_s = {interval_s}\n[store]\npath = "{tmp_path}/store.db"\n'
         f'[sensors.rapl]\nroot = "{tmp_path}/no-powercap"\n[sensors.nvml]\nenabled = false\n'
         + extra
     )
@@ -124,7 +128,8 @@ def test_run_stores_intervals_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     # Fixed-rate schedule: consecutive intervals chain with no gap and no overlap.
     for (end_a, _, _), (_, start_b, _) in pairwise(rows):
         assert end_a == start_b
-    assert all(0.3 < s < 1.5 for _, _, s in rows)
+    assert all(0.3 < s < 1.5 for _, _, s in rows[:-1])
+    assert 0.005 <= rows[-1][2] < 1.5  # the partial interval under way at SIGTERM
     assert "stopped after" in err
 
 
@@ -240,3 +245,142 @@ def test_run_counts_pushed_units_into_the_sci_of_each_interval(tmp_path: Path) -
         "SELECT count(*) FROM sci WHERE app = 'agent' AND units > 0 AND sci > 0"
     ).fetchone()[0]
     assert scored >= 1
+
+
+# -- stopping and faults: no unit lost, no exception fatal ------------------------------
+
+
+def _post_unit(port: int) -> bool:
+    """POST one unit for the app ``agent``; True when it was accepted (202)."""
+    body = json.dumps({"app": "agent", "unit": "request", "count": 1}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/units", body, {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return bool(answer.status == 202)
+    except OSError:
+        return False
+
+
+def _interval_ends(db_path: Path) -> list[int]:
+    """The end (ms) of every interval in the store so far; empty before it exists."""
+    if not db_path.exists():
+        return []
+    try:
+        with sqlite3.connect(db_path) as db:
+            return [r[0] for r in db.execute("SELECT ts_ms FROM intervals ORDER BY ts_ms")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def _wait_for_intervals(db_path: Path, n: int, agent: subprocess.Popen[str]) -> list[int]:
+    deadline = time.monotonic() + 30
+    ends = _interval_ends(db_path)
+    while len(ends) < n and time.monotonic() < deadline and agent.poll() is None:
+        time.sleep(0.05)
+        ends = _interval_ends(db_path)
+    return ends
+
+
+APP_RULE = '[[apps]]\nname = "agent"\ncmdline = "-m agent"\nunit = "request"\n'
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_units_accepted_until_stop_are_all_stored(tmp_path: Path, signum: int) -> None:
+    """Units keep arriving up to the signal, sent a fraction of an interval after a tick."""
+    port = _free_port()
+    jsonl = tmp_path / "out.jsonl"
+    cfg = write_config(
+        tmp_path,
+        f'[http]\nlisten = "127.0.0.1:{port}"\n[jsonl]\npath = "{jsonl}"\n' + APP_RULE,
+        interval_s=2.0,
+    )
+    agent = subprocess.Popen(
+        [*AGENT, "--config", str(cfg), "run"], stderr=subprocess.PIPE, text=True
+    )
+    accepted = 0
+    exited = threading.Event()
+
+    def send() -> None:
+        nonlocal accepted
+        while not exited.is_set():
+            if _post_unit(port):
+                accepted += 1
+            else:
+                time.sleep(0.01)
+
+    sender = threading.Thread(target=send)
+    try:
+        db_path = tmp_path / "store.db"
+        first = _wait_for_intervals(db_path, 1, agent)
+        assert first, "the agent wrote no interval"
+        sender.start()
+        ticks = _wait_for_intervals(db_path, len(first) + 1, agent)
+        time.sleep(0.6)  # 30 % into the interval under way
+        at_signal = accepted
+        agent.send_signal(signum)
+        _, err = agent.communicate(timeout=60)
+    finally:
+        exited.set()
+        if sender.is_alive():
+            sender.join(timeout=30)
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, err
+    assert len(ticks) >= 2 and at_signal > 0
+    db = sqlite3.connect(db_path)
+    stored = db.execute("SELECT sum(units) FROM sci WHERE app = 'agent'").fetchone()[0]
+    last = db.execute("SELECT interval_s FROM intervals ORDER BY ts_ms DESC LIMIT 1").fetchone()
+    assert stored == accepted, err
+    assert 0 < last[0] < 1.9  # the partial interval was measured and written
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    in_jsonl = sum(s["units"] for d in lines for s in d["sci"] if s["app"] == "agent")
+    assert in_jsonl == accepted
+    assert "partial interval" in err
+
+
+def test_run_keeps_sampling_when_file_descriptors_run_out(tmp_path: Path) -> None:
+    """Slow connections take every descriptor under a low limit; intervals keep coming."""
+    port = _free_port()
+    limit = 64
+    jsonl = tmp_path / "out.jsonl"
+    cfg = write_config(
+        tmp_path, f'[http]\nlisten = "127.0.0.1:{port}"\n[jsonl]\npath = "{jsonl}"\n'
+    )
+
+    def low_limit() -> None:  # soft = hard: the agent cannot raise it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    agent = subprocess.Popen(
+        [*AGENT, "--config", str(cfg), "run"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_limit,
+    )
+    fd_dir = f"/proc/{agent.pid}/fd"
+    held: list[socket.socket] = []
+    try:
+        assert _wait_for_intervals(tmp_path / "store.db", 1, agent), "the agent wrote nothing"
+        deadline = time.monotonic() + 10
+        while len(os.listdir(fd_dir)) < limit and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # slow clients: connect, send nothing
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=0.2))
+            time.sleep(0.01)
+        exhausted = len(os.listdir(fd_dir))
+        before = len(jsonl.read_text().splitlines())
+        time.sleep(3.0)  # well within the endpoint's 10 s read timeout: nothing freed
+        after = len(jsonl.read_text().splitlines())
+        still = len(os.listdir(fd_dir))
+        alive = agent.poll() is None
+    finally:
+        for conn in held:
+            conn.close()
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=60)
+    assert exhausted >= limit and still >= limit - 1, f"{exhausted}, {still} of {limit} fds"
+    assert alive, err
+    assert after - before >= 4, err  # 0.5 s intervals: sampling went on
+    assert "out of file descriptors" in err
+    assert agent.returncode == 0, err

@@ -304,3 +304,13 @@ def test_head_answers_headers_and_post_is_not_allowed(sink: MetricsSink, api: Lo
         assert reply.status == 405 and reply.getheader("Allow") == "GET, HEAD"
     finally:
         conn.close()
+
+
+def test_clamped_reaped_ticks_are_counted_per_host(
+    sink: MetricsSink, api: LocalApi, intervals: list[IntervalResult]
+) -> None:
+    sink.write([replace(intervals[0], clamped_ticks=7), intervals[1]])
+    sink.write([replace(intervals[2], clamped_ticks=5)])
+    samples, types = parse(scrape(api)[0])
+    assert types["sci_agent_clamped_cpu_ticks"] == "counter"
+    assert value(samples, "sci_agent_clamped_cpu_ticks_total", host="h1") == 12

@@ -106,6 +106,12 @@ class UnitCounter:
             taken, self._interval = self._interval, {}
         return taken
 
+    def give_back(self, taken: Mapping[str, float]) -> None:
+        """Return counts a failed cycle took, so the next ``take()`` has them again."""
+        with self._lock:
+            for app, value in taken.items():
+                self._interval[app] = self._interval.get(app, 0.0) + value
+
     def totals(self) -> dict[str, float]:
         """Running totals per app since the counter was created."""
         with self._lock:
