@@ -105,9 +105,12 @@ def attribute(
             _split(gpu_share, 1.0, weights, weight_total)
             gpus += 1
 
+    # The CPU capacity is what /proc/stat counted over the interval (all CPUs' ticks,
+    # idle and steal included); the wall clock only when no /proc/stat delta is known.
     seconds = max(0.0, (end - start).total_seconds())
+    kernel_ticks = cpu.total_ticks or seconds * max(1, cpu.cpu_count) * CLK_TCK
     capacity = _Capacity(
-        cpu_ticks=max(seconds * max(1, cpu.cpu_count) * CLK_TCK, tick_sum),
+        cpu_ticks=max(kernel_ticks, tick_sum),
         memory_bytes=max(memory_total_bytes, rss_sum),
         gpus=gpus,
     )

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 
 from agent.apps import AppNamer
 from agent.attribution import attribute
@@ -29,6 +30,7 @@ class Sampler:
         sensors: SensorSet | None = None,
         scanner: ProcScanner | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.config = config
         self.sensors = sensors
@@ -36,8 +38,9 @@ class Sampler:
             AppNamer(config.apps), config.procfs.root, config.procfs.sys_root
         )
         self._clock = clock
+        self._wall_clock = wall_clock
         self._last = 0.0
-        self._last_wall = utc_now()
+        self._last_wall = self._wall_clock()
         self.clamped_ticks_total = 0
         self._clamp_logged_at: float | None = None
 
@@ -46,7 +49,7 @@ class Sampler:
         if self.sensors is None:
             self.sensors = open_sensors(self.config)
         self.scanner.scan()
-        self._last, self._last_wall = self._clock(), utc_now()
+        self._last, self._last_wall = self._clock(), self._wall_clock()
         self.scanner.cpu_activity()
 
     def sample(self) -> IntervalResult:
@@ -59,7 +62,7 @@ class Sampler:
         if self.sensors is None:
             raise RuntimeError("Sampler.open() must be called first")
         processes = self.scanner.scan()
-        now, wall = self._clock(), utc_now()
+        now, wall = self._clock(), self._wall_clock()
         cpu = self.scanner.cpu_activity()
         ctx = IntervalContext(now - self._last, cpu, self.scanner.memory_total_bytes)
         readings = []

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.attribution import attribute
+from agent.procfs import CLK_TCK
 from agent.records import (
     ComponentReading,
     CpuActivity,
@@ -39,7 +40,7 @@ def interval(
         ProcessActivity(i + 1, 1, app, app, t, rss) for i, (app, t) in enumerate(ticks.items())
     ]
     busy = sum(ticks.values()) + 10  # 10 busy ticks no live process accounts for
-    cpu = CpuActivity(busy, busy * 4, 2)
+    cpu = CpuActivity(busy, round(seconds * 2 * CLK_TCK), 2)  # /proc/stat: 2 CPUs' ticks
     end = T0 + timedelta(seconds=seconds)
     readings = [ComponentReading("cpu0", "cpu", "rapl", joules, None, static, "learned")]
     return attribute("h", T0, end, readings, cpu, procs, 16 * GIB)
