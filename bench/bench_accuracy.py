@@ -11,8 +11,9 @@ Three workloads run as child processes while the agent (``Sampler``, model senso
 
 Truth is each workload's own kernel accounting, read from ``/proc/PID/stat`` at the
 instants the agent samples (``utime + stime``, plus ``cutime + cstime`` for the reaped
-children). The expected energy of a workload in an interval is the interval's active
-CPU energy × its CPU ticks ÷ the machine's busy ticks. Reported: each workload's
+children). The expected energy of a workload in an interval is the interval's dynamic
+("active") CPU energy, what the model draws above its zero-load floor, × its CPU ticks ÷
+the machine's busy ticks. Reported: each workload's
 attributed share of the active CPU energy against its share of the busy CPU time, the
 unattributed bucket against the short-lived children's expected energy, and
 conservation (measured − attributed − idle − unattributed), summed and per interval.
@@ -191,7 +192,7 @@ def interval_record(
 ) -> dict[str, Any]:
     """One interval: the agent's figures and the workloads' own accounting."""
     cpu_j = sum(c.joules for c in r.components if c.kind == "cpu")
-    active = cpu_j * cpu.busy_fraction
+    active = sum(c.dynamic_joules for c in r.components if c.kind == "cpu")  # above the floor
     apps = {a.app: a for a in r.apps}
     own = {k: (after[k][0] + after[k][1]) - (before[k][0] + before[k][1]) for k in KINDS}
     reaped = {k: (after[k][2] + after[k][3]) - (before[k][2] + before[k][3]) for k in KINDS}
@@ -391,7 +392,8 @@ def markdown(f: dict[str, Any]) -> str:
         "process every 100 ms that burns 20 ms of CPU and exits (reaped by the spawner)",
         f"- truth: /proc/PID/stat of each workload at the agent's sampling instants; "
         f"machine busy CPU over the run {s['busy_cpu_s']:.2f} s; active CPU energy "
-        f"{s['active_cpu_j']:.2f} J of {s['cpu_j']:.2f} J CPU (model)",
+        f"(dynamic, above the static floor) {s['active_cpu_j']:.2f} J of {s['cpu_j']:.2f} J CPU "
+        "(model)",
     ]
     if cc is None:
         lines.append(f"- CodeCarbon: {f['codecarbon_skipped'] or CODECARBON_MISSING}")

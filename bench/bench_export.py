@@ -797,7 +797,7 @@ def markdown(f: dict[str, Any]) -> str:
         f"- synthetic host: 1 host, 4 RAPL components, {len(APP_PROCESSES)} apps, "
         f"{sum(len(v) for v in APP_PROCESSES.values()) * PROCESSES_PER_NAME} processes in "
         f"{sum(len(v) for v in APP_PROCESSES.values())} (app, name) groups → top {TOP_N} + "
-        f"`_other`, SCI rows (proportional policy), grid intensity; "
+        f"`_other`, SCI rows (the default policy), grid intensity; "
         f"{sz['points_per_interval_mean']:.1f} points per interval "
         f"(min {sz['points_per_interval_min']}, max {sz['points_per_interval_max']})",
         f"- defaults: interval {INTERVAL_S:g} s, batch_size {BATCH_SIZE}, flush_interval_s "
