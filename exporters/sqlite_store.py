@@ -169,14 +169,15 @@ class SqliteStore:
 
     def write(self, batch: Sequence[IntervalResult]) -> None:
         """Write ``batch`` after any backlog; on failure keep it in memory, raise StoreError."""
-        self._keep(batch)
-        kept = len(self._backlog)
+        kept = len(self._backlog)  # accepted while the store could not be written
+        self._backlog.extend(batch)
         try:
             if self._db is None:
                 self._open_db()
             self._write_backlog()
         except StoreError as exc:
             self._failing = str(exc)
+            self._trim_backlog()
             raise StoreError(
                 f"{exc}; keeping up to {self.backlog_intervals} interval(s) in memory "
                 "and retrying at each cycle"
@@ -210,16 +211,13 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         """A configured connection to a database that passed ``quick_check``."""
+        self._check_integrity()
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA cache_size=-512")  # 512 KiB: small batches need no big cache
-            rows = db.execute("PRAGMA quick_check(3)").fetchall()
-            problems = [" ".join(str(row[0]).split()) for row in rows]
-            if problems != ["ok"]:
-                raise _Corrupt("; ".join(p for p in problems if not p.startswith("***")))
             db.executescript(_SCHEMA)
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -232,6 +230,28 @@ class SqliteStore:
             db.close()
             raise
         return db
+
+    def _check_integrity(self) -> None:
+        """Raise _Corrupt if ``quick_check`` fails: on a read-only connection, so the
+        damaged file and its -wal are left exactly as found (no checkpoint on close)."""
+        if not self.path.exists():
+            return
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return  # the writable connection says why
+        try:
+            rows = db.execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                raise _Corrupt(_sqlite_cause(exc)) from None
+            return
+        finally:
+            db.close()
+        problems = [" ".join(str(row[0]).split()) for row in rows]
+        if problems != ["ok"]:
+            text = "; ".join(problems).replace("*** in database main *** ", "")
+            raise _Corrupt(f"quick_check: {text}")
 
     def _move_aside(self, reason: str) -> None:
         """Rename the database and its -wal/-shm to ``<name>.corrupt-<time>``; log it."""
@@ -275,9 +295,8 @@ class SqliteStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def _keep(self, batch: Sequence[IntervalResult]) -> None:
-        """Queue ``batch`` behind any backlog, dropping the oldest beyond the bound."""
-        self._backlog.extend(batch)
+    def _trim_backlog(self) -> None:
+        """Drop the oldest intervals kept beyond ``backlog_intervals``; count and log it."""
         over = len(self._backlog) - self.backlog_intervals
         if over <= 0:
             return
