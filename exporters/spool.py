@@ -61,6 +61,8 @@ log = logging.getLogger("sci_agent.spool")
 DEFAULT_SEGMENT_BYTES = 1 << 20
 #: Lines kept in memory while the disk refuses writes (1.5 h of one host at 5 s).
 DEFAULT_MEMORY_BYTES = 8 << 20
+#: Free space that ends a disk-full outage (writes that succeed before go on quietly).
+RECOVERY_ROOM_BYTES = 64 << 10
 SEGMENT_SUFFIX = ".seg"
 CURSOR_FILE = "cursor"
 LOCK_FILE = "lock"
@@ -174,8 +176,9 @@ class Spool:
         with self._lock:
             self._check_open()
             if self._memory:
+                self._flush_memory()  # what was kept goes first
+            if self._memory:
                 self._remember(data, len(kept))
-                self._flush_memory()
                 return
             try:
                 self._append_disk(data, len(kept))
@@ -304,7 +307,7 @@ class Spool:
         self._total_bytes += len(data)
         self._total_lines += nlines
         if self.disk_error is not None and not self._memory:
-            self._disk_recovered()
+            self._disk_recovered()  # not before there is room again
 
     def _remember(self, data: bytes, nlines: int) -> None:
         """Keep an append the disk refused; drop the oldest kept beyond ``memory_bytes``."""
@@ -380,8 +383,12 @@ class Spool:
         )
 
     def _disk_recovered(self) -> None:
-        """Log the end of an outage (once), with the lines kept and dropped."""
-        if self.disk_error is None:
+        """Log the end of an outage (once), with the lines kept and dropped.
+
+        Only once the file system has room again: a write that fits in a file's last
+        block on a full disk is no recovery, and would make the log flap.
+        """
+        if self.disk_error is None or not _has_room(self.directory):
             return
         log.warning(
             "spool %s: the disk takes writes again (after %s); wrote the %d line(s) kept "
@@ -649,6 +656,15 @@ class Spool:
         fd = os.open(self._path(seq), os.O_RDONLY | os.O_CLOEXEC)
         self._read_fd = (seq, fd)
         return fd
+
+
+def _has_room(directory: Path) -> bool:
+    """Whether the file system holding ``directory`` has ``RECOVERY_ROOM_BYTES`` free."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return True  # cannot tell: the writes that succeed say enough
+    return st.f_bavail * st.f_frsize >= RECOVERY_ROOM_BYTES
 
 
 def _os_cause(exc: OSError) -> str:
