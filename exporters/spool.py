@@ -139,7 +139,7 @@ class Spool:
         self.disk_error: str | None = None  # why appends go to memory, while they do
         self._outage_kept = 0
         self._outage_dropped = 0
-        self._cursor_error: str | None = None  # why the cursor could not be saved
+        self._cursor_causes: set[str] = set()  # failures to save the cursor, logged once
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -513,7 +513,7 @@ class Spool:
         return fits
 
     def _save_cursor(self) -> None:
-        """Replace the cursor file; a failure is logged once and tried again next time."""
+        """Replace the cursor file; a failure is logged once per cause, tried again next time."""
         state = {
             "segment": self._cursor_seg,
             "offset": self._cursor_off,
@@ -525,17 +525,16 @@ class Spool:
             tmp.write_text(json.dumps(state), encoding="utf-8")
             os.replace(tmp, self.directory / CURSOR_FILE)
         except OSError as exc:
-            if self._cursor_error is None and self.disk_error is None:
+            cause = _os_cause(exc)
+            if cause not in self._cursor_causes and self.disk_error is None:
                 log.warning(
                     "spool %s: cannot save the cursor (%s); delivery goes on, and a restart "
                     "before it is saved would send some lines again (harmless: replays "
-                    "overwrite)",
+                    "overwrite); said once",
                     self.directory,
-                    _os_cause(exc),
+                    cause,
                 )
-            self._cursor_error = _os_cause(exc)
-            return
-        self._cursor_error = None
+            self._cursor_causes.add(cause)
 
     def _load_cursor(self) -> tuple[int, int]:
         path = self.directory / CURSOR_FILE

@@ -29,6 +29,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,9 +104,16 @@ def to_ms(result: IntervalResult) -> tuple[int, int]:
 def top_processes(
     processes: Sequence[ProcessEnergy], n: int
 ) -> tuple[list[ProcessEnergy], ProcessEnergy | None]:
-    """The ``n`` biggest consumers, and one row summing the rest (None if no rest)."""
-    ranked = sorted(processes, key=lambda p: p.joules, reverse=True)
-    head, rest = ranked[:n], ranked[n:]
+    """The ``n`` biggest consumers, and one row summing the rest (None if no rest).
+
+    An ``_other`` row already among ``processes`` (how the backlog keeps intervals) is
+    part of the rest, never ranked, so reducing twice gives the same rows.
+    """
+    given = [p for p in processes if _is_other(p)]
+    ranked = sorted(
+        (p for p in processes if not _is_other(p)), key=lambda p: p.joules, reverse=True
+    )
+    head, rest = ranked[:n], ranked[n:] + given
     if not rest:
         return head, None
     other = ProcessEnergy(
@@ -118,6 +126,10 @@ def top_processes(
         gpu_joules=sum(p.gpu_joules for p in rest),
     )
     return head, other
+
+
+def _is_other(p: ProcessEnergy) -> bool:
+    return p.pid == 0 and p.name == OTHER_PROCESS
 
 
 class SqliteStore:
@@ -178,6 +190,7 @@ class SqliteStore:
         except StoreError as exc:
             self._failing = str(exc)
             self._trim_backlog()
+            self._backlog = deque(map(self._slim, self._backlog))
             raise StoreError(
                 f"{exc}; keeping up to {self.backlog_intervals} interval(s) in memory "
                 "and retrying at each cycle"
@@ -295,6 +308,13 @@ class SqliteStore:
 
     # -- writing ----------------------------------------------------------------------
 
+    def _slim(self, r: IntervalResult) -> IntervalResult:
+        """``r`` with only the process rows the store keeps (top N and ``_other``)."""
+        if len(r.processes) <= self.top_n + 1:
+            return r
+        head, other = top_processes(r.processes, self.top_n)
+        return replace(r, processes=(*head, other) if other is not None else tuple(head))
+
     def _trim_backlog(self) -> None:
         """Drop the oldest intervals kept beyond ``backlog_intervals``; count and log it."""
         over = len(self._backlog) - self.backlog_intervals
@@ -353,8 +373,7 @@ class SqliteStore:
         if self._failing is None:
             return
         log.warning(
-            "store %s: written again after %s; wrote the %d interval(s) kept in memory, "
-            "dropped %d",
+            "store %s: written again after %s; wrote the %d interval(s) kept in memory, dropped %d",
             self.path,
             self._failing.removeprefix(f"store {self.path}: "),
             written,
@@ -509,9 +528,7 @@ def _stamp() -> str:
 def _free_name(path: Path) -> Path:
     """``path``, or ``path-1``, ``path-2``… whichever names no file yet."""
     candidate, n = path, 0
-    while any(
-        candidate.with_name(candidate.name + s).exists() for s in ("", "-wal", "-shm")
-    ):
+    while any(candidate.with_name(candidate.name + s).exists() for s in ("", "-wal", "-shm")):
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
     return candidate

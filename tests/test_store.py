@@ -279,3 +279,37 @@ def test_a_full_disk_is_named_keeps_the_intervals_and_recovers(
     assert f"wrote the {min(30, bound)} interval(s) kept in memory, dropped {dropped}" in (
         caplog.text
     )
+
+
+def test_intervals_kept_in_memory_are_stored_as_if_written_at_once(tmp_path: Path) -> None:
+    results = [interval(NOW + timedelta(seconds=5 * i), n_procs=40) for i in range(4)]
+    direct = SqliteStore(tmp_path / "direct.db", top_n=5)
+    direct.open()
+    direct.write(results)
+    direct.close()
+    blocker = tmp_path / "var"
+    blocker.write_text("not a folder")
+    late = SqliteStore(blocker / "late.db", top_n=5)
+    late.open()
+    for r in results[:3]:
+        with pytest.raises(StoreError):
+            late.write([r])
+    blocker.unlink()
+    late.write(results[3:])
+    late.close()
+    sql = "SELECT * FROM process_energy ORDER BY ts_ms, pid"
+    with (
+        contextlib.closing(sqlite3.connect(tmp_path / "direct.db")) as a,
+        contextlib.closing(sqlite3.connect(blocker / "late.db")) as b,
+    ):
+        assert a.execute(sql).fetchall() == b.execute(sql).fetchall()
+        assert len(a.execute(sql).fetchall()) == 4 * 6
+
+
+def test_the_backlog_keeps_only_the_process_rows_the_store_writes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "file" / "s.db", top_n=5)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError):
+        store.write([interval(n_procs=200)])
+    (kept,) = store._backlog
+    assert len(kept.processes) == 6  # the top 5 and _other: memory stays small

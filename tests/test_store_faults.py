@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.doctor import store_status
 from agent.loop import Loop
 from exporters.points import interval_points
 from exporters.runner import SpoolRunner
@@ -119,3 +120,11 @@ def test_a_full_disk_under_the_store_and_the_spool_loses_nothing(
     recovered = [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()]
     assert len(recovered) == 1  # the loop's, for the store; the spool never failed a write
     assert "rollback" not in caplog.text
+
+
+def test_doctor_names_a_corrupt_store_and_what_run_will_do(tmp_path: Path) -> None:
+    store = tmp_path / "sci-agent.db"
+    store.write_bytes(os.urandom(8192))
+    ok, text = store_status(str(store))
+    assert not ok and f"{store} is corrupt" in text and "moves it aside" in text
+    assert store.exists() and not list(tmp_path.glob("*.corrupt-*"))  # doctor only looks
