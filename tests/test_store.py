@@ -313,3 +313,26 @@ def test_the_backlog_keeps_only_the_process_rows_the_store_writes(tmp_path: Path
         store.write([interval(n_procs=200)])
     (kept,) = store._backlog
     assert len(kept.processes) == 6  # the top 5 and _other: memory stays small
+
+
+def test_corruption_met_while_writing_moves_the_store_aside_and_keeps_the_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(path, retention_days=36500)
+    store.open()
+    store.write([interval(NOW - timedelta(seconds=5 * i), n_procs=5) for i in range(300)])
+    assert store._db is not None
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store._db.execute("PRAGMA cache_size=0")  # read pages from the file, as after a while
+    with path.open("r+b") as f:  # garbage over every page but the header and schema
+        size = f.seek(0, os.SEEK_END)
+        f.seek(2 * 4096)
+        f.write(os.urandom(size - 2 * 4096))
+    with caplog.at_level(logging.ERROR, logger="sci_agent.store"):
+        store.write([interval(NOW + timedelta(seconds=5))])  # does not raise
+    (aside,) = store.moved_aside
+    assert "SQLITE_CORRUPT" in caplog.text and str(aside) in caplog.text
+    store.write([interval(NOW + timedelta(seconds=10))])
+    store.close()
+    assert count(path) == 2 and aside.exists()
