@@ -516,6 +516,9 @@ def _describe(path: Path, exc: BaseException) -> str:
 def _hint(path: Path) -> str:
     """Where to look when the store cannot be written: the nearest existing path."""
     probe = next((p for p in (path, *path.parents) if p.exists()), path)
+    with contextlib.suppress(OSError):
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return f"{probe} is on a read-only file system"
     if not os.access(probe, os.W_OK):
         return f"{probe} is not writable by uid {os.getuid()}"
     return f"check the permissions and the mount of {probe}"

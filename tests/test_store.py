@@ -235,6 +235,7 @@ def test_a_read_only_store_is_named_and_written_when_writable_again(
         with caplog.at_level(logging.ERROR, logger="sci_agent.store"):
             store.open()
         assert str(fs / "s.db") in caplog.text and "SQLITE_" in caplog.text
+        assert "is on a read-only file system" in caplog.text
         with pytest.raises(StoreError, match="keeping up to"):
             store.write([interval(NOW + timedelta(seconds=5))])
         remount(fs, "rw")
