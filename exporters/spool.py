@@ -22,8 +22,9 @@ drops segments the cursor has passed, and moves a cursor that points into the mi
 of a line back to the start of that line (sent again). A cursor it cannot trust
 (naming a segment past the newest, or a missing one while newer ones are there, or an
 offset past its segment's end) deletes nothing: it is logged with the segments found,
-and everything is sent again from the oldest segment. Lines that are not valid UTF-8 or hold NUL bytes (a power-loss tail) are
-skipped when read, logged and counted in ``corrupt_lines``.
+and everything is sent again from the oldest segment. Lines that are not valid UTF-8
+or hold NUL bytes (a power-loss tail) are skipped when read, logged and counted in
+``corrupt_lines``.
 
 Bounded: when an append would take the spool over ``max_bytes``, the oldest segments
 are deleted, acknowledged or not; the lost lines are counted (``dropped_lines``,
