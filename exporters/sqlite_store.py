@@ -84,6 +84,15 @@ _PRUNE_EVERY_S = 3600.0
 DEFAULT_BACKLOG_INTERVALS = 720
 _COMMIT_CHUNK = 60  # intervals per transaction when writing a backlog
 _CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+#: What an interval's own data causes; retrying it can never succeed.
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+    OverflowError,
+    TypeError,
+    ValueError,
+)
 _WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 _WAL_HEADER_BYTES = 32
 
@@ -149,6 +158,7 @@ class SqliteStore:
         self.top_n = top_n
         self.backlog_intervals = max(1, backlog_intervals)
         self.dropped_intervals = 0  # kept in memory, then dropped for the bound
+        self.rejected_intervals = 0  # refused for their own data (a NULL, a bad type)
         self.moved_aside: list[Path] = []  # corrupt files moved aside by this store
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
@@ -186,7 +196,7 @@ class SqliteStore:
         try:
             if self._db is None:
                 self._open_db()
-            self._write_backlog()
+            rejected = self._write_backlog()
         except StoreError as exc:
             self._failing = str(exc)
             self._trim_backlog()
@@ -198,6 +208,11 @@ class SqliteStore:
         self._recovered(kept)
         if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
             self._maintain()
+        if rejected:
+            raise StoreError(
+                f"store {self.path}: dropped {len(rejected)} interval(s) whose data it "
+                f"refuses ({rejected[0]}); the others are written"
+            )
 
     # -- opening, and what to do with a damaged file ------------------------------------
 
@@ -332,17 +347,29 @@ class SqliteStore:
         self._outage_dropped += over
         self.dropped_intervals += over
 
-    def _write_backlog(self) -> None:
+    def _write_backlog(self) -> list[str]:
         """Commit the backlog oldest first, in chunks; what is committed leaves memory.
 
         A database found corrupt while writing is moved aside once per call and the
-        backlog goes to the fresh store.
+        backlog goes to the fresh store. An interval whose own data the database
+        refuses (a NULL where a number must be…) is dropped, so it cannot hold up the
+        rest; the reasons are returned.
         """
-        moved = False
+        moved = one_by_one = False
+        rejected: list[str] = []
         while self._backlog:
-            chunk = [self._backlog[i] for i in range(min(_COMMIT_CHUNK, len(self._backlog)))]
+            size = 1 if one_by_one else min(_COMMIT_CHUNK, len(self._backlog))
+            chunk = [self._backlog[i] for i in range(size)]
             try:
                 self._commit(self._require(), chunk)
+            except _DATA_ERRORS as exc:
+                if size > 1:
+                    one_by_one = True  # find the interval at fault
+                    continue
+                self._backlog.popleft()
+                self.rejected_intervals += 1
+                rejected.append(f"{type(exc).__name__}: {exc}")
+                continue
             except sqlite3.DatabaseError as exc:
                 if moved or not _is_corrupt(exc):
                     raise StoreError(_describe(self.path, exc)) from None
@@ -354,6 +381,7 @@ class SqliteStore:
                 raise StoreError(_describe(self.path, exc)) from None
             for _ in chunk:
                 self._backlog.popleft()
+        return rejected
 
     def _commit(self, db: sqlite3.Connection, batch: Sequence[IntervalResult]) -> None:
         """Write ``batch`` in one transaction; the original error is what is raised."""

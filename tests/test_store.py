@@ -10,6 +10,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -337,3 +338,24 @@ def test_corruption_met_while_writing_moves_the_store_aside_and_keeps_the_interv
     store.write([interval(NOW + timedelta(seconds=10))])
     store.close()
     assert count(path) == 2 and aside.exists()
+
+
+def test_an_interval_the_database_refuses_is_dropped_not_kept_to_block_the_rest(
+    tmp_path: Path,
+) -> None:
+    good = [interval(NOW + timedelta(seconds=5 * i)) for i in range(4)]
+    r = good[1]
+    bad = replace(r, components=(replace(r.components[0], joules=math.nan), *r.components[1:]))
+    blocker = tmp_path / "var"
+    blocker.write_text("not a folder")
+    store = SqliteStore(blocker / "s.db")
+    for batch in ([good[0]], [bad], [good[2]]):  # kept in memory while it cannot open
+        with pytest.raises(StoreError, match="keeping up to"):
+            store.write(batch)
+    blocker.unlink()
+    with pytest.raises(StoreError, match=r"dropped 1 interval\(s\) whose data .*NOT NULL"):
+        store.write([good[3]])
+    assert store.backlog == 0 and store.rejected_intervals == 1
+    store.write([interval(NOW + timedelta(seconds=30))])  # nothing left to hold it up
+    store.close()
+    assert count(blocker / "s.db") == 4
