@@ -95,6 +95,7 @@ _DATA_ERRORS = (
 )
 _WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 _WAL_HEADER_BYTES = 32
+_FULL_BELOW_BYTES = 64 << 10  # an I/O error with less free than this is a full disk
 
 
 class StoreError(Exception):
@@ -536,9 +537,23 @@ def _describe(path: Path, exc: BaseException) -> str:
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     if code == sqlite3.SQLITE_FULL:
         return f"store {path}: disk full ({_sqlite_cause(exc)})"
+    free = _free_bytes(path)
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and free < _FULL_BELOW_BYTES:
+        # SQLite reports a full disk met outside the database file (its -shm) as I/O
+        return f"store {path}: disk full ({_sqlite_cause(exc)}; {free} bytes free)"
     if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY):
         return f"store {path}: cannot open it for writing ({_sqlite_cause(exc)}): {_hint(path)}"
     return f"store {path}: {_sqlite_cause(exc)}"
+
+
+def _free_bytes(path: Path) -> int:
+    """Bytes free to this user on the file system holding ``path`` (large if unknown)."""
+    probe = next((p for p in (path, *path.parents) if p.exists()), path)
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
 
 
 def _hint(path: Path) -> str:

@@ -359,3 +359,24 @@ def test_an_interval_the_database_refuses_is_dropped_not_kept_to_block_the_rest(
     store.write([interval(NOW + timedelta(seconds=30))])  # nothing left to hold it up
     store.close()
     assert count(blocker / "s.db") == 4
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_store_opened_on_a_full_disk_says_so_and_catches_up(
+    tmp_path: Path, existing: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_tmpfs(tmp_path / "fs") as fs:
+        if existing:
+            make_store_file(fs / "s.db", n=1)
+        filler = fill(fs)
+        store = SqliteStore(fs / "s.db", retention_days=36500)
+        with caplog.at_level(logging.ERROR, logger="sci_agent.store"):
+            store.open()  # does not raise
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert f"store {fs / 's.db'}: disk full (SQLITE_" in line
+        with pytest.raises(StoreError, match="disk full"):
+            store.write([interval(NOW + timedelta(seconds=5))])
+        filler.unlink()
+        store.write([interval(NOW + timedelta(seconds=10))])
+        store.close()
+        assert count(fs / "s.db") == 2 + existing
