@@ -27,6 +27,14 @@ def store_status(path: str) -> tuple[bool, str]:
             db.close()
             return True, f"{target} ({rows} intervals)"
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
+                sqlite3.SQLITE_CORRUPT,
+                sqlite3.SQLITE_NOTADB,
+            ):
+                return False, (
+                    f"{target} is corrupt ({exc}): `sci-agent run` moves it aside to "
+                    f"{target.name}.corrupt-<UTC time> and starts a fresh store"
+                )
             return False, f"{target}: {exc}"
     return True, f"{target} (will be created)"
 

@@ -19,12 +19,25 @@ are sent again, which is harmless because replays are idempotent.
 
 Recovery on open truncates a torn last line (a write cut short: no trailing newline),
 drops segments the cursor has passed, and moves a cursor that points into the middle
-of a line to the next line. Lines that are not valid UTF-8 or hold NUL bytes (a
-power-loss tail) are skipped when read, logged and counted in ``corrupt_lines``.
+of a line back to the start of that line (sent again). A cursor it cannot trust
+(naming a segment past the newest, or a missing one while newer ones are there, or an
+offset past its segment's end) deletes nothing: it is logged with the segments found,
+and everything is sent again from the oldest segment. Lines that are not valid UTF-8
+or hold NUL bytes (a power-loss tail) are skipped when read, logged and counted in
+``corrupt_lines``.
 
 Bounded: when an append would take the spool over ``max_bytes``, the oldest segments
 are deleted, acknowledged or not; the lost lines are counted (``dropped_lines``,
-persisted in the cursor) and logged as a warning. That is the only way data is lost.
+persisted in the cursor) and logged as a warning.
+
+A full disk (or any failed write): appends are kept in memory, in order, up to
+``memory_bytes`` (beyond it the oldest kept lines are dropped and counted in
+``dropped_lines``), and written to disk ahead of new lines as soon as a write
+succeeds again (tried on every append, and by the sender when it has read everything
+on disk). One error line says when the outage starts and one line when it ends,
+with the lines kept and dropped. Failing to save the cursor is logged once and
+harmless (a restart would resend lines: replays overwrite). Lines still in memory at
+``close`` are lost, counted and logged. These bounds are the only ways data is lost.
 
 Threads: one thread appends (the loop) while one other thread reads and acknowledges
 (the sender); a lock guards the shared state, and segment data is read outside it.
@@ -33,11 +46,13 @@ Threads: one thread appends (the loop) while one other thread reads and acknowle
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +60,10 @@ from pathlib import Path
 log = logging.getLogger("sci_agent.spool")
 
 DEFAULT_SEGMENT_BYTES = 1 << 20
+#: Lines kept in memory while the disk refuses writes (1.5 h of one host at 5 s).
+DEFAULT_MEMORY_BYTES = 8 << 20
+#: Free space that ends a disk-full outage (writes that succeed before go on quietly).
+RECOVERY_ROOM_BYTES = 64 << 10
 SEGMENT_SUFFIX = ".seg"
 CURSOR_FILE = "cursor"
 LOCK_FILE = "lock"
@@ -92,6 +111,7 @@ class Spool:
         directory: Path,
         max_bytes: int,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
     ) -> None:
         if segment_bytes <= 0 or max_bytes < segment_bytes:
             raise ValueError(
@@ -100,6 +120,7 @@ class Spool:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.memory_bytes = memory_bytes
         self.dropped_bytes = 0
         self.corrupt_lines = 0
         self._dropped_lines = 0
@@ -113,6 +134,13 @@ class Spool:
         self._write_fd = -1
         self._read_fd: tuple[int, int] | None = None  # (segment, fd), sender thread only
         self._closed = False
+        self._memory: deque[tuple[bytes, int]] = deque()  # (data, lines) the disk refused
+        self._memory_size = 0
+        self._memory_lines = 0
+        self.disk_error: str | None = None  # why appends go to memory, while they do
+        self._outage_kept = 0
+        self._outage_dropped = 0
+        self._cursor_causes: set[str] = set()  # failures to save the cursor, logged once
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -134,7 +162,11 @@ class Spool:
         return self._dropped_lines
 
     def append(self, lines: Sequence[str]) -> None:
-        """Append ``lines`` (no newlines inside) with one write; durable against a kill."""
+        """Append ``lines`` (no newlines inside) with one write; durable against a kill.
+
+        When the disk refuses the write, the lines are kept in memory (bounded) and
+        written ahead of later ones once it accepts writes again.
+        """
         for line in lines:
             if "\n" in line:
                 raise ValueError(f"spool lines cannot contain a newline: {line[:80]!r}")
@@ -144,17 +176,16 @@ class Spool:
         data = ("\n".join(kept) + "\n").encode("utf-8")
         with self._lock:
             self._check_open()
-            active = self._active()
-            if self._segments[active].size >= self.segment_bytes:
-                active = self._rotate()
-            if not self._make_room(len(data), len(kept)):
+            if self._memory:
+                self._flush_memory()  # what was kept goes first
+            if self._memory:
+                self._remember(data, len(kept))
                 return
-            seg = self._segments[active]
-            self._write_all(data, seg.size)
-            seg.size += len(data)
-            seg.lines += len(kept)
-            self._total_bytes += len(data)
-            self._total_lines += len(kept)
+            try:
+                self._append_disk(data, len(kept))
+            except OSError as exc:
+                self._outage_started(exc)
+                self._remember(data, len(kept))
 
     def read_batch(self, max_lines: int) -> Batch | None:
         """Up to ``max_lines`` of the oldest unacknowledged lines, or None when empty.
@@ -169,6 +200,8 @@ class Spool:
                 self._advance()
                 seq, start = self._cursor_seg, self._cursor_off
                 limit = self._segments[seq].size
+                if start >= limit and self._memory and self._flush_memory():
+                    continue  # what the disk took from memory is next
                 if start >= limit:
                     return None
             try:
@@ -194,14 +227,19 @@ class Spool:
             self._save_cursor()
 
     def pending_bytes(self) -> int:
-        """Bytes appended and not yet acknowledged."""
+        """Bytes appended and not yet acknowledged (on disk or kept in memory)."""
         with self._lock:
-            return self._total_bytes - self._cursor_off
+            return self._total_bytes - self._cursor_off + self._memory_size
 
     def pending_lines(self) -> int:
         """Lines appended and not yet acknowledged (exact, except corrupt lines found later)."""
         with self._lock:
-            return self._total_lines - self._cursor_lines
+            return self._total_lines - self._cursor_lines + self._memory_lines
+
+    @property
+    def memory_lines(self) -> int:
+        """Lines kept in memory because the disk refused them."""
+        return self._memory_lines
 
     def close(self) -> None:
         """Fsync the open segment, save the cursor and release the directory."""
@@ -210,6 +248,10 @@ class Spool:
                 return
             self._closed = True
             try:
+                if self._memory:
+                    self._flush_memory()
+                if self._memory:
+                    self._lose_memory()
                 if self._write_fd >= 0:
                     os.fsync(self._write_fd)
                 self._save_cursor()
@@ -253,20 +295,135 @@ class Spool:
                 os.ftruncate(self._write_fd, old_size)
             raise
 
+    def _append_disk(self, data: bytes, nlines: int) -> None:
+        """Write one append to the open segment (rotating, making room); OSError if refused."""
+        if self._segments[self._active()].size >= self.segment_bytes:
+            self._rotate()
+        if not self._make_room(len(data), nlines):
+            return
+        seg = self._segments[self._active()]  # making room may have rotated
+        self._write_all(data, seg.size)
+        seg.size += len(data)
+        seg.lines += nlines
+        self._total_bytes += len(data)
+        self._total_lines += nlines
+        if self.disk_error is not None and not self._memory:
+            self._disk_recovered()  # not before there is room again
+
+    def _remember(self, data: bytes, nlines: int) -> None:
+        """Keep an append the disk refused; drop the oldest kept beyond ``memory_bytes``."""
+        self._memory.append((data, nlines))
+        self._memory_size += len(data)
+        self._memory_lines += nlines
+        self._outage_kept += nlines
+        lost_lines = lost_bytes = 0
+        while self._memory_size > self.memory_bytes:
+            old, n = self._memory.popleft()
+            self._memory_size -= len(old)
+            self._memory_lines -= n
+            lost_lines += n
+            lost_bytes += len(old)
+        if not lost_lines:
+            return
+        if self._outage_dropped == 0:
+            log.warning(
+                "spool %s: %d bytes wait in memory, the most kept; dropping the oldest "
+                "lines kept until the disk takes writes again (counted in dropped_lines)",
+                self.directory,
+                self.memory_bytes,
+            )
+        self._outage_kept -= lost_lines
+        self._outage_dropped += lost_lines
+        self._dropped_lines += lost_lines
+        self.dropped_bytes += lost_bytes
+        self._save_cursor()
+
+    def _flush_memory(self) -> bool:
+        """Write what memory kept, oldest first, while the disk takes it; True if any went."""
+        wrote = False
+        while self._memory:
+            data, n = self._memory[0]
+            try:
+                self._append_disk(data, n)
+            except OSError:
+                return wrote  # still refused: the outage is already logged
+            self._memory.popleft()
+            self._memory_size -= len(data)
+            self._memory_lines -= n
+            wrote = True
+        self._disk_recovered()
+        return wrote
+
+    def _lose_memory(self) -> None:
+        """Count and log the lines still in memory when the spool closes."""
+        lost_lines, lost_bytes = self._memory_lines, self._memory_size
+        self._memory.clear()
+        self._memory_lines = self._memory_size = 0
+        self._dropped_lines += lost_lines
+        self.dropped_bytes += lost_bytes
+        log.error(
+            "spool %s: closing while the disk refuses writes (%s): %d line(s) kept in "
+            "memory are lost (counted in dropped_lines)",
+            self.directory,
+            self.disk_error,
+            lost_lines,
+        )
+
+    def _outage_started(self, exc: OSError) -> None:
+        """Log the first failed write of an outage (once), naming the cause."""
+        if self.disk_error is not None:
+            return
+        self.disk_error = _os_cause(exc)
+        self._outage_kept = self._outage_dropped = 0
+        log.error(
+            "spool %s: %s; keeping new lines in memory (at most %d bytes) until the disk "
+            "takes writes again",
+            self.directory,
+            self.disk_error,
+            self.memory_bytes,
+        )
+
+    def _disk_recovered(self) -> None:
+        """Log the end of an outage (once), with the lines kept and dropped.
+
+        Only once the file system has room again: a write that fits in a file's last
+        block on a full disk is no recovery, and would make the log flap.
+        """
+        if self.disk_error is None or not _has_room(self.directory):
+            return
+        log.warning(
+            "spool %s: the disk takes writes again (after %s); wrote the %d line(s) kept "
+            "in memory, dropped %d",
+            self.directory,
+            self.disk_error,
+            self._outage_kept,
+            self._outage_dropped,
+        )
+        self.disk_error = None
+        self._outage_kept = self._outage_dropped = 0
+
     def _open_segment(self, seq: int) -> None:
         self._write_fd = os.open(
             self._path(seq), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
 
     def _rotate(self) -> int:
-        """Fsync and close the open segment, start the next one; returns its number."""
+        """Fsync and close the open segment, start the next one; returns its number.
+
+        Raises OSError with nothing changed when the old segment cannot be synced or
+        the new one cannot be made.
+        """
         seq = self._active() + 1
         os.fsync(self._write_fd)
-        os.close(self._write_fd)
-        self._write_fd = -1
-        self._open_segment(seq)
+        new_fd = os.open(
+            self._path(seq), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        with contextlib.suppress(OSError):
+            os.close(self._write_fd)
+        self._write_fd = new_fd
         self._segments[seq] = _Segment(0, 0)
-        _fsync_dir(self.directory)
+        with contextlib.suppress(OSError):  # the next rotation syncs the folder again
+            _fsync_dir(self.directory)
         self._advance()
         return seq
 
@@ -357,6 +514,7 @@ class Spool:
         return fits
 
     def _save_cursor(self) -> None:
+        """Replace the cursor file; a failure is logged once per cause, tried again next time."""
         state = {
             "segment": self._cursor_seg,
             "offset": self._cursor_off,
@@ -364,8 +522,20 @@ class Spool:
             "dropped_bytes": self.dropped_bytes,
         }
         tmp = self.directory / (CURSOR_FILE + ".tmp")
-        tmp.write_text(json.dumps(state), encoding="utf-8")
-        os.replace(tmp, self.directory / CURSOR_FILE)
+        try:
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(tmp, self.directory / CURSOR_FILE)
+        except OSError as exc:
+            cause = _os_cause(exc)
+            if cause not in self._cursor_causes and self.disk_error is None:
+                log.warning(
+                    "spool %s: cannot save the cursor (%s); delivery goes on, and a restart "
+                    "before it is saved would send some lines again (harmless: replays "
+                    "overwrite); said once",
+                    self.directory,
+                    cause,
+                )
+            self._cursor_causes.add(cause)
 
     def _load_cursor(self) -> tuple[int, int]:
         path = self.directory / CURSOR_FILE
@@ -393,6 +563,16 @@ class Spool:
             if p.name[: -len(SEGMENT_SUFFIX)].isdigit()
         )
         cursor_seg, cursor_off = self._load_cursor()
+        distrust = self._distrust(seqs, cursor_seg, cursor_off)
+        if distrust is not None:
+            log.warning(
+                "spool %s: %s; not trusting it: nothing is deleted and every line is sent "
+                "again from %s (replays overwrite)",
+                self.directory,
+                distrust,
+                segment_name(seqs[0]),
+            )
+            cursor_seg, cursor_off = seqs[0], 0
         for seq in seqs:
             if seq < cursor_seg:  # delivered; its deletion did not complete
                 self._path(seq).unlink()
@@ -417,6 +597,23 @@ class Spool:
         self._open_segment(active)
         self._advance()
         self._save_cursor()
+
+    def _distrust(self, seqs: list[int], seg: int, offset: int) -> str | None:
+        """Why the saved cursor cannot be right for the segments on disk, or None."""
+        if not seqs or seg < seqs[0]:
+            return None  # nothing there, or its segment was deleted after delivery
+        first, last = segment_name(seqs[0]), segment_name(seqs[-1])
+        found = f"{len(seqs)} segment(s) on disk, {first} to {last}"
+        if seg not in seqs:
+            where = "past the newest segment" if seg > seqs[-1] else "to a missing segment"
+            return f"the cursor (segment {seg}, offset {offset}) points {where} ({found})"
+        size = self._path(seg).stat().st_size
+        if offset > size:
+            return (
+                f"the cursor (segment {seg}, offset {offset}) points past the end of "
+                f"{segment_name(seg)} ({size} bytes; {found})"
+            )
+        return None
 
     def _read(self, seq: int, start: int, limit: int, max_lines: int) -> Batch:
         """Read whole lines of segment ``seq`` in [start, limit); no lock held."""
@@ -461,6 +658,23 @@ class Spool:
         return fd
 
 
+def _has_room(directory: Path) -> bool:
+    """Whether the file system holding ``directory`` has ``RECOVERY_ROOM_BYTES`` free."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return True  # cannot tell: the writes that succeed say enough
+    return st.f_bavail * st.f_frsize >= RECOVERY_ROOM_BYTES
+
+
+def _os_cause(exc: OSError) -> str:
+    """A failed write in words: disk full named as such, with the errno's name."""
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "write failed"
+    where = f" at {exc.filename}" if exc.filename else ""
+    return f"{what} ({name}: {exc.strerror}{where})"
+
+
 def _decode(raw: bytes) -> str | None:
     if b"\x00" in raw:
         return None
@@ -495,17 +709,20 @@ def _repair(path: Path, directory: Path) -> tuple[int, int]:
 
 
 def _line_start(path: Path, offset: int, size: int) -> int:
-    """``offset`` if a line starts there, else the start of the next line."""
+    """``offset`` if a line starts there, else the start of the line holding it."""
     if offset == 0:
         return 0
     with path.open("rb") as f:
-        f.seek(offset - 1)
-        data = f.read(size - offset + 1)
-    if data[:1] == b"\n":
+        data = f.read(offset)
+    if data[-1:] == b"\n":
         return offset
-    nl = data.find(b"\n")
-    log.warning("spool %s: the cursor pointed inside a line; moved to the next line", path)
-    return size if nl < 0 else offset + nl
+    start = data.rfind(b"\n") + 1
+    log.warning(
+        "spool %s: the cursor pointed inside a line; sending that line again from offset %d",
+        path,
+        start,
+    )
+    return start
 
 
 def _count_lines(path: Path, end: int) -> int:

@@ -7,15 +7,33 @@ kept for the top N consumers of each interval plus one ``_other`` row, so the
 process rows still sum to the attributed energy. The ``method`` table holds the
 ``Method`` in force (JSON, with each component's model and static floor) from the
 start of the first interval it produced, one row per change.
+
+Faults never stop measuring (``open`` and ``write`` raise only ``StoreError``):
+
+- a corrupt database (not a database, a bad page, a truncated file) is moved aside
+  with its ``-wal``/``-shm`` as ``<name>.corrupt-<UTC time>``, the move is logged with
+  the reason, and a fresh store is made; a ``-wal`` with no valid header (which SQLite
+  would silently discard) is moved aside alone, keeping the database;
+- any other failure (permissions, a read-only or full file system) is reported with
+  the path and the cause (``SQLITE_FULL``, ``ENOSPC``…); the intervals not written are
+  kept in a bounded in-memory backlog (the oldest beyond ``backlog_intervals`` are
+  dropped, counted in ``dropped_intervals`` and logged) and written, oldest first, at
+  the next ``write`` that succeeds; a store that could not be opened is retried then.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
+import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.method import method_to_json
@@ -69,6 +87,30 @@ CREATE INDEX IF NOT EXISTS process_energy_ts ON process_energy (ts_ms);
 
 _TABLES = ("intervals", "host_energy", "app_energy", "process_energy", "sci", "grid_intensity")
 _PRUNE_EVERY_S = 3600.0
+#: Intervals kept in memory while the store cannot be written (an hour at 5 s).
+DEFAULT_BACKLOG_INTERVALS = 720
+_COMMIT_CHUNK = 60  # intervals per transaction when writing a backlog
+_CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+#: What an interval's own data causes; retrying it can never succeed.
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+    OverflowError,
+    TypeError,
+    ValueError,
+)
+_WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
+_WAL_HEADER_BYTES = 32
+_FULL_BELOW_BYTES = 64 << 10  # an I/O error with less free than this is a full disk
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written now; the message names the path and cause."""
+
+
+class _Corrupt(Exception):
+    """The database file is damaged; the message is the reason."""
 
 
 def to_ms(result: IntervalResult) -> tuple[int, int]:
@@ -79,9 +121,16 @@ def to_ms(result: IntervalResult) -> tuple[int, int]:
 def top_processes(
     processes: Sequence[ProcessEnergy], n: int
 ) -> tuple[list[ProcessEnergy], ProcessEnergy | None]:
-    """The ``n`` biggest consumers, and one row summing the rest (None if no rest)."""
-    ranked = sorted(processes, key=lambda p: p.joules, reverse=True)
-    head, rest = ranked[:n], ranked[n:]
+    """The ``n`` biggest consumers, and one row summing the rest (None if no rest).
+
+    An ``_other`` row already among ``processes`` (how the backlog keeps intervals) is
+    part of the rest, never ranked, so reducing twice gives the same rows.
+    """
+    given = [p for p in processes if _is_other(p)]
+    ranked = sorted(
+        (p for p in processes if not _is_other(p)), key=lambda p: p.joules, reverse=True
+    )
+    head, rest = ranked[:n], ranked[n:] + given
     if not rest:
         return head, None
     other = ProcessEnergy(
@@ -96,44 +145,287 @@ def top_processes(
     return head, other
 
 
+def _is_other(p: ProcessEnergy) -> bool:
+    return p.pid == 0 and p.name == OTHER_PROCESS
+
+
 class SqliteStore:
     """Writes each cycle's intervals in one transaction; prunes past the retention."""
 
     name = "store"
 
-    def __init__(self, path: str | Path, retention_days: float = 30, top_n: int = 20) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        retention_days: float = 30,
+        top_n: int = 20,
+        backlog_intervals: int = DEFAULT_BACKLOG_INTERVALS,
+    ) -> None:
         self.path = Path(path)
         self.retention_days = retention_days
         self.top_n = top_n
+        self.backlog_intervals = max(1, backlog_intervals)
+        self.dropped_intervals = 0  # kept in memory, then dropped for the bound
+        self.rejected_intervals = 0  # refused for their own data (a NULL, a bad type)
+        self.moved_aside: list[Path] = []  # corrupt files moved aside by this store
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
+        self._backlog: deque[IntervalResult] = deque()
+        self._failing: str | None = None  # why writes fail, while they do
+        self._outage_dropped = 0
+
+    @property
+    def backlog(self) -> int:
+        """Intervals accepted and not yet written (kept in memory)."""
+        return len(self._backlog)
+
+    @property
+    def error(self) -> str | None:
+        """Why the store cannot be written now, or None when it can."""
+        return self._failing
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("PRAGMA cache_size=-512")  # 512 KiB: small batches need no big cache
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._db = db
-        self.prune()
-        self.analyze()
+        """Open (or make) the store; on failure log it and retry at the next ``write``."""
+        try:
+            self._open_db()
+        except StoreError as exc:
+            self._failing = str(exc)
+            log.error(
+                "%s; measuring goes on, keeping up to %d interval(s) in memory and "
+                "retrying at each cycle",
+                exc,
+                self.backlog_intervals,
+            )
 
     def write(self, batch: Sequence[IntervalResult]) -> None:
-        db = self._require()
+        """Write ``batch`` after any backlog; on failure keep it in memory, raise StoreError."""
+        kept = len(self._backlog)  # accepted while the store could not be written
+        self._backlog.extend(batch)
+        try:
+            if self._db is None:
+                self._open_db()
+            rejected = self._write_backlog()
+        except StoreError as exc:
+            self._failing = str(exc)
+            self._trim_backlog()
+            self._backlog = deque(map(self._slim, self._backlog))
+            raise StoreError(
+                f"{exc}; keeping up to {self.backlog_intervals} interval(s) in memory "
+                "and retrying at each cycle"
+            ) from None
+        self._recovered(kept)
+        if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
+            self._maintain()
+        if rejected:
+            raise StoreError(
+                f"store {self.path}: dropped {len(rejected)} interval(s) whose data it "
+                f"refuses ({rejected[0]}); the others are written"
+            )
+
+    # -- opening, and what to do with a damaged file ------------------------------------
+
+    def _open_db(self) -> None:
+        """Connect, moving a corrupt database aside first; raise StoreError otherwise."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._set_aside_bad_wal()
+            try:
+                db = self._connect()
+            except _Corrupt as exc:
+                try:
+                    self._move_aside(str(exc))
+                except OSError as move:
+                    raise StoreError(
+                        f"store {self.path} is corrupt ({exc}) and cannot be moved aside "
+                        f"({move.strerror}: {move.filename})"
+                    ) from None
+                db = self._connect()
+        except (_Corrupt, sqlite3.Error, OSError) as exc:
+            raise StoreError(_describe(self.path, exc)) from None
+        self._db = db
+        self._maintain()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A configured connection to a database that passed ``quick_check``."""
+        self._check_integrity()
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA cache_size=-512")  # 512 KiB: small batches need no big cache
+            db.executescript(_SCHEMA)
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if _is_corrupt(exc):
+                raise _Corrupt(_sqlite_cause(exc)) from None
+            raise
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check_integrity(self) -> None:
+        """Raise _Corrupt if ``quick_check`` fails: on a read-only connection, so the
+        damaged file and its -wal are left exactly as found (no checkpoint on close)."""
+        if not self.path.exists():
+            return
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return  # the writable connection says why
+        try:
+            rows = db.execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                raise _Corrupt(_sqlite_cause(exc)) from None
+            return
+        finally:
+            db.close()
+        problems = [" ".join(str(row[0]).split()) for row in rows]
+        if problems != ["ok"]:
+            text = "; ".join(problems).replace("*** in database main *** ", "")
+            raise _Corrupt(f"quick_check: {text}")
+
+    def _move_aside(self, reason: str) -> None:
+        """Rename the database and its -wal/-shm to ``<name>.corrupt-<time>``; log it."""
+        self._close_db()
+        aside = _free_name(self.path.with_name(f"{self.path.name}.corrupt-{_stamp()}"))
+        for suffix in ("", "-wal", "-shm"):
+            source = self.path.with_name(self.path.name + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                source.rename(aside.with_name(aside.name + suffix))
+        self.moved_aside.append(aside)
+        log.error(
+            "store %s is corrupt (%s): moved it aside to %s and started a fresh store; "
+            "the old file is kept for inspection",
+            self.path,
+            reason,
+            aside,
+        )
+
+    def _set_aside_bad_wal(self) -> None:
+        """Move aside a -wal with no valid header, which SQLite would silently discard."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            with wal.open("rb") as f:
+                header = f.read(_WAL_HEADER_BYTES)
+        except FileNotFoundError:
+            return
+        if not header or (header[:4] in _WAL_MAGIC and len(header) == _WAL_HEADER_BYTES):
+            return
+        aside = _free_name(wal.with_name(f"{wal.name}.corrupt-{_stamp()}"))
+        wal.rename(aside)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.with_name(self.path.name + "-shm").unlink()  # rebuilt from the WAL
+        self.moved_aside.append(aside)
+        log.error(
+            "store %s: its write-ahead log %s is corrupt (no valid header): moved it aside "
+            "to %s; the store goes on with the database as of its last checkpoint",
+            self.path,
+            wal.name,
+            aside,
+        )
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _slim(self, r: IntervalResult) -> IntervalResult:
+        """``r`` with only the process rows the store keeps (top N and ``_other``)."""
+        if len(r.processes) <= self.top_n + 1:
+            return r
+        head, other = top_processes(r.processes, self.top_n)
+        return replace(r, processes=(*head, other) if other is not None else tuple(head))
+
+    def _trim_backlog(self) -> None:
+        """Drop the oldest intervals kept beyond ``backlog_intervals``; count and log it."""
+        over = len(self._backlog) - self.backlog_intervals
+        if over <= 0:
+            return
+        for _ in range(over):
+            self._backlog.popleft()
+        if self._outage_dropped == 0:
+            log.warning(
+                "store %s: %d interval(s) wait in memory, the most kept; dropping the "
+                "oldest until the store can be written (counted in dropped_intervals)",
+                self.path,
+                self.backlog_intervals,
+            )
+        self._outage_dropped += over
+        self.dropped_intervals += over
+
+    def _write_backlog(self) -> list[str]:
+        """Commit the backlog oldest first, in chunks; what is committed leaves memory.
+
+        A database found corrupt while writing is moved aside once per call and the
+        backlog goes to the fresh store. An interval whose own data the database
+        refuses (a NULL where a number must be…) is dropped, so it cannot hold up the
+        rest; the reasons are returned.
+        """
+        moved = one_by_one = False
+        rejected: list[str] = []
+        while self._backlog:
+            size = 1 if one_by_one else min(_COMMIT_CHUNK, len(self._backlog))
+            chunk = [self._backlog[i] for i in range(size)]
+            try:
+                self._commit(self._require(), chunk)
+            except _DATA_ERRORS as exc:
+                if size > 1:
+                    one_by_one = True  # find the interval at fault
+                    continue
+                self._backlog.popleft()
+                self.rejected_intervals += 1
+                rejected.append(f"{type(exc).__name__}: {exc}")
+                continue
+            except sqlite3.DatabaseError as exc:
+                if moved or not _is_corrupt(exc):
+                    raise StoreError(_describe(self.path, exc)) from None
+                self._move_aside(_sqlite_cause(exc))
+                moved = True
+                self._open_db()
+                continue
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(_describe(self.path, exc)) from None
+            for _ in chunk:
+                self._backlog.popleft()
+        return rejected
+
+    def _commit(self, db: sqlite3.Connection, batch: Sequence[IntervalResult]) -> None:
+        """Write ``batch`` in one transaction; the original error is what is raised."""
         db.execute("BEGIN")
         try:
             for result in batch:
                 self._write_one(db, result)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (disk full)
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
+
+    def _recovered(self, written: int) -> None:
+        """Say once that writing works again, with what the outage kept and dropped."""
+        if self._failing is None:
+            return
+        log.warning(
+            "store %s: written again after %s; wrote the %d interval(s) kept in memory, dropped %d",
+            self.path,
+            self._failing.removeprefix(f"store {self.path}: "),
+            written,
+            self._outage_dropped,
+        )
+        self._failing = None
+        self._outage_dropped = 0
+
+    def _maintain(self) -> None:
+        """Prune and analyze; a failure here is logged, never fatal (tried again hourly)."""
+        try:
             self.prune()
             self.analyze()
+        except sqlite3.Error as exc:
+            self._last_prune = time.monotonic()
+            log.warning("store: pruning skipped: %s", _describe(self.path, exc))
 
     def _write_one(self, db: sqlite3.Connection, r: IntervalResult) -> None:
         start_ms, ts = to_ms(r)
@@ -232,11 +524,88 @@ class SqliteStore:
         db.execute("ANALYZE")
 
     def close(self) -> None:
+        if self._backlog:
+            log.error(
+                "store %s: closing with %d interval(s) never written (%s)",
+                self.path,
+                len(self._backlog),
+                self._failing or "not written yet",
+            )
+        self._close_db()
+
+    def _close_db(self) -> None:
         if self._db is not None:
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             self._db = None
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
             raise RuntimeError("store is not open")
         return self._db
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CORRUPT_CODES
+
+
+def _sqlite_cause(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{name}: {exc}" if name else str(exc)
+
+
+def _describe(path: Path, exc: BaseException) -> str:
+    """One line naming the store, the cause, and disk full as disk full."""
+    if isinstance(exc, _Corrupt):
+        return f"store {path} is corrupt ({exc})"
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "")
+        what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "cannot use it"
+        where = exc.filename or path
+        return f"store {path}: {what} ({name}: {exc.strerror} at {where})"
+    assert isinstance(exc, sqlite3.Error)
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return f"store {path}: disk full ({_sqlite_cause(exc)})"
+    free = _free_bytes(path)
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and free < _FULL_BELOW_BYTES:
+        # SQLite reports a full disk met outside the database file (its -shm) as I/O
+        return f"store {path}: disk full ({_sqlite_cause(exc)}; {free} bytes free)"
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY):
+        return f"store {path}: cannot open it for writing ({_sqlite_cause(exc)}): {_hint(path)}"
+    return f"store {path}: {_sqlite_cause(exc)}"
+
+
+def _free_bytes(path: Path) -> int:
+    """Bytes free to this user on the file system holding ``path`` (large if unknown)."""
+    probe = next((p for p in (path, *path.parents) if p.exists()), path)
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+def _hint(path: Path) -> str:
+    """Where to look when the store cannot be written: the nearest existing path."""
+    probe = next((p for p in (path, *path.parents) if p.exists()), path)
+    with contextlib.suppress(OSError):
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return f"{probe} is on a read-only file system"
+    if not os.access(probe, os.W_OK):
+        return f"{probe} is not writable by uid {os.getuid()}"
+    return f"check the permissions and the mount of {probe}"
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-1``, ``path-2``… whichever names no file yet."""
+    candidate, n = path, 0
+    while any(candidate.with_name(candidate.name + s).exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate

@@ -1,7 +1,9 @@
-"""The on-disk spool: round trip, exact recovery, torn lines, SIGKILL, bounds, threads."""
+"""The on-disk spool: round trip, exact recovery, torn lines, SIGKILL, bounds, threads,
+an untrusted cursor, a full disk."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -10,11 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from exporters.spool import Spool, SpoolError
+from tests.tmpfs import fill, small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +114,7 @@ def test_nul_garbage_is_skipped_and_counted(tmp_path: Path) -> None:
         assert spool.corrupt_lines == 1
 
 
-def test_a_cursor_inside_a_line_moves_to_the_next_line(tmp_path: Path) -> None:
+def test_a_cursor_inside_a_line_sends_that_line_again(tmp_path: Path) -> None:
     with Spool(tmp_path, max_bytes=1 << 20) as spool:
         spool.append(numbered(0, 3))
         batch = spool.read_batch(1)
@@ -118,8 +122,8 @@ def test_a_cursor_inside_a_line_moves_to_the_next_line(tmp_path: Path) -> None:
         spool.ack(batch)
     cursor = tmp_path / "cursor"
     cursor.write_text(cursor.read_text().replace('"offset": 16', '"offset": 20'))
-    with Spool(tmp_path, max_bytes=1 << 20) as spool:
-        assert drain(spool) == numbered(2, 1)
+    with Spool(tmp_path, max_bytes=1 << 20) as spool:  # an untrusted cursor skips nothing
+        assert drain(spool) == numbered(1, 2)
 
 
 CHILD = """
@@ -295,3 +299,131 @@ def test_a_segment_deleted_by_hand_is_counted_not_looped_on(tmp_path: Path) -> N
         assert got == numbered(110, 5) or (got == [] and spool.dropped_lines == 105)
         spool.append(numbered(115, 100))
         assert drain(spool) == numbered(115, 100)
+
+
+# -- a cursor that cannot be trusted; a full disk -----------------------------------------
+
+
+def interval_lines(i: int) -> list[str]:
+    """The points of interval ``i``: 6 lines with the same timestamp."""
+    return [f"m,host=h,part={k} v={i}i {1_700_000_000 + i * 5}" for k in range(6)]
+
+
+def write_intervals(directory: Path, n: int, acked: int) -> list[str]:
+    """A closed spool holding ``n`` intervals over several segments, ``acked`` delivered."""
+    with Spool(directory, max_bytes=1 << 20, segment_bytes=600) as spool:
+        for i in range(n):
+            spool.append(interval_lines(i))
+        delivered = 0
+        while delivered < acked * 6:
+            batch = spool.read_batch(acked * 6 - delivered)
+            assert batch is not None
+            spool.ack(batch)
+            delivered += len(batch.lines)
+    return [line for i in range(n) for line in interval_lines(i)]
+
+
+@pytest.mark.parametrize(
+    ("where", "cursor"),
+    [
+        ("past the newest segment", lambda segs: {"segment": segs[-1] + 3, "offset": 0}),
+        ("past the newest segment", lambda segs: {"segment": segs[-1] + 1, "offset": 4}),
+        ("to a missing segment", lambda segs: {"segment": segs[1] + 1, "offset": 10}),
+        ("past the end of", lambda segs: {"segment": segs[-1], "offset": 1 << 20}),
+    ],
+)
+def test_a_cursor_it_cannot_trust_deletes_nothing_and_resends_all(
+    tmp_path: Path,
+    where: str,
+    cursor: Callable[[list[int]], dict[str, int]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    everything = write_intervals(tmp_path, n=18, acked=0)
+    segments = sorted(tmp_path.glob("*.seg"))
+    seqs = [int(p.stem) for p in segments]
+    if where == "to a missing segment":  # the cursor's segment deleted by hand
+        segments.pop(2).unlink()
+        everything = [line for p in segments for line in p.read_text().splitlines()]
+        seqs = [int(p.stem) for p in segments]
+    assert len(seqs) >= 4
+    (tmp_path / "cursor").write_text(json.dumps(cursor(seqs)))
+    with caplog.at_level(logging.WARNING, logger="sci_agent.spool"):
+        spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=600)
+    assert all(p.exists() for p in segments)  # nothing deleted
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert f"the cursor (segment {cursor(seqs)['segment']}" in line and where in line
+    assert segments[0].name in line and "nothing is deleted" in line
+    assert drain(spool) == everything  # every interval sent again
+    spool.close()
+
+
+def test_a_trusted_cursor_still_skips_what_was_delivered(tmp_path: Path) -> None:
+    everything = write_intervals(tmp_path, n=18, acked=7)
+    with Spool(tmp_path, max_bytes=1 << 20, segment_bytes=600) as spool:
+        assert drain(spool) == everything[7 * 6 :]
+
+
+def test_a_full_disk_keeps_appends_in_memory_and_writes_them_when_space_returns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_tmpfs(tmp_path / "fs") as fs:
+        spool = Spool(fs / "spool", max_bytes=1 << 20, segment_bytes=64 << 10)
+        spool.append(interval_lines(0))
+        filler = fill(fs)
+        with caplog.at_level(logging.INFO, logger="sci_agent.spool"):
+            for i in range(1, 31):  # an outage of 30 intervals
+                spool.append(interval_lines(i))
+            kept = spool.memory_lines  # the first appends may fit in the last block
+            assert kept >= 10 * 6 and spool.pending_lines() == 31 * 6
+            assert spool.read_batch(1000) is not None  # what is on disk can still go out
+            filler.unlink()
+            for i in range(31, 36):
+                spool.append(interval_lines(i))
+        assert spool.memory_lines == 0 and spool.dropped_lines == 0
+        assert drain(spool) == [line for i in range(36) for line in interval_lines(i)]
+        spool.close()
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    errors = [m for level, m in messages if level >= logging.ERROR]
+    assert len(errors) == 1 and "disk full (ENOSPC" in errors[0] and str(fs) in errors[0]
+    (recovered,) = [m for _, m in messages if "wrote the" in m]
+    assert f"wrote the {kept} line(s) kept in memory, dropped 0" in recovered
+    assert len(messages) == 2  # no flapping
+
+
+def test_a_long_disk_full_outage_drops_the_oldest_kept_and_counts_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def size(i: int) -> int:
+        return len(("\n".join(interval_lines(i)) + "\n").encode())
+
+    chunk = size(10)  # intervals 10 and up: lines of one length
+    with small_tmpfs(tmp_path / "fs") as fs:
+        spool = Spool(fs / "spool", max_bytes=1 << 20, memory_bytes=5 * chunk)
+        filler = fill(fs)  # the open segment is empty: no block to squeeze into
+        with caplog.at_level(logging.INFO, logger="sci_agent.spool"):
+            for i in range(30):
+                spool.append(interval_lines(i))
+            filler.unlink()
+            spool.append(interval_lines(30))
+        assert spool.dropped_lines == 25 * 6 and spool.dropped_bytes == sum(map(size, range(25)))
+        assert drain(spool) == [line for i in range(25, 31) for line in interval_lines(i)]
+        spool.close()
+        with Spool(fs / "spool", max_bytes=1 << 20) as again:  # the count is persisted
+            assert again.dropped_lines == 25 * 6
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "disk full (ENOSPC" in errors[0]
+    assert "wrote the 30 line(s) kept in memory, dropped 150" in caplog.text
+    assert caplog.text.count("dropping the oldest") == 1
+
+
+def test_lines_still_in_memory_at_close_are_counted_as_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_tmpfs(tmp_path / "fs") as fs:
+        spool = Spool(fs / "spool", max_bytes=1 << 20)
+        fill(fs)
+        spool.append(interval_lines(0))
+        with caplog.at_level(logging.ERROR, logger="sci_agent.spool"):
+            spool.close()
+        assert spool.dropped_lines == 6
+    assert "6 line(s) kept in memory are lost" in caplog.text
