@@ -31,7 +31,7 @@ def build_method(
     providers: Sequence[str],
 ) -> Method:
     """The Method of ``result``: components and models from its readings, the rest given."""
-    seconds = result.interval_s
+    seconds = result.measured_s or result.interval_s  # the sensors' own clock: no jitter
     return Method(
         components=tuple((c.component, c.source, c.model or "") for c in result.components),
         static_watts=tuple(

@@ -233,6 +233,7 @@ class IntervalResult:
     sci: tuple[SciRecord, ...] = ()
     method: Method | None = None  # how the numbers were computed, set after scoring
     clamped_ticks: int = 0  # reaped-children ticks beyond /proc/stat's busy ticks, not charged
+    measured_s: float = 0.0  # the interval on the monotonic clock the sensors integrated over
     #: ``_idle`` and ``_unattributed`` as the share policy left them (set by scoring):
     #: the energy no app was allocated. None before scoring.
     overhead_left: tuple[AppEnergy, AppEnergy] | None = None

@@ -81,8 +81,7 @@ class Sampler:
         )
         if checked.clamped_ticks:
             self._note_clamp(checked.clamped_ticks, now)
-            result = replace(result, clamped_ticks=checked.clamped_ticks)
-        return result
+        return replace(result, clamped_ticks=checked.clamped_ticks, measured_s=ctx.interval_s)
 
     def _note_clamp(self, ticks: int, now: float) -> None:
         """Count reaped ticks dropped as already counted by /proc/stat; log hourly at most."""
