@@ -81,17 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dashboard.launch import main as dashboard_main
 
         return dashboard_main(args.dashboard_config or args.config, args.port, args.host)
+    # Logging first, so what loading the config warns about (a secret others can read)
+    # is a proper log line; the config's own level applies once it is read.
+    logging.basicConfig(
+        level=(args.log_level or "info").upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
         print(f"sci-agent: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    level = (args.log_level or cfg.log.level).upper()
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.getLogger().setLevel((args.log_level or cfg.log.level).upper())
     if args.command == "once":
         return _once(cfg, args.interval or cfg.interval_s, args.json)
     if args.command == "doctor":
