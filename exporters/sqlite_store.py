@@ -3,8 +3,10 @@
 Tables follow the design brief's data model, keyed by ``(host, …, ts_ms)`` so a
 write replayed for the same interval overwrites itself. ``ts_ms`` is the end of
 the interval in milliseconds since the Unix epoch (UTC). Per-process rows are
-kept for the top N consumers of each interval plus one ``_other`` row, so the
-process rows still sum to the attributed energy.
+the same as InfluxDB's (``exporters/process_rows.py``): one per (app, process name)
+for a stable top N per app, one ``_other`` row per app with the rest, at most
+``max_process_names_per_day`` names per host per day; they still sum to the
+processes' energy. Each row's pid is its biggest process's, so the key stays unique.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.records import IntervalResult, ProcessEnergy
+from agent.records import IntervalResult
+from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY, OTHER, ProcessRows
 
 log = logging.getLogger("sci_agent.store")
 
-OTHER_PROCESS = "_other"
+OTHER_PROCESS = OTHER
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -69,35 +72,22 @@ def to_ms(result: IntervalResult) -> tuple[int, int]:
     return round(result.start.timestamp() * 1000), round(result.end.timestamp() * 1000)
 
 
-def top_processes(
-    processes: Sequence[ProcessEnergy], n: int
-) -> tuple[list[ProcessEnergy], ProcessEnergy | None]:
-    """The ``n`` biggest consumers, and one row summing the rest (None if no rest)."""
-    ranked = sorted(processes, key=lambda p: p.joules, reverse=True)
-    head, rest = ranked[:n], ranked[n:]
-    if not rest:
-        return head, None
-    other = ProcessEnergy(
-        pid=0,
-        name=OTHER_PROCESS,
-        app=OTHER_PROCESS,
-        cpu_s=sum(p.cpu_s for p in rest),
-        cpu_joules=sum(p.cpu_joules for p in rest),
-        dram_joules=sum(p.dram_joules for p in rest),
-        gpu_joules=sum(p.gpu_joules for p in rest),
-    )
-    return head, other
-
-
 class SqliteStore:
     """Writes each cycle's intervals in one transaction; prunes past the retention."""
 
     name = "store"
 
-    def __init__(self, path: str | Path, retention_days: float = 30, top_n: int = 20) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        retention_days: float = 30,
+        top_n: int = 20,
+        max_process_names_per_day: int = DEFAULT_MAX_NAMES_PER_DAY,
+    ) -> None:
         self.path = Path(path)
         self.retention_days = retention_days
         self.top_n = top_n
+        self.process_rows = ProcessRows(top_n, max_process_names_per_day)
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
 
@@ -174,11 +164,14 @@ class SqliteStore:
                 for s in r.sci
             ],
         )
-        head, other = top_processes(r.processes, self.top_n)
-        rows = [*head, other] if other is not None else head
+        # a replayed interval's rows replace the old ones whole (their pids may differ)
+        db.execute("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", (host, ts))
         db.executemany(
             "INSERT OR REPLACE INTO process_energy VALUES (?,?,?,?,?,?,?)",
-            [(host, p.app, p.name, p.pid, ts, p.joules, p.cpu_s) for p in rows],
+            [
+                (host, p.app, p.process, p.pid, ts, p.joules, p.cpu_s)
+                for p in self.process_rows.rows(host, r.end, r.processes)
+            ],
         )
 
     def prune(self) -> int:
