@@ -6,6 +6,7 @@ import streamlit as st
 
 from agent.report import ReportError
 from dashboard import ui
+from dashboard.escape import md, report_markdown
 from dashboard.export import report_csv
 
 settings = ui.settings()
@@ -28,11 +29,11 @@ def report_page() -> None:
         key="report_app",
     )
     st.session_state["app_choice"] = app
-    st.caption(f"{v.rng.label()} · every host · {v.src.describe()}")
+    st.caption(f"{v.rng.label()} · every host · {md(v.src.describe())}")
     try:
         report = v.q("sci_report", settings.config, app, v.rng.start_ms, v.rng.end_ms)
     except ReportError as exc:
-        st.info(str(exc))
+        st.info(md(exc))
         return
     stem = f"sci-report-{app}-{report.period_start[:10]}"
     cols = st.columns(3)
@@ -61,8 +62,10 @@ def report_page() -> None:
         icon=":material/download:",
     )
     if report.modelled:
-        st.caption(f":material/warning: Partly {ui.MODEL_NOTE}: {', '.join(report.modelled)}.")
-    st.markdown(report.to_markdown())
+        st.caption(
+            f":material/warning: Partly {ui.MODEL_NOTE}: {', '.join(map(md, report.modelled))}."
+        )
+    st.markdown(report_markdown(report))
 
 
 report_page()
