@@ -76,7 +76,8 @@ def interval_points(
     result: IntervalResult, top_n: int = DEFAULT_TOP_N, rows: ProcessRows | None = None
 ) -> list[Point]:
     """Every point of one interval, following the data model. Process rows come from
-    ``rows`` (a sink's state across intervals), else from a fresh ``ProcessRows(top_n)``."""
+    ``rows``, the sink's state across intervals; without it, from a fresh
+    ``ProcessRows(top_n)``, which bounds nothing beyond this one interval."""
     t = interval_time_ms(result)
     host = result.host
     seconds = result.interval_s

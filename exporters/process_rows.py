@@ -56,20 +56,19 @@ class ProcessRow:
     count: int
 
 
-@dataclass
-class _Group:
-    joules: float = 0.0
-    cpu_s: float = 0.0
-    count: int = 0
-    pid: int = 0
-    top_j: float = -1.0
+Group = list[float]  # [joules, cpu_s, count, pid of the biggest, its joules]: a hot loop
 
-    def add(self, joules: float, cpu_s: float, count: int, pid: int, top_j: float) -> None:
-        self.joules += joules
-        self.cpu_s += cpu_s
-        self.count += count
-        if top_j > self.top_j:
-            self.top_j, self.pid = top_j, pid
+
+def _add(groups: dict[Key, Group], key: Key, g: Group) -> None:
+    acc = groups.get(key)
+    if acc is None:
+        groups[key] = list(g)
+        return
+    acc[0] += g[0]
+    acc[1] += g[1]
+    acc[2] += g[2]
+    if g[4] > acc[4]:
+        acc[3], acc[4] = g[3], g[4]
 
 
 @dataclass
@@ -103,47 +102,49 @@ class ProcessRows:
         day = int(end.timestamp() // 86400)
         if state.day != day:
             state.day, state.named = day, set()
-        groups = _group(processes)
-        by_app: dict[str, dict[str, _Group]] = {}
-        for (app, name), g in groups.items():
+        by_app: dict[str, dict[str, Group]] = {}
+        for (app, name), g in _group(processes).items():
             by_app.setdefault(app, {})[name] = g
         newcomers: dict[Key, tuple[float, int]] = {}
         for app in sorted(set(by_app) | set(state.kept)):
             self._update_top(state, app, by_app.get(app, {}), newcomers)
         state.newcomers = newcomers
-        return self._emit(state, groups)
+        return self._emit(state, by_app)
 
     def _update_top(
         self,
         state: _HostState,
         app: str,
-        present: dict[str, _Group],
+        present: dict[str, Group],
         newcomers: dict[Key, tuple[float, int]],
     ) -> None:
         """Age the app's kept names by this interval and let newcomers in by the rules."""
         a = self._alpha
         kept = state.kept.setdefault(app, {})
         for name in list(kept):
-            joules = present[name].joules if name in present else 0.0
+            joules = present[name][0] if name in present else 0.0
             kept[name] = (1 - a) * kept[name] + a * joules
             if kept[name] < FORGET_J and name not in present:
                 del kept[name]
         ranked = sorted(
-            ((n, g) for n, g in present.items() if n not in kept and g.joules > 0),
-            key=lambda ng: (-ng[1].joules, ng[0]),
+            ((n, g[0]) for n, g in present.items() if n not in kept and g[0] > 0),
+            key=lambda nj: (-nj[1], nj[0]),
         )
-        for name, g in ranked:
+        weakest: str | None = None  # found again only after the top changed
+        for name, joules in ranked:
             key = (app, name)
-            average, streak = state.newcomers.get(key, (g.joules, 0))
+            average, streak = state.newcomers.get(key, (joules, 0))
             if key in state.newcomers:
-                average = (1 - a) * average + a * g.joules
+                average = (1 - a) * average + a * joules
             if len(kept) < self.top_n:
                 if self._admit(state, key):
                     kept[name] = average
+                    weakest = None
                 continue
             if not kept:
                 continue
-            weakest = min(kept, key=lambda n: (kept[n], n))
+            if weakest is None:
+                weakest = min(kept, key=lambda n: (kept[n], n))
             streak = streak + 1 if average > PERSIST_MARGIN * kept[weakest] else 0
             wins = average > MARGIN * kept[weakest] or streak >= PERSIST
             if wins and self._admit(state, key):
@@ -151,6 +152,7 @@ class ProcessRows:
                     newcomers[(app, weakest)] = (kept[weakest], 0)
                 del kept[weakest]
                 kept[name] = average
+                weakest = None
             else:
                 newcomers[key] = (average, streak)
         if not kept:
@@ -165,23 +167,41 @@ class ProcessRows:
         state.named.add(key)
         return True
 
-    def _emit(self, state: _HostState, groups: dict[Key, _Group]) -> list[ProcessRow]:
-        out: dict[Key, _Group] = {}
-        for (app, name), g in sorted(groups.items(), key=lambda kv: (-kv[1].joules, kv[0])):
-            key = (app, name)
+    def _emit(self, state: _HostState, by_app: dict[str, dict[str, Group]]) -> list[ProcessRow]:
+        """Kept names their own rows (biggest first, for the cap); the rest each app's other."""
+        out: dict[Key, Group] = {}
+        for app in sorted(by_app):
+            present = by_app[app]
             kept = state.kept.get(app, {})
-            if name in kept and not self._admit(state, key):
-                del kept[name]  # kept yesterday, no place today
-            if name not in kept:
-                key = (app, OTHER) if self._admit(state, (app, OTHER)) else (OTHER, OTHER)
-            out.setdefault(key, _Group()).add(g.joules, g.cpu_s, g.count, g.pid, g.top_j)
-        return [ProcessRow(a, n, g.pid, g.joules, g.cpu_s, g.count) for (a, n), g in out.items()]
+            for name in sorted((n for n in present if n in kept), key=lambda n: -present[n][0]):
+                if self._admit(state, (app, name)):
+                    _add(out, (app, name), present[name])
+                else:
+                    del kept[name]  # kept yesterday, no place today
+            rest = [g for n, g in present.items() if n not in kept]
+            if rest:
+                other = (app, OTHER) if self._admit(state, (app, OTHER)) else (OTHER, OTHER)
+                top = max(rest, key=lambda g: g[4])
+                sums = [sum(g[i] for g in rest) for i in range(3)]
+                _add(out, other, [*sums, top[3], top[4]])
+        return [
+            ProcessRow(app, name, int(g[3]), g[0], g[1], int(g[2]))
+            for (app, name), g in out.items()
+        ]
 
 
-def _group(processes: Iterable[ProcessEnergy]) -> dict[Key, _Group]:
+def _group(processes: Iterable[ProcessEnergy]) -> dict[Key, Group]:
     """Processes summed by (app, name), each group with the pid of its biggest."""
-    groups: dict[Key, _Group] = {}
+    groups: dict[Key, Group] = {}
     for p in processes:
-        joules = p.joules
-        groups.setdefault((p.app, p.name), _Group()).add(joules, p.cpu_s, 1, p.pid, joules)
+        joules = p.cpu_joules + p.dram_joules + p.gpu_joules
+        acc = groups.get((p.app, p.name))
+        if acc is None:
+            groups[(p.app, p.name)] = [joules, p.cpu_s, 1, p.pid, joules]
+            continue
+        acc[0] += joules
+        acc[1] += p.cpu_s
+        acc[2] += 1
+        if joules > acc[4]:
+            acc[3], acc[4] = p.pid, joules
     return groups

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.attribution import attribute
-from agent.config import InfluxConfig, SpoolConfig, validate_influx
+from agent.config import ConfigError, InfluxConfig, SpoolConfig, load, validate_influx
 from agent.records import (
     ComponentReading,
     CpuActivity,
@@ -244,6 +244,15 @@ def test_rows_keep_joules_cpu_time_and_count(seed: int) -> None:
         assert math.isclose(sum(r.cpu_s for r in rows), sum(p.cpu_s for p in procs))
         assert sum(r.count for r in rows) == len(procs)
         assert len({r.pid for r in rows}) == len(rows)  # unique: the store's key holds
+
+
+def test_the_config_key_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("max_process_names_per_day = 0\n")
+    with pytest.raises(ConfigError, match="max_process_names_per_day: must be 1 or more"):
+        load(path)
+    path.write_text("max_process_names_per_day = 50\n")
+    assert load(path).max_process_names_per_day == 50
 
 
 def test_bad_limits_are_named() -> None:
