@@ -333,6 +333,7 @@ class LogConfig:
 class Config:
     host: str = field(default_factory=socket.gethostname)
     interval_s: float = 5.0
+    max_process_names_per_day: int = 200  # distinct process series per host per day, all sinks
     sensors: SensorsConfig = field(default_factory=SensorsConfig)
     procfs: ProcfsConfig = field(default_factory=ProcfsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -410,6 +411,8 @@ def validate(cfg: Config) -> Config:
     _positive("store.retention_days", cfg.store.retention_days)
     if cfg.store.top_processes < 0:
         raise ConfigError("store.top_processes: must be 0 or more")
+    if cfg.max_process_names_per_day < 1:
+        raise ConfigError("max_process_names_per_day: must be 1 or more")
     model = cfg.sensors.model
     for key in ("min_w_per_vcpu", "max_w_per_vcpu", "memory_w_per_gb"):
         value = getattr(model, key)

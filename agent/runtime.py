@@ -72,12 +72,17 @@ class Agent:
         sinks: list[Sink] = []
         if cfg.store.enabled:
             sinks.append(
-                SqliteStore(cfg.store.path, cfg.store.retention_days, cfg.store.top_processes)
+                SqliteStore(
+                    cfg.store.path,
+                    cfg.store.retention_days,
+                    cfg.store.top_processes,
+                    cfg.max_process_names_per_day,
+                )
             )
         if self.metrics is not None:
             sinks.append(self.metrics)
         if cfg.influxdb.enabled:
-            spooled = build_influx_sink(cfg.influxdb, cfg.spool)
+            spooled = build_influx_sink(cfg.influxdb, cfg.spool, cfg.max_process_names_per_day)
             self.runners.append(spooled.runner)
             sinks.append(spooled)
         if cfg.jsonl.path:

@@ -1,4 +1,9 @@
-"""Plotly figures in one style: titled, units on the axes, legends on top, UTC times."""
+"""Plotly figures in one style: titled, units on the axes, legends on top, UTC times.
+
+Plotly draws a subset of HTML in every string; names from the data (the colour and
+label columns) and titles are escaped here (``dashboard.escape``), so a name is drawn
+as text, never as a link.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from collections.abc import Callable
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+
+from dashboard.escape import plotly, plotly_columns
 
 HEIGHT = 340
 TIME_AXIS = "Time (UTC)"
@@ -29,7 +36,7 @@ PART_COLORS = {
 def style(fig: go.Figure, title: str, y_title: str, x_title: str = TIME_AXIS) -> go.Figure:
     """The house style: title, axis titles, legend above the plot, compact margins."""
     fig.update_layout(
-        title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 16}},
+        title={"text": plotly(title), "x": 0, "xanchor": "left", "font": {"size": 16}},
         template="plotly_white",
         height=HEIGHT,
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
@@ -44,8 +51,8 @@ def style(fig: go.Figure, title: str, y_title: str, x_title: str = TIME_AXIS) ->
         hovermode="x unified",
         colorway=PALETTE,
     )
-    fig.update_xaxes(title_text=x_title, showgrid=True)
-    fig.update_yaxes(title_text=y_title, rangemode="tozero", showgrid=True)
+    fig.update_xaxes(title_text=plotly(x_title), showgrid=True)
+    fig.update_yaxes(title_text=plotly(y_title), rangemode="tozero", showgrid=True)
     return fig
 
 
@@ -59,11 +66,11 @@ def stacked_area(
 ) -> go.Figure:
     """Series of ``color`` stacked over time."""
     fig = px.area(
-        df.sort_values("time"),
+        plotly_columns(df, color).sort_values("time"),
         x="time",
         y=y,
         color=color,
-        color_discrete_map=colors or {},
+        color_discrete_map={plotly(k): v for k, v in (colors or {}).items()},
         color_discrete_sequence=PALETTE,
         line_shape="linear",
     )
@@ -98,7 +105,7 @@ def lines(
     if bucket_ms:
         df = with_gaps(df, color, bucket_ms)
     fig = px.line(
-        df.sort_values("time"),
+        plotly_columns(df, color, dash).sort_values("time"),
         x="time",
         y=y,
         color=color,
@@ -124,7 +131,7 @@ def ranking(
     fig = go.Figure(
         go.Bar(
             x=data[value],
-            y=data[label].astype(str),
+            y=[plotly(x) for x in data[label]],
             orientation="h",
             marker_color=color,
             text=text,

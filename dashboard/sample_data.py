@@ -55,6 +55,7 @@ class SampleSpec:
     stale_s: float = 7200.0
     host_names: tuple[str, ...] = ()
     app_names: tuple[str, ...] = ()
+    process_names: tuple[str, ...] = ()  # one per app; default ``<app>-worker``
     zone: str = ZONE
 
     def names(self) -> tuple[list[str], list[str]]:
@@ -190,7 +191,10 @@ def generate(spec: SampleSpec, chunk_s: float = 86400.0) -> Iterator[tuple[str, 
                     apps[app].append(
                         (host, app, t, cpu_j[a], dram_j[a], gpu_j[a], 0.0, joules, cpu_s[a])
                     )
-                    procs.append((host, app, f"{app}-worker", 1000 + a, t, joules, cpu_s[a]))
+                    process = (
+                        spec.process_names[a] if a < len(spec.process_names) else f"{app}-worker"
+                    )
+                    procs.append((host, app, process, 1000 + a, t, joules, cpu_s[a]))
                     energy_kwh = (joules + overhead * joules / active) / 3.6e6
                     operational = energy_kwh * gco2
                     embodied = host_m * cpu_s[a] / used_s

@@ -21,6 +21,7 @@ from dashboard import config as dash_config
 from dashboard.data.base import DataSource, DataSourceError
 from dashboard.data.influx_source import InfluxClient, InfluxSource
 from dashboard.data.sqlite_source import SqliteSource
+from dashboard.escape import md
 from dashboard.timerange import (
     CUSTOM,
     DEFAULT_PRESET,
@@ -64,7 +65,7 @@ def settings() -> dash_config.Settings:
         mtime = os.stat(path).st_mtime if path else 0.0
         return _load(path, mtime)
     except (ConfigError, OSError) as exc:
-        st.error(f"sci-agent dashboard: config error: {exc}")
+        st.error(f"sci-agent dashboard: config error: {md(exc)}")
         st.stop()
         raise  # unreachable: st.stop raises
 
@@ -132,7 +133,7 @@ class Choice:
 def sidebar(s: dash_config.Settings, src: DataSource) -> None:
     """Time range, host filter and where the data comes from; choices go to session state."""
     with st.sidebar:
-        st.caption(f"Data: {src.describe()}")
+        st.caption(f"Data: {md(src.describe())}")
         options = [*PRESETS, CUSTOM]
         preset = st.selectbox(
             "Time range", options, index=options.index(DEFAULT_PRESET), key="range_preset"
@@ -239,10 +240,10 @@ def view(s: dash_config.Settings, align: bool = True) -> View | None:
             end = round_now(s, bucket_s_for(PRESETS[ch.preset], min_s=min_bucket_s))
         rng = ch.time_range(end, min_bucket_s=min_bucket_s, align=align)
     except DataSourceError as exc:
-        st.error(f"Cannot read the data: {exc}")
+        st.error(f"Cannot read the data: {md(exc)}")
         return None
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return None
     if hosts.empty:
         no_data(s, src)
@@ -268,13 +269,13 @@ def no_data(s: dash_config.Settings, src: DataSource) -> None:
     """Say that there is no data yet, and how to get some."""
     if src.kind == "store":
         st.info(
-            f"**No data yet** in {src.describe()}.\n\n"
+            f"**No data yet** in {md(src.describe())}.\n\n"
             "Start the agent: `make run` (or `sci-agent run`). It writes one interval every "
             f"{s.config.interval_s:g} s; this page shows it within a minute."
         )
     else:
         st.info(
-            f"**No data yet** in {src.describe()}.\n\n"
+            f"**No data yet** in {md(src.describe())}.\n\n"
             "Start agents with an `[influxdb]` section writing to this database "
             '(`sci-agent run`, see docs/fleet.md), or set `[dashboard] source = "store"` to '
             "read this host's embedded store."
@@ -291,7 +292,7 @@ def stale_warnings(v: View, hosts: Sequence[str] | None = None) -> list[str]:
             f"; it reported every {row.interval_s:g} s" if row.interval_s == row.interval_s else ""
         )
         st.warning(
-            f"**{row.host} stopped reporting**: last data {fmt_ms(row.last_ms)} UTC "
+            f"**{md(row.host)} stopped reporting**: last data {fmt_ms(row.last_ms)} UTC "
             f"({fmt_ago(max(age, 0))} ago{every}).",
             icon=":material/warning:",
         )
@@ -307,7 +308,8 @@ def model_note(estimated: pd.DataFrame, hosts: Sequence[str] | None = None) -> b
     if df.empty:
         return False
     parts = "; ".join(
-        f"{host}: {', '.join(g['component'])}" for host, g in df.groupby("host", sort=True)
+        f"{md(host)}: {', '.join(md(c) for c in g['component'])}"
+        for host, g in df.groupby("host", sort=True)
     )
     st.caption(f":material/warning: Partly {MODEL_NOTE}, not measured: {parts}.")
     return True

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from agent.config import ConfigError, InfluxConfig, SpoolConfig
 from exporters.delivery import NetworkSink
+from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY
 from exporters.runner import SpoolRunner
 from exporters.spool import Spool
 from exporters.spooled import SpooledSink
@@ -27,11 +28,22 @@ def build_network_sink(cfg: InfluxConfig) -> NetworkSink:
         raise ConfigError(f"influxdb.api: {exc}") from None
 
 
-def build_influx_sink(cfg: InfluxConfig, spool_cfg: SpoolConfig) -> SpooledSink:
+def build_influx_sink(
+    cfg: InfluxConfig,
+    spool_cfg: SpoolConfig,
+    max_process_names_per_day: int = DEFAULT_MAX_NAMES_PER_DAY,
+) -> SpooledSink:
     """The network sink behind a durable spool in ``<spool.dir>/influxdb``."""
     max_bytes = int(spool_cfg.max_mb * MIB)
     spool = Spool(
         Path(spool_cfg.dir) / "influxdb", max_bytes, segment_bytes=min(MIB, max_bytes // 4)
     )
     runner = SpoolRunner(build_network_sink(cfg), spool, cfg.batch_size, cfg.flush_interval_s)
-    return SpooledSink("influxdb", spool, runner, cfg.top_processes, spool_cfg.flush_deadline_s)
+    return SpooledSink(
+        "influxdb",
+        spool,
+        runner,
+        cfg.top_processes,
+        spool_cfg.flush_deadline_s,
+        max_process_names_per_day,
+    )

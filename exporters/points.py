@@ -3,10 +3,10 @@
 Each point's timestamp is its interval's end in whole milliseconds, so the same
 interval always yields the same points: a replayed write overwrites itself.
 Tags stay low-cardinality (host, app, component, source, unit, zone, provider,
-signal); a pid is a field, never a tag. Process rows are grouped by (app, process
-name), so that worker processes sharing a name do not overwrite one another, and
-kept for the top N groups plus one ``_other`` row: the rows still sum to the
-processes' energy.
+signal); a pid is a field, never a tag. Process rows come from ``ProcessRows``
+(``exporters/process_rows.py``): grouped by (app, process name), a stable top N per
+app, the rest in one ``_other`` row per app, at most a capped number of names per host
+per day; the rows still sum to the processes' energy.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from agent.records import IntervalResult, ProcessEnergy
+from agent.records import IntervalResult
+from exporters.process_rows import DEFAULT_TOP_N, OTHER, ProcessRows
 
 FieldValue = float | int | bool | str
-OTHER_PROCESS = "_other"
+OTHER_PROCESS = OTHER
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,42 +72,12 @@ def interval_time_ms(result: IntervalResult) -> int:
     return round(result.end.timestamp() * 1000)
 
 
-def process_groups(
-    processes: tuple[ProcessEnergy, ...], top_n: int
-) -> list[tuple[str, str, int, float, float, int]]:
-    """(app, process, pid of the biggest, joules, cpu_s, count) for the top groups + other."""
-    groups: dict[tuple[str, str], list[float]] = {}
-    biggest: dict[tuple[str, str], tuple[float, int]] = {}
-    for p in processes:
-        key = (p.app, p.name)
-        acc = groups.setdefault(key, [0.0, 0.0, 0.0])
-        acc[0] += p.joules
-        acc[1] += p.cpu_s
-        acc[2] += 1
-        if p.joules > biggest.get(key, (-1.0, 0))[0]:
-            biggest[key] = (p.joules, p.pid)
-    ranked = sorted(groups.items(), key=lambda kv: kv[1][0], reverse=True)
-    rows = [
-        (app, name, biggest[(app, name)][1], j, s, int(c))
-        for (app, name), (j, s, c) in ranked[:top_n]
-    ]
-    rest = ranked[top_n:]
-    if rest:
-        rows.append(
-            (
-                OTHER_PROCESS,
-                OTHER_PROCESS,
-                0,
-                sum(v[0] for _, v in rest),
-                sum(v[1] for _, v in rest),
-                int(sum(v[2] for _, v in rest)),
-            )
-        )
-    return rows
-
-
-def interval_points(result: IntervalResult, top_n: int = 20) -> list[Point]:
-    """Every point of one interval, following the data model."""
+def interval_points(
+    result: IntervalResult, top_n: int = DEFAULT_TOP_N, rows: ProcessRows | None = None
+) -> list[Point]:
+    """Every point of one interval, following the data model. Process rows come from
+    ``rows``, the sink's state across intervals; without it, from a fresh
+    ``ProcessRows(top_n)``, which bounds nothing beyond this one interval."""
     t = interval_time_ms(result)
     host = result.host
     seconds = result.interval_s
@@ -135,12 +106,13 @@ def interval_points(result: IntervalResult, top_n: int = 20) -> list[Point]:
                 t,
             )
         )
-    for app, name, pid, joules, cpu_s, count in process_groups(result.processes, top_n):
+    selector = rows if rows is not None else ProcessRows(top_n)
+    for r in selector.rows(host, result.end, result.processes):
         points.append(
             Point(
                 "process_energy",
-                (("host", host), ("app", app), ("process", name)),
-                (("pid", pid), ("joules", joules), ("cpu_s", cpu_s), ("count", count)),
+                (("host", host), ("app", r.app), ("process", r.process)),
+                (("pid", r.pid), ("joules", r.joules), ("cpu_s", r.cpu_s), ("count", r.count)),
                 t,
             )
         )

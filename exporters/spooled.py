@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from agent.records import IntervalResult
 from exporters.points import interval_points
+from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY, ProcessRows
 from exporters.runner import SpoolRunner
 from exporters.spool import Spool
 
@@ -27,11 +28,13 @@ class SpooledSink:
         runner: SpoolRunner,
         top_n: int = 20,
         stop_deadline_s: float = DEFAULT_STOP_DEADLINE_S,
+        max_process_names_per_day: int = DEFAULT_MAX_NAMES_PER_DAY,
     ) -> None:
         self.name = name
         self.spool = spool
         self.runner = runner
         self.top_n = top_n
+        self.process_rows = ProcessRows(top_n, max_process_names_per_day)  # state across writes
         self.stop_deadline_s = stop_deadline_s
 
     def open(self) -> None:
@@ -40,7 +43,8 @@ class SpooledSink:
 
     def write(self, batch: Sequence[IntervalResult]) -> None:
         """Append the intervals' points to the spool; wake the sender on a full batch."""
-        lines = [p.to_line() for result in batch for p in interval_points(result, self.top_n)]
+        rows = self.process_rows
+        lines = [p.to_line() for r in batch for p in interval_points(r, self.top_n, rows)]
         self.spool.append(lines)
         if self.spool.pending_lines() >= self.runner.batch_size:
             self.runner.wake()

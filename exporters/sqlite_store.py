@@ -3,8 +3,11 @@
 Tables follow the design brief's data model, keyed by ``(host, …, ts_ms)`` so a
 write replayed for the same interval overwrites itself. ``ts_ms`` is the end of
 the interval in milliseconds since the Unix epoch (UTC). Per-process rows are
-kept for the top N consumers of each interval plus one ``_other`` row, so the
-process rows still sum to the attributed energy. The ``method`` table holds the
+the same as InfluxDB's (``exporters/process_rows.py``): one per (app, process name)
+for a stable top N per app, one ``_other`` row per app with the rest, at most
+``max_process_names_per_day`` names per host per day; they still sum to the
+processes' energy. Each row's pid is its biggest process's, so the key stays unique.
+The ``method`` table holds the
 ``Method`` in force (JSON, with each component's model and static floor) from the
 start of the first interval it produced, one row per change.
 
@@ -38,10 +41,11 @@ from pathlib import Path
 
 from agent.method import method_to_json
 from agent.records import IntervalResult, ProcessEnergy
+from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY, OTHER, ProcessRows
 
 log = logging.getLogger("sci_agent.store")
 
-OTHER_PROCESS = "_other"
+OTHER_PROCESS = OTHER
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -160,6 +164,7 @@ class SqliteStore:
         retention_days: float = 30,
         top_n: int = 20,
         backlog_intervals: int = DEFAULT_BACKLOG_INTERVALS,
+        max_process_names_per_day: int = DEFAULT_MAX_NAMES_PER_DAY,
     ) -> None:
         self.path = Path(path)
         self.retention_days = retention_days
@@ -168,6 +173,7 @@ class SqliteStore:
         self.dropped_intervals = 0  # kept in memory, then dropped for the bound
         self.rejected_intervals = 0  # refused for their own data (a NULL, a bad type)
         self.moved_aside: list[Path] = []  # corrupt files moved aside by this store
+        self.process_rows = ProcessRows(top_n, max_process_names_per_day)
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
         self._backlog: deque[IntervalResult] = deque()
@@ -484,11 +490,14 @@ class SqliteStore:
             ],
         )
         self._write_method(db, r, start_ms)
-        head, other = top_processes(r.processes, self.top_n)
-        rows = [*head, other] if other is not None else head
+        # a replayed interval's rows replace the old ones whole (their pids may differ)
+        db.execute("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", (host, ts))
         db.executemany(
             "INSERT OR REPLACE INTO process_energy VALUES (?,?,?,?,?,?,?)",
-            [(host, p.app, p.name, p.pid, ts, p.joules, p.cpu_s) for p in rows],
+            [
+                (host, p.app, p.process, p.pid, ts, p.joules, p.cpu_s)
+                for p in self.process_rows.rows(host, r.end, r.processes)
+            ],
         )
 
     def _write_method(self, db: sqlite3.Connection, r: IntervalResult, start_ms: int) -> None:

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from agent import report
 from agent.config import Config
 from dashboard import ui
+from dashboard.escape import md, report_markdown
 from dashboard.export import report_csv
 from dashboard.timerange import TimeRange, fmt_ms
 from tests import dashboard_data as data
@@ -140,10 +141,10 @@ def test_fleet(run_app: object, store: Path, end: int, kind: str) -> None:
     )
     assert metric(at, "Power now") == ui.fmt_power(watts)
     warnings = "\n".join(str(w.value) for w in at.warning)
-    assert "host-03 stopped reporting" in warnings
+    assert f"{md('host-03')} stopped reporting" in warnings  # names are escaped Markdown
     assert fmt_ms(end - 7200 * 1000) in warnings
     assert "host-01 stopped" not in warnings
-    assert ui.MODEL_NOTE in captions(at) and "host-01: cpu, dram" in captions(at)
+    assert ui.MODEL_NOTE in captions(at) and f"{md('host-01')}: cpu, dram" in captions(at)
     assert charts(at) == 3
     table = at.dataframe[0].value
     web = table[table["app"] == "web"].iloc[0]
@@ -200,7 +201,7 @@ def test_host(run_app: object, store: Path, kind: str) -> None:
 
     at.selectbox(key="host_pick").set_value("host-03").run()
     ok(at)
-    assert any("host-03 stopped reporting" in str(w.value) for w in at.warning)
+    assert any(f"{md('host-03')} stopped reporting" in str(w.value) for w in at.warning)
     assert metric(at, "Power (last data)").endswith(" W")
 
 
@@ -281,7 +282,7 @@ def test_report(run_app: object, store: Path, kind: str) -> None:
         str(store),
     )
     shown = "\n".join(str(m.value) for m in at.markdown)
-    head = expected.to_markdown().split("## Methodology")[0]
+    head = report_markdown(expected).split("## Methodology")[0]  # names escaped
     assert head.strip() in shown
     assert len(at.get("download_button")) == 3
     assert ui.MODEL_NOTE in captions(at)

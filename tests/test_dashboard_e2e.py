@@ -121,6 +121,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.mark.parametrize("page", list(PAGES))
 def test_page_draws_its_charts(server: str, browser: object, page: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -139,7 +140,10 @@ def test_page_draws_its_charts(server: str, browser: object, page: str) -> None:
         )
         return charts >= expected and text in body
 
-    WebDriverWait(driver, 30, poll_frequency=0.25).until(ready)
+    # a chart redrawn between two lookups leaves a stale element: look again
+    WebDriverWait(
+        driver, 30, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(ready)
     time.sleep(1.0)  # let Plotly finish its transitions before the screenshot
     errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')  # type: ignore[attr-defined]
     assert not errors, [e.text for e in errors]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from agent.attribution import attribute
 from agent.records import ComponentReading, CpuActivity, ProcessActivity
-from exporters.points import Point, interval_points, process_groups
+from exporters.points import Point, interval_points
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -34,7 +34,8 @@ def test_points_have_the_interval_end_as_timestamp_and_keep_the_sum() -> None:
     points = interval_points(r, top_n=5)
     assert {p.time_ms for p in points} == {round(end.timestamp() * 1000)}
     rows = [p for p in points if p.measurement == "process_energy"]
-    assert len(rows) == 6  # the top 5 (app, process) groups and one _other
+    assert len(rows) == 7  # web's worker, batch's top 5 (app, process) groups, batch's _other
+    assert [dict(p.tags)["app"] for p in rows if ("process", "_other") in p.tags] == ["batch"]
     workers = next(dict(p.fields) for p in rows if ("process", "worker") in p.tags)
     assert workers["count"] == 4  # four workers share one series instead of overwriting
     total = sum(dict(p.fields)["joules"] for p in rows)
@@ -42,5 +43,7 @@ def test_points_have_the_interval_end_as_timestamp_and_keep_the_sum() -> None:
     assert all(k != "pid" for p in points for k, _ in p.tags)
 
 
-def test_process_groups_without_rest_have_no_other_row() -> None:
-    assert process_groups((), 5) == []
+def test_no_processes_no_process_rows() -> None:
+    readings = [ComponentReading("cpu0", "cpu", "rapl", 1.0)]
+    r = attribute("h", T0, T0 + timedelta(seconds=5), readings, CpuActivity(0, 10, 2), [], 1)
+    assert [p for p in interval_points(r) if p.measurement == "process_energy"] == []

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, ui
+from dashboard.escape import md
 
 settings = ui.settings()
 st.title("Application")
@@ -32,12 +33,12 @@ def application() -> None:
         st.info("No application has SCI rows yet on these hosts.")
         return
     app = pick_app(names)
-    st.caption(f"{v.rng.label()} · {v.src.describe()}")
+    st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
     estimated = v.q("estimated_components", v.filter, v.rng)
     series = v.q("sci_over_time", v.filter, (app,), v.rng)
     old_series = v.q("sci_over_time", v.filter, (app,), v.rng.previous())
     if series.empty:
-        st.info(f"{app} has no SCI rows in this period.")
+        st.info(f"{md(app)} has no SCI rows in this period.")
         return
     r = ui.totals(series)  # the buckets' sums add up to the period's
     o = ui.totals(old_series) if not old_series.empty else pd.Series(dtype=float)
@@ -51,14 +52,14 @@ def application() -> None:
     rate_before = prev("units") / v.rng.seconds
     cols = st.columns(4)
     cols[0].metric(
-        f"SCI per {unit}" if unit else "SCI",
+        f"SCI per {md(unit)}" if unit else "SCI",
         ui.fmt_sci(r["sci"]),
         ui.change(float(r["sci"]), prev("sci")),
         delta_color="inverse",
         help="Σ carbon / Σ units over the period, versus the previous period of the same length",
     )
     cols[1].metric(
-        f"{ui.plural(unit or 'unit').capitalize()} per second",
+        f"{md(ui.plural(unit or 'unit').capitalize())} per second",
         f"{rate:.4g}",
         ui.change(rate, rate_before),
         delta_color="normal",
@@ -78,8 +79,8 @@ def application() -> None:
 
     if unit is None:
         st.info(
-            f"{app} has no functional unit: give its `[[apps]]` rule a `unit` (request, job, …) "
-            "and push counts (`sci.client.count`) to get an SCI score."
+            f"{md(app)} has no functional unit: give its `[[apps]]` rule a `unit` (request, "
+            "job, …) and push counts (`sci.client.count`) to get an SCI score."
         )
     elif not series.empty:
         shift = pd.Timedelta(milliseconds=v.rng.end_ms - v.rng.start_ms)
@@ -137,7 +138,7 @@ def application() -> None:
             parts = energy.groupby("component")["joules"].sum() / 3.6e6
             st.caption(
                 "Measured for the app itself (its idle share is not included): "
-                + " · ".join(f"{k} {ui.fmt_energy(x)}" for k, x in parts.items())
+                + " · ".join(f"{md(k)} {ui.fmt_energy(x)}" for k, x in parts.items())
             )
             ui.model_note(estimated)
     with right:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, ui
+from dashboard.escape import md
 
 settings = ui.settings()
 st.title("Fleet")
@@ -16,7 +17,7 @@ def fleet() -> None:
     v = ui.view(settings)
     if v is None:
         return
-    st.caption(f"{v.rng.label()} · {v.src.describe()}")
+    st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
     ui.stale_warnings(v)
     estimated = v.q("estimated_components", v.filter, v.rng)
     totals = v.q("app_totals", v.filter, v.rng)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from agent.config import GridConfig
 from dashboard import charts, ui
+from dashboard.escape import md
 from dashboard.forecast import Forecast, fetch_forecast, greenest_window, window_mean
 
 settings = ui.settings()
@@ -30,7 +31,7 @@ def grid_page() -> None:
         return
     zones = list(v.q("zones")["zone"])
     chosen = st.multiselect("Zones", zones, default=zones, key="zone_pick")
-    st.caption(f"{v.rng.label()} · {v.src.describe()}")
+    st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
     data = v.q("intensity_over_time", tuple(chosen), v.rng)
     if data.empty:
         st.info("No grid intensity recorded in this period.")
@@ -71,7 +72,7 @@ def grid_page() -> None:
     st.subheader("Forecast")
     fc = forecast(settings.config.grid)
     if not fc.values:
-        st.info(f"No forecast for {fc.zone}: {fc.note}.")
+        st.info(f"No forecast for {md(fc.zone)}: {md(fc.note)}.")
         return
     frame = pd.DataFrame(
         {

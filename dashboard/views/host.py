@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, ui
+from dashboard.escape import md
 
 settings = ui.settings()
 st.title("Host")
@@ -24,14 +25,16 @@ def host_page() -> None:
         "Host", names, index=names.index(remembered) if remembered in names else 0, key="host_pick"
     )
     st.session_state["host_choice"] = host
-    st.caption(f"{v.rng.label()} · {v.src.describe()}")
+    st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
     ui.stale_warnings(v, [host])
     row = v.hosts[v.hosts["host"] == host].iloc[0]
     estimated = v.q("estimated_components", [host], v.rng)
     split = v.q("idle_vs_active", host, v.rng)
     total_j = float(split[["active_j", "idle_j", "unattributed_j"]].sum().sum())
     idle_share = float(split["idle_j"].sum()) / total_j if total_j else float("nan")
-    sources = ", ".join(f"{r.component} ({r.source})" for r in estimated.itertuples()) or "–"
+    sources = (
+        ", ".join(f"{md(r.component)} ({md(r.source)})" for r in estimated.itertuples()) or "–"
+    )
 
     cols = st.columns(4)
     cols[0].metric(

@@ -7,6 +7,7 @@ import streamlit as st
 from agent.embodied import HOW_TO_SET
 from agent.report import ReportError, SciReport
 from dashboard import ui
+from dashboard.escape import md, report_markdown
 from dashboard.export import report_csv
 
 settings = ui.settings()
@@ -29,11 +30,11 @@ def report_page() -> None:
         key="report_app",
     )
     st.session_state["app_choice"] = app
-    st.caption(f"{v.rng.label()} · every host · {v.src.describe()}")
+    st.caption(f"{v.rng.label()} · every host · {md(v.src.describe())}")
     try:
         report = v.q("sci_report", settings.config, app, v.rng.start_ms, v.rng.end_ms)
     except ReportError as exc:
-        st.info(str(exc))
+        st.info(md(exc))
         return
     stem = f"sci-report-{app}-{report.period_start[:10]}"
     cols = st.columns(3)
@@ -62,9 +63,11 @@ def report_page() -> None:
         icon=":material/download:",
     )
     if report.modelled:
-        st.caption(f":material/warning: Partly {ui.MODEL_NOTE}: {', '.join(report.modelled)}.")
+        st.caption(
+            f":material/warning: Partly {ui.MODEL_NOTE}: {', '.join(map(md, report.modelled))}."
+        )
     st.caption(method_note(report))
-    st.markdown(report.to_markdown())
+    st.markdown(report_markdown(report))
 
 
 def method_note(report: SciReport) -> str:
@@ -78,7 +81,7 @@ def method_note(report: SciReport) -> str:
     note = f":material/info: Method recorded with the data; {changes} change(s) in the period."
     if report.embodied_is_default:
         basis = report.methods[-1]["method"]["embodied_basis"]
-        note += f" Embodied carbon uses a default estimate ({basis}): {HOW_TO_SET}."
+        note += f" Embodied carbon uses a default estimate ({md(basis)}): {md(HOW_TO_SET)}."
     return note
 
 
