@@ -250,6 +250,7 @@ def _run(cfg: Config, print_each: bool = False) -> int:
     )
     if agent.metrics is not None:
         agent.metrics.cycle_stats = loop.stats
+        agent.metrics.sink_health = loop.sink_health
     try:
         loop.run()
     finally:

@@ -45,6 +45,16 @@ class CycleStats(NamedTuple):
     last_success_unix: float | None  # wall-clock time the last successful cycle ended
 
 
+class SinkHealth(NamedTuple):
+    """One sink as the loop sees it, for ``/metrics``."""
+
+    sink: str
+    up: bool  # its last write succeeded
+    failed_writes: int
+    backlog_intervals: int  # accepted and held in memory, not yet written (the store)
+    dropped_intervals: int  # dropped beyond the backlog's bound
+
+
 class Loop:
     """Runs ``measure`` every ``interval_s`` until ``stop`` is set, then once more."""
 
@@ -75,10 +85,24 @@ class Loop:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sink_errors: dict[str, str] = {}
+        self.sink_failures: dict[str, int] = {s.name: 0 for s in self.sinks}  # failed writes
         self._cycle_errors: set[str] = set()
         self._failing = 0  # consecutive failed cycles
         self._short_of_fds = False
         self._last_cycle_end: float | None = None
+
+    def sink_health(self) -> list[SinkHealth]:
+        """Each sink: up (its last write worked), failed writes, and what it holds back."""
+        return [
+            SinkHealth(
+                sink.name,
+                sink.name not in self._sink_errors,
+                self.sink_failures.get(sink.name, 0),
+                int(getattr(sink, "backlog", 0) or 0),
+                int(getattr(sink, "dropped_intervals", 0) or 0),
+            )
+            for sink in self.sinks
+        ]
 
     def stats(self) -> CycleStats:
         """Successful and failed cycles so far, and when the last success ended."""
@@ -184,6 +208,8 @@ class Loop:
             if self._sink_errors.get(name) != message:
                 log.error("%s failed: %s", _what(name), message)
             self._sink_errors[name] = message
+            if name in self.sink_failures:
+                self.sink_failures[name] += 1
         else:
             if self._sink_errors.pop(name, None) is not None:
                 log.info("%s recovered", _what(name))

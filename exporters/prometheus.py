@@ -68,6 +68,8 @@ SensorHealthSource = Callable[[], Mapping[str, SensorHealth]]
 ExportStatsSource = Callable[[], Iterable[tuple[str, float, float, float, float]]]
 #: (successful cycles, failed cycles, unix time the last successful cycle ended or None)
 CycleStatsSource = Callable[[], tuple[int, int, float | None]]
+#: (sink, up, failed writes, backlog intervals, dropped intervals) per sink
+SinkHealthSource = Callable[[], Sequence[tuple[str, bool, int, int, int]]]
 
 
 @dataclass
@@ -104,10 +106,12 @@ class MetricsSink:
         max_apps: int = DEFAULT_MAX_APPS,
         process_metrics: bool = True,
         cycle_stats: CycleStatsSource | None = None,
+        sink_health: SinkHealthSource | None = None,
     ) -> None:
         self.sensor_health = sensor_health
         self.export_stats = export_stats
         self.cycle_stats = cycle_stats
+        self.sink_health = sink_health
         self.max_apps = max_apps
         self._state = _State()
         self._apps: set[str] = set()
@@ -163,6 +167,17 @@ class MetricsSink:
             ]
 
         return self._guard("export_stats", rows) or []
+
+    def sink_rows(self) -> list[tuple[str, bool, int, int, int]]:
+        """Each sink's health now; empty with no hook or a failing one."""
+        source = self.sink_health
+        if source is None:
+            return []
+
+        def rows() -> list[tuple[str, bool, int, int, int]]:
+            return [(str(n), bool(u), int(f), int(b), int(d)) for n, u, f, b, d in source()]
+
+        return self._guard("sink_health", rows) or []
 
     def cycle_row(self) -> tuple[int, int, float | None] | None:
         """The sampling loop's cycle outcomes now; ``None`` with no hook or a failing one."""
@@ -346,6 +361,32 @@ class _Collector:
         yield from self._exports()
 
     def _cycles(self) -> Iterator[Metric]:
+        sinks = self.sink.sink_rows()
+        if sinks:
+            yield _gauge(
+                "sci_agent_sink_up",
+                "1 when the sink's last write succeeded, else 0 (the loop goes on; see the log).",
+                ("sink",),
+                {(name,): float(up) for name, up, *_ in sinks},
+            )
+            yield _counter(
+                "sci_agent_sink_failed_writes",
+                "Writes of an interval batch that failed, per sink, since the agent started.",
+                ("sink",),
+                {(name,): float(failed) for name, _, failed, *_ in sinks},
+            )
+            yield _gauge(
+                "sci_agent_sink_backlog_intervals",
+                "Intervals a sink accepted and holds in memory until it can write them.",
+                ("sink",),
+                {(r[0],): float(r[3]) for r in sinks},
+            )
+            yield _counter(
+                "sci_agent_sink_dropped_intervals",
+                "Intervals a sink dropped beyond its in-memory backlog's bound.",
+                ("sink",),
+                {(r[0],): float(r[4]) for r in sinks},
+            )
         row = self.sink.cycle_row()
         if row is None:
             return

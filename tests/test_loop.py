@@ -290,3 +290,21 @@ def test_cpu_times_are_read_with_no_descriptor_to_spare(tmp_path: Path) -> None:
         sampler.close()
     assert (times.busy, times.total) == (50, 100)
     assert times.per_cpu == {0: (50, 100), 1: (0, 0)}
+
+
+def test_sink_health_counts_failed_writes_and_reads_the_store_backlog() -> None:
+    class Full(MemorySink):
+        name = "store"
+        backlog = 4
+        dropped_intervals = 1
+
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            raise OSError("disk full")
+
+    good = MemorySink()
+    loop = Loop(scripted([None, None]), [Full(), good], 1.0)
+    loop.run_cycle()
+    loop.run_cycle()
+    health = {h.sink: h for h in loop.sink_health()}
+    assert health["store"] == ("store", False, 2, 4, 1)
+    assert health[good.name].up and health[good.name].failed_writes == 0
