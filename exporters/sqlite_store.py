@@ -122,37 +122,6 @@ def to_ms(result: IntervalResult) -> tuple[int, int]:
     return round(result.start.timestamp() * 1000), round(result.end.timestamp() * 1000)
 
 
-def top_processes(
-    processes: Sequence[ProcessEnergy], n: int
-) -> tuple[list[ProcessEnergy], ProcessEnergy | None]:
-    """The ``n`` biggest consumers, and one row summing the rest (None if no rest).
-
-    An ``_other`` row already among ``processes`` (how the backlog keeps intervals) is
-    part of the rest, never ranked, so reducing twice gives the same rows.
-    """
-    given = [p for p in processes if _is_other(p)]
-    ranked = sorted(
-        (p for p in processes if not _is_other(p)), key=lambda p: p.joules, reverse=True
-    )
-    head, rest = ranked[:n], ranked[n:] + given
-    if not rest:
-        return head, None
-    other = ProcessEnergy(
-        pid=0,
-        name=OTHER_PROCESS,
-        app=OTHER_PROCESS,
-        cpu_s=sum(p.cpu_s for p in rest),
-        cpu_joules=sum(p.cpu_joules for p in rest),
-        dram_joules=sum(p.dram_joules for p in rest),
-        gpu_joules=sum(p.gpu_joules for p in rest),
-    )
-    return head, other
-
-
-def _is_other(p: ProcessEnergy) -> bool:
-    return p.pid == 0 and p.name == OTHER_PROCESS
-
-
 class SqliteStore:
     """Writes each cycle's intervals in one transaction; prunes past the retention."""
 
@@ -206,7 +175,7 @@ class SqliteStore:
     def write(self, batch: Sequence[IntervalResult]) -> None:
         """Write ``batch`` after any backlog; on failure keep it in memory, raise StoreError."""
         kept = len(self._backlog)  # accepted while the store could not be written
-        self._backlog.extend(batch)
+        self._backlog.extend(map(self._reduce, batch))
         try:
             if self._db is None:
                 self._open_db()
@@ -214,7 +183,6 @@ class SqliteStore:
         except StoreError as exc:
             self._failing = str(exc)
             self._trim_backlog()
-            self._backlog = deque(map(self._slim, self._backlog))
             raise StoreError(
                 f"{exc}; keeping up to {self.backlog_intervals} interval(s) in memory "
                 "and retrying at each cycle"
@@ -337,12 +305,21 @@ class SqliteStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def _slim(self, r: IntervalResult) -> IntervalResult:
-        """``r`` with only the process rows the store keeps (top N and ``_other``)."""
-        if len(r.processes) <= self.top_n + 1:
-            return r
-        head, other = top_processes(r.processes, self.top_n)
-        return replace(r, processes=(*head, other) if other is not None else tuple(head))
+    def _reduce(self, r: IntervalResult) -> IntervalResult:
+        """``r`` with its process rows as the store keeps them, decided once, on arrival.
+
+        The rows (a stable top N per app, ``_other`` rows, the daily cap) depend on the
+        intervals before, so they are computed when the interval is accepted: a retried
+        or backlogged write stores exactly what a direct one would, and the backlog
+        holds only those rows (each row's energy is kept as its ``cpu_joules``).
+        """
+        rows = self.process_rows.rows(r.host, r.end, r.processes)
+        return replace(
+            r,
+            processes=tuple(
+                ProcessEnergy(p.pid, p.process, p.app, p.cpu_s, p.joules, 0.0, 0.0) for p in rows
+            ),
+        )
 
     def _trim_backlog(self) -> None:
         """Drop the oldest intervals kept beyond ``backlog_intervals``; count and log it."""
@@ -494,10 +471,7 @@ class SqliteStore:
         db.execute("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", (host, ts))
         db.executemany(
             "INSERT OR REPLACE INTO process_energy VALUES (?,?,?,?,?,?,?)",
-            [
-                (host, p.app, p.process, p.pid, ts, p.joules, p.cpu_s)
-                for p in self.process_rows.rows(host, r.end, r.processes)
-            ],
+            [(host, p.app, p.name, p.pid, ts, p.joules, p.cpu_s) for p in r.processes],
         )
 
     def _write_method(self, db: sqlite3.Connection, r: IntervalResult, start_ms: int) -> None:

@@ -316,10 +316,12 @@ def test_clamped_reaped_ticks_are_counted_per_host(
     assert value(samples, "sci_agent_clamped_cpu_ticks_total", host="h1") == 12
 
 
-def test_sink_health_shows_a_failing_store_and_its_backlog(sink: MetricsSink, api: LocalApi) -> None:
+def test_sink_health_shows_a_failing_store_and_its_backlog(
+    sink: MetricsSink, api: LocalApi
+) -> None:
     rows = [("store", False, 3, 12, 2), ("influxdb", True, 0, 0, 0)]
     sink.sink_health = lambda: rows
-    samples, types = parse(scrape(api)[0])
+    samples, _ = parse(scrape(api)[0])
     assert value(samples, "sci_agent_sink_up", sink="store") == 0
     assert value(samples, "sci_agent_sink_up", sink="influxdb") == 1
     assert value(samples, "sci_agent_sink_failed_writes_total", sink="store") == 3

@@ -20,7 +20,7 @@ from agent.attribution import attribute
 from agent.loop import Loop
 from agent.records import ComponentReading, CpuActivity, IntervalResult, ProcessActivity
 from exporters.memory import MemorySink
-from exporters.sqlite_store import SqliteStore, StoreError, top_processes
+from exporters.sqlite_store import SqliteStore, StoreError
 from tests.tmpfs import fill, remount, small_tmpfs
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -91,17 +91,6 @@ def test_retention_prunes_old_rows(tmp_path: Path) -> None:
     db = sqlite3.connect(store.path)
     assert db.execute("SELECT count(*) FROM intervals").fetchone()[0] == 1
     store.close()
-
-
-def test_top_processes_keeps_the_sum() -> None:
-    r = interval(n_procs=12)
-    head, other = top_processes(r.processes, 4)
-    assert len(head) == 4 and other is not None
-    assert head[0].joules >= head[-1].joules >= max(p.joules for p in r.processes[4:])
-    assert math.isclose(
-        sum(p.joules for p in head) + other.joules, sum(p.joules for p in r.processes)
-    )
-    assert top_processes(r.processes, 50)[1] is None
 
 
 # -- faults: a corrupt file, a store that cannot be opened, a full disk -----------------
@@ -305,7 +294,8 @@ def test_intervals_kept_in_memory_are_stored_as_if_written_at_once(tmp_path: Pat
         contextlib.closing(sqlite3.connect(blocker / "late.db")) as b,
     ):
         assert a.execute(sql).fetchall() == b.execute(sql).fetchall()
-        assert len(a.execute(sql).fetchall()) == 4 * 6
+        apps = {p.app for r in results for p in r.processes}
+        assert len(a.execute(sql).fetchall()) == 4 * len(apps) * 6  # top 5 + _other per app
 
 
 def test_the_backlog_keeps_only_the_process_rows_the_store_writes(tmp_path: Path) -> None:
@@ -314,7 +304,12 @@ def test_the_backlog_keeps_only_the_process_rows_the_store_writes(tmp_path: Path
     with pytest.raises(StoreError):
         store.write([interval(n_procs=200)])
     (kept,) = store._backlog
-    assert len(kept.processes) == 6  # the top 5 and _other: memory stays small
+    apps = {p.app for p in kept.processes}
+    assert len(kept.processes) == len(apps) * 6  # the top 5 and _other per app: small
+    full = interval(n_procs=200)
+    assert math.isclose(
+        sum(p.joules for p in kept.processes), sum(p.joules for p in full.processes)
+    )
 
 
 def test_corruption_met_while_writing_moves_the_store_aside_and_keeps_the_interval(
