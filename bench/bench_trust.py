@@ -146,7 +146,9 @@ def fixed_intensity() -> IntensityValue:
 
 def dynamic_rate(result: IntervalResult, busy_ticks: int) -> float:
     """Dynamic CPU joules per busy CPU-second in this interval."""
-    dynamic = sum(c.dynamic_joules for c in result.components if c.kind == "cpu")
+    # (an agent from before the static/dynamic split has no floor: all of it is dynamic)
+    cpu = [c for c in result.components if c.kind == "cpu"]
+    dynamic = sum(getattr(c, "dynamic_joules", c.joules) for c in cpu)
     return dynamic / (busy_ticks / CLK_TCK) if busy_ticks > 0 else 0.0
 
 
@@ -263,7 +265,7 @@ def trees(interval: float, rounds: int) -> dict[str, Any]:
             done = tree.poll() is not None or _ready(tree.stdout)
             result = sampler.sample()
             rate = dynamic_rate(result, busy_ticks[-1])
-            clamped += result.clamped_ticks
+            clamped += getattr(result, "clamped_ticks", 0)
             apps = {a.app: a for a in result.apps}
             attributed["tree"] += apps["tree"].cpu_joules if "tree" in apps else 0.0
             attributed["bystander"] += apps["busy"].cpu_joules if "busy" in apps else 0.0
