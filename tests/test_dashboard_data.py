@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -335,3 +336,63 @@ def test_the_launcher_imports_nothing_heavy() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+# -- idle vs active on real scored intervals: both sources, every share policy -------------
+
+
+@pytest.mark.parametrize("policy", ["capacity", "full", "separate"])
+def test_idle_vs_active_is_the_same_from_both_sources_under_every_policy(
+    influxd: InfluxdServer, tmp_path: Path, policy: str
+) -> None:
+    """Idle is all static energy: the store's ``intervals.idle_j`` and InfluxDB's apps'
+    allocated ``idle_j`` plus ``_idle`` give the same figure, whatever the policy."""
+    from agent.attribution import attribute
+    from agent.records import ComponentReading, CpuActivity, IntensityValue, ProcessActivity
+    from agent.scoring import Scorer
+    from dashboard.sample_data import InfluxWriter
+    from exporters.points import interval_points
+    from exporters.sqlite_store import SqliteStore
+
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    grid = IntensityValue("FR", 50.0, "static", "average", start)
+    scorer = Scorer({"web": "request"}, 1000.0, 4.0, policy)
+    results = []
+    for i in range(24):
+        t0 = start + timedelta(seconds=5 * i)
+        procs = [
+            ProcessActivity(10, 1, "web", "web", 100 + 10 * i, 400 << 20),
+            ProcessActivity(11, 1, "db", "db", 50, 1 << 30),
+        ]
+        readings = [
+            ComponentReading("cpu0", "cpu", "rapl", 90.0 + i, None, 40.0, "learned"),
+            ComponentReading("dram0", "dram", "rapl", 12.0, None, 8.0, "learned"),
+        ]
+        cpu = CpuActivity(180 + 10 * i, 1000, 2)
+        r = attribute("parity", t0, t0 + timedelta(seconds=5), readings, cpu, procs, 16 << 30)
+        results.append(scorer.score(r, grid, {"web": 20.0}))
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    store.write(results)
+    store.close()
+    database = f"parity_{policy}"
+    writer = InfluxWriter(influxd.url, database, None, influxd.username, influxd.password)
+    writer.create_database()
+    writer.put([p.to_line() for r in results for p in interval_points(r)])
+    writer.close()
+    client = InfluxClient(
+        influxd.url, database, username=influxd.username, password=influxd.password
+    )
+    t0_ms = int(start.timestamp() * 1000)
+    rng = TimeRange(t0_ms - 60_000, t0_ms + 300_000, 30_000)
+    a = SqliteSource(tmp_path / "s.db").idle_vs_active("parity", rng)
+    b = InfluxSource(client).idle_vs_active("parity", rng)
+    assert not a.empty
+    total_static = 24 * (40.0 + 8.0)
+    assert math.isclose(float(a["idle_j"].sum()), total_static, rel_tol=1e-9)
+    if policy == "full":  # apps carry the unattributed energy too: InfluxDB counts it as idle
+        parts = ["active_j", "idle_j", "unattributed_j"]
+        assert np.allclose(a[parts].sum(axis=1), b[parts].sum(axis=1), rtol=1e-9)
+        assert np.allclose(b["active_j"], a["active_j"], rtol=1e-9)
+        return
+    pd.testing.assert_frame_equal(_canonical(b), _canonical(a), check_dtype=False, rtol=1e-9)

@@ -307,22 +307,27 @@ class InfluxSource(Derived):
         return finish("top_processes", df)
 
     def idle_vs_active(self, host: str, rng: TimeRange) -> pd.DataFrame:
+        """Active (processes' dynamic), idle (all static) and unattributed energy.
+
+        An app's ``idle_j`` is the static energy its share policy gave it, and
+        ``_idle`` holds the static energy no app was given: idle is their sum, the same
+        figure as the store's ``intervals.idle_j``, whatever the policy.
+        """
         series = self._one(
-            'SELECT sum("total_j") AS "joules" FROM "app_energy"'
+            'SELECT sum("total_j") AS "joules", sum("idle_j") AS "static" FROM "app_energy"'
             f" WHERE {where(time_range(rng), equals_any('host', [host]))}"
             f' GROUP BY {by_time(rng)}, "app" fill(none)'
         )
         df = _frame(series, bucketed=True)
         if df.empty:
             return empty("idle_vs_active")
-        kind = df["app"].map({"_idle": "idle_j", "_unattributed": "unattributed_j"})
-        df["kind"] = kind.fillna("active_j")
-        wide = df.pivot_table(
-            index="time", columns="kind", values="joules", aggfunc="sum", fill_value=0.0
-        )
-        for column in ("active_j", "idle_j", "unattributed_j"):
-            if column not in wide.columns:
-                wide[column] = 0.0
+        static = df["static"].fillna(0.0) if "static" in df.columns else df["joules"] * 0.0
+        df["joules"] = df["joules"].fillna(0.0)
+        pseudo = df["app"].isin(("_idle", "_unattributed"))
+        df["active_j"] = (df["joules"] - static).where(~pseudo, 0.0)
+        df["idle_j"] = static.where(~pseudo, 0.0) + df["joules"].where(df["app"] == "_idle", 0.0)
+        df["unattributed_j"] = df["joules"].where(df["app"] == "_unattributed", 0.0)
+        wide = df.groupby("time")[["active_j", "idle_j", "unattributed_j"]].sum()
         return finish("idle_vs_active", wide.reset_index())
 
     def estimated_components(self, hosts: Hosts, rng: TimeRange) -> pd.DataFrame:
