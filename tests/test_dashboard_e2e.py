@@ -4,7 +4,6 @@ Plotly charts and show no exception; screenshots go to ``test-artifacts/dashboar
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import urllib.request
@@ -14,13 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import launch
 from dashboard.sample_data import SampleSpec, fill_store
+from tests.dashboard_browser import (
+    ARTIFACTS,
+    ROOT,
+    headless_chromium,
+    need_chromium,
+    serve_dashboard,
+)
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 #: page → (url path, Plotly charts it draws, text it must show)
 PAGES = {
     "fleet": ("", 3, "host-03 stopped reporting"),
@@ -31,19 +33,10 @@ PAGES = {
 }
 
 
-def _need_chromium() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
-    if missing:
-        reason = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The dashboard on a free port, reading one day of 10-second data."""
-    _need_chromium()
+    need_chromium()
     work = tmp_path_factory.mktemp("e2e")
     store = work / "store.db"
     fill_store(store, SampleSpec(hosts=3, apps=4, days=1.0, interval_s=10.0))
@@ -59,64 +52,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f'[store]\npath = "{store}"\n'
         f'[grid]\nzone = "FR"\nproviders = ["csv"]\n[grid.csv]\npath = "{forecast}"\n'
     )
-    port = free_port()
-    log = (work / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        launch.command(str(config), port, launch.DEFAULT_HOST),
-        cwd=work,  # not the checkout: the app must find its package by itself
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                pytest.fail("the dashboard did not start:\n" + (work / "streamlit.log").read_text())
-            time.sleep(0.2)
+    with serve_dashboard(config, work) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    _need_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1440,2300",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
+    need_chromium()
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.mark.parametrize("page", list(PAGES))

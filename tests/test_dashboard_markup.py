@@ -6,10 +6,7 @@ under AppTest (store and a real influxd) and in a real headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +14,12 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboard import launch
 from dashboard.escape import WORD_JOINER, md, plotly
 from dashboard.sample_data import SampleSpec, fill_store, write_influx
 from tests import dashboard_data as data
 from tests import servers
-from tests.servers import InfluxdServer, free_port
-from tests.test_dashboard_e2e import ARTIFACTS, CHROMEDRIVER, CHROMIUM, _need_chromium
+from tests.dashboard_browser import ARTIFACTS, headless_chromium, need_chromium, serve_dashboard
+from tests.servers import InfluxdServer
 
 influxd = servers.influxd
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -197,67 +193,19 @@ def test_md_leaves_no_markup() -> None:
 
 @pytest.fixture(scope="module")
 def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    _need_chromium()
+    need_chromium()
     work = tmp_path_factory.mktemp("markup-e2e")
     config = work / "config.toml"
     config.write_text(data.config_toml(store))
-    port = free_port()
-    log = (work / "streamlit.log").open("w")
-    root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(
-        launch.command(str(config), port, launch.DEFAULT_HOST),
-        cwd=work,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                pytest.fail("the dashboard did not start:\n" + (work / "streamlit.log").read_text())
-            time.sleep(0.2)
+    with serve_dashboard(config, work) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    _need_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--window-size=1440,2300",
-        f"--user-data-dir={tmp_path_factory.mktemp('markup-profile')}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
+    need_chromium()
+    with headless_chromium(tmp_path_factory.mktemp("markup-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 #: every link's target, HTML or SVG (Plotly draws its links as SVG ``<a xlink:href>``)
