@@ -62,10 +62,11 @@ class ExportStats(NamedTuple):
     rejected_lines: float
     backlog_lines: float
     retries: float
+    dropped_lines: float = 0.0  # lost to the spool's bound (disk full, or the spool full)
 
 
 SensorHealthSource = Callable[[], Mapping[str, SensorHealth]]
-ExportStatsSource = Callable[[], Iterable[tuple[str, float, float, float, float]]]
+ExportStatsSource = Callable[[], Iterable[tuple[float | str, ...]]]
 #: (successful cycles, failed cycles, unix time the last successful cycle ended or None)
 CycleStatsSource = Callable[[], tuple[int, int, float | None]]
 #: (sink, up, failed writes, backlog intervals, dropped intervals) per sink
@@ -162,8 +163,15 @@ class MetricsSink:
 
         def rows() -> list[ExportStats]:
             return [
-                ExportStats(str(sink), float(sent), float(rejected), float(backlog), float(retries))
-                for sink, sent, rejected, backlog, retries in source()
+                ExportStats(
+                    str(sink),
+                    float(sent),
+                    float(rejected),
+                    float(backlog),
+                    float(retries),
+                    float(rest[0]) if rest else 0.0,
+                )
+                for sink, sent, rejected, backlog, retries, *rest in source()
             ]
 
         return self._guard("export_stats", rows) or []
@@ -445,6 +453,13 @@ class _Collector:
             "Lines waiting in the network sink's spool.",
             ("sink",),
             {(r.sink,): r.backlog_lines for r in rows},
+        )
+        yield _counter(
+            "sci_agent_export_dropped_lines",
+            "Lines the network sink's spool dropped (its size bound, or a full disk beyond its"
+            " in-memory queue) since the agent started.",
+            ("sink",),
+            {(r.sink,): r.dropped_lines for r in rows},
         )
         yield _counter(
             "sci_agent_export_retries",

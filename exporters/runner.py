@@ -89,14 +89,15 @@ class SpoolRunner:
         """Lines in the spool not yet delivered."""
         return self.spool.pending_lines()
 
-    def stats(self) -> tuple[str, float, float, float, float]:
-        """(sink, sent_lines, rejected_lines, backlog_lines, retries) for /metrics."""
+    def stats(self) -> tuple[str, float, float, float, float, float]:
+        """(sink, sent, rejected, backlog, retries, dropped lines) for /metrics."""
         return (
             self.name,
             float(self.sent_lines),
             float(self.rejected_lines),
             float(self.backlog_lines),
             float(self.retries),
+            float(self.spool.dropped_lines),
         )
 
     # -- thread control ---------------------------------------------------------------

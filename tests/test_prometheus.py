@@ -327,3 +327,10 @@ def test_sink_health_shows_a_failing_store_and_its_backlog(
     assert value(samples, "sci_agent_sink_failed_writes_total", sink="store") == 3
     assert value(samples, "sci_agent_sink_backlog_intervals", sink="store") == 12
     assert value(samples, "sci_agent_sink_dropped_intervals_total", sink="store") == 2
+
+
+def test_spool_drops_are_exported(sink: MetricsSink, api: LocalApi) -> None:
+    sink.export_stats = lambda: [("influxdb", 100.0, 0.0, 7.0, 2.0, 150.0)]
+    samples, _ = parse(scrape(api)[0])
+    assert value(samples, "sci_agent_export_dropped_lines_total", sink="influxdb") == 150
+    assert value(samples, "sci_agent_export_backlog_lines", sink="influxdb") == 7

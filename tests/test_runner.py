@@ -204,7 +204,7 @@ def test_counters_for_metrics(tmp_path: Path) -> None:
     sink.fail(RetryableError("429"), times=1)
     run_until_empty(runner)
     spool.append(lines(9, 4))
-    assert runner.stats() == ("influxdb", 9.0, 1.0, 4.0, 1.0)
+    assert runner.stats() == ("influxdb", 9.0, 1.0, 4.0, 1.0, 0.0)  # no line dropped
     spool.close()
 
 
