@@ -396,7 +396,7 @@ def test_pool_settings_default_and_decode() -> None:
 
 
 def test_unit_file_leaves_descriptors_well_above_the_cap() -> None:
-    unit = (Path(__file__).parent.parent / "packaging/sci-agent.service").read_text()
+    unit = (Path(__file__).parent.parent / "deploy/systemd/sci-agent.service").read_text()
     limits = [
         line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("LimitNOFILE=")
     ]
