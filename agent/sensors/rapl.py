@@ -63,10 +63,11 @@ _NO_ZONES_FIX = (
     "the power-model sensor estimates instead"
 )
 _PERMISSION_FIX = (
-    "run the agent as root; or grant the service the capability CAP_DAC_READ_SEARCH "
-    "(systemd: AmbientCapabilities=CAP_DAC_READ_SEARCH); or make the counters group-readable "
-    "at boot with a udev rule or a systemd-tmpfiles line such as "
-    "'z /sys/class/powercap/intel-rapl:*/energy_uj 0440 root sci-agent'"
+    "make the counters readable by the agent's group: install deploy/tmpfiles/sci-agent.conf "
+    "('z /sys/class/powercap/*/energy_uj 0440 root sci-agent') into /etc/tmpfiles.d/ and run "
+    "'systemd-tmpfiles --create sci-agent.conf' (sci-agent install-service does both), with "
+    "the agent in group sci-agent; or grant the service CAP_DAC_READ_SEARCH "
+    "(AmbientCapabilities=, which lets it read every file); or run it as root"
 )
 
 
