@@ -245,6 +245,11 @@ class Installer:
             if done.returncode != 0:
                 raise InstallError(f"python -m venv {venv} failed: {done.stderr.strip()}")
             self.say(f"created {venv}", changed=True)
+            if self.opts.in_tree:
+                self.say(
+                    f"note: a venv is not relocatable: its scripts name {venv}; to build an "
+                    "image, run install-service inside it (chroot, container build)"
+                )
         if self.opts.no_pip:
             self.say(
                 f"skipped pip install (--no-pip): {venv} holds no sci-agent; install it with "
@@ -445,7 +450,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python3 -m agent.install``: the same as ``sci-agent install-service``."""
-    parser = argparse.ArgumentParser(prog="python3 -m agent.install", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python3 -m agent.install",
+        description="Install sci-agent as a systemd service (as root; --uninstall reverses it).",
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
