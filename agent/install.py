@@ -44,6 +44,8 @@ TMPFILES_TARGET = "usr/lib/tmpfiles.d/sci-agent.conf"
 CONFIG_DIR = "etc/sci-agent"
 CONFIG_TARGET = "etc/sci-agent/config.toml"
 STATE_DIR = "var/lib/sci-agent"
+#: Present when systemd runs this system (``sd_booted``); absent in a chroot or a build.
+SYSTEMD_RUNTIME = Path("/run/systemd/system")
 
 SERVICE = "sci-agent.service"
 SERVICE_USER = "sci-agent"
@@ -127,9 +129,9 @@ def _account(root: Path, table: str, name: str) -> int | None:
 class Installer:
     """Runs the steps in order, printing each; counts what changed."""
 
-    def __init__(self, opts: Options, out: TextIO = sys.stdout) -> None:
+    def __init__(self, opts: Options, out: TextIO | None = None) -> None:
         self.opts = opts
-        self.out = out
+        self.out = out or sys.stdout
         self.changed = 0
 
     # -- reporting and primitives -------------------------------------------------------
@@ -186,6 +188,14 @@ class Installer:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def offline(self) -> str | None:
+        """Why systemd is not asked to act now (None: it is): --root, or no systemd running."""
+        if self.opts.in_tree:
+            return "under --root"
+        if not SYSTEMD_RUNTIME.is_dir():
+            return f"systemd is not running here: no {SYSTEMD_RUNTIME}"
+        return None
 
     def remove(self, target: str, what: str = "") -> None:
         """Remove a file or a folder tree under the root, saying so (or that it was absent)."""
@@ -299,8 +309,9 @@ class Installer:
         """The rule giving the service's group read access to the RAPL counters at boot."""
         changed = self.put_file(TMPFILES_SOURCE, TMPFILES_TARGET)
         apply = ["systemd-tmpfiles", "--create", f"/{TMPFILES_TARGET}"]
-        if self.opts.in_tree:
-            self.say(f"skipped under --root (the counters are the host's): {' '.join(apply)}")
+        why = self.offline()
+        if why is not None:
+            self.say(f"skipped ({why}; applied at boot): {' '.join(apply)}")
         elif changed:
             self.command(apply)
 
@@ -334,8 +345,8 @@ class Installer:
         """daemon-reload, then enable and start (or restart after an upgrade)."""
         reload = ["systemctl", "daemon-reload"]
         enable = ["systemctl", "enable", "--now", SERVICE]
-        if self.opts.in_tree or self.opts.no_start:
-            why = "--root" if self.opts.in_tree else "--no-start"
+        why = self.offline() or ("--no-start" if self.opts.no_start else None)
+        if why is not None:
             self.say(f"skipped ({why}): run {' '.join(reload)} && {' '.join(enable)}")
             return
         if unit_changed:
@@ -353,12 +364,13 @@ class Installer:
     def uninstall(self) -> None:
         """Stop and remove the unit, the venv and the rules; data only with --purge."""
         unit = self.opts.target(UNIT_TARGET)
-        if self.opts.in_tree:
-            self.say(f"skipped under --root: systemctl disable --now {SERVICE}")
+        why = self.offline()
+        if why is not None:
+            self.say(f"skipped ({why}): systemctl disable --now {SERVICE}")
         elif unit.exists():
             self.command(["systemctl", "disable", "--now", SERVICE])
         self.remove(UNIT_TARGET)
-        if not self.opts.in_tree and self.changed:
+        if why is None and self.changed:
             self.command(["systemctl", "daemon-reload"])
         self.remove(VENV)
         prefix = self.opts.target(PREFIX)
@@ -407,7 +419,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the install (or uninstall) the parsed ``args`` ask for; the exit status."""
     if args.purge and not args.uninstall:
         print("sci-agent: --purge only goes with --uninstall", file=sys.stderr)
@@ -444,7 +456,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return 1
     if installer.changed == 0:
         state = "not installed" if opts.uninstall else "installed as before"
-        print(f"nothing changed: sci-agent is {state}", file=out)
+        print(f"nothing changed: sci-agent is {state}", file=installer.out)
     return 0
 
 

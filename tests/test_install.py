@@ -96,8 +96,12 @@ def test_install_lays_out_files_with_their_modes_and_owners(tmp_path: Path, sour
     assert f"created {root / install.VENV}" in lines
     assert f"created {config} (mode 0600, owner sci-agent: it may hold secrets)" in lines
     assert any(line.startswith("ran systemd-sysusers --root=") for line in lines)
-    assert any("skipped under --root" in line and "systemd-tmpfiles" in line for line in lines)
-    assert "systemctl enable --now sci-agent.service" in out.stdout
+    tmpfiles = "systemd-tmpfiles --create /usr/lib/tmpfiles.d/sci-agent.conf"
+    assert f"skipped (under --root; applied at boot): {tmpfiles}" in lines
+    assert (
+        "skipped (under --root): run systemctl daemon-reload && "
+        "systemctl enable --now sci-agent.service"
+    ) in lines
     assert "nothing changed" not in out.stdout
 
 
@@ -193,3 +197,20 @@ def test_purge_needs_uninstall_and_a_missing_deploy_file_is_named(
     assert out.returncode == 1
     assert f"missing {install.TMPFILES_SOURCE}): pass --source DIR" in out.stderr
     assert not (tmp_path / "root").exists()  # checked before anything is written
+
+
+def test_without_systemd_running_the_start_is_printed_not_run(
+    tmp_path: Path,
+    source: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In a chroot or an image build the files go in place and systemctl is left for boot."""
+    monkeypatch.setattr(install, "SYSTEMD_RUNTIME", tmp_path / "no-systemd")
+    opts = install.Options(root=Path("/"), source=source)
+    steps = install.Installer(opts)
+    steps.start(unit_changed=True)
+    assert steps.offline() == f"systemd is not running here: no {tmp_path / 'no-systemd'}"
+    out = capsys.readouterr().out
+    assert out.startswith(f"skipped (systemd is not running here: no {tmp_path / 'no-systemd'})")
+    assert "systemctl enable --now sci-agent.service" in out and steps.changed == 0
