@@ -279,10 +279,13 @@ class Installer:
         if self.opts.dry_run:
             self.say(f"would run: {venv}/bin/pip install --upgrade '{spec}'", changed=True)
             return
+        python = str(venv / "bin" / "python")
+        if not list((venv / "bin").glob("pip*")):  # a venv made by an earlier --no-pip run
+            self.command([python, "-m", "ensurepip", "--upgrade"])
         with tempfile.TemporaryDirectory(prefix="sci-agent-build-") as tmp:
             copy = Path(tmp) / "src"
             shutil.copytree(self.opts.source, copy, ignore=_SKIP, symlinks=True)
-            argv = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+            argv = [python, "-m", "pip", "install", "--quiet"]
             done = subprocess.run(
                 [*argv, "--upgrade", f"{copy}[{EXTRAS}]"], text=True, check=False
             )
@@ -449,6 +452,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         purge=args.purge,
     )
     installer = Installer(opts, out)
+    os.umask(0o022)  # the venv must be readable by the service's user whatever root's umask
     try:
         installer.uninstall() if opts.uninstall else installer.install()
     except (InstallError, OSError) as exc:
