@@ -52,18 +52,24 @@ def writable_dir(folder: Path) -> str | None:
     return None
 
 
-def store_status(path: str) -> tuple[bool, str]:
-    """Whether the store's file can be created or opened for writing."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    problem = writable_dir(folder)
-    if problem is not None:
-        return False, problem
-    if target.exists():
+def writable_file(target: Path) -> str | None:
+    """None when this user can create ``target``, or open it for writing; else why not."""
+    problem = writable_dir(target.parent if str(target.parent) else Path("."))
+    if problem is None and target.exists():
         try:
             os.close(os.open(target, os.O_WRONLY | os.O_CLOEXEC))  # opens, writes nothing
         except OSError as exc:
-            return False, f"{target} is not writable by {whoami()} ({exc.strerror or exc})"
+            problem = f"{target} is not writable by {whoami()} ({exc.strerror or exc})"
+    return problem
+
+
+def store_status(path: str) -> tuple[bool, str]:
+    """Whether the store's file can be created or opened for writing."""
+    target = Path(path)
+    problem = writable_file(target)
+    if problem is not None:
+        return False, problem
+    if target.exists():
         try:
             db = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
             rows = db.execute("SELECT count(*) FROM intervals").fetchone()[0]
@@ -328,6 +334,11 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
         lines.append(f"spool:    {'ok' if ok else 'FAILS'}  {text}")
         ok, text = influx_status(config)
         lines.append(f"influxdb: {'ok' if ok else 'FAILS'}  {text}")
+    if config.jsonl.path not in (None, "-"):
+        jsonl = Path(str(config.jsonl.path))
+        problem = writable_file(jsonl)
+        runs &= problem is None
+        lines.append(f"jsonl:    FAILS  {problem}" if problem else f"jsonl:    ok  {jsonl}")
     if config.http.enabled:
         state, fails, text = http_status(config)
         runs &= not fails

@@ -83,6 +83,13 @@ def test_an_unwritable_spool_folder_fails(tmp_path: Path) -> None:
     assert "influxdb: FAILS" in out.stdout  # unreachable: reported, not fatal (run spools)
 
 
+def test_a_jsonl_file_in_an_unwritable_place_fails(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file")
+    out = doctor(config(tmp_path, f'[jsonl]\npath = "{tmp_path}/out/intervals.jsonl"\n'))
+    assert out.returncode == 1, out.stdout
+    assert f"jsonl:    FAILS  {tmp_path / 'out'} is not a directory" in out.stdout
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     with socket.socket() as other:
