@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     dash.add_argument("--port", type=int, metavar="N", help="default: [dashboard] port (8501)")
     dash.add_argument("--host", metavar="ADDR", help="address to bind (default 127.0.0.1)")
+    from agent.install import add_arguments as install_arguments
+
+    install = sub.add_parser(
+        "install-service",
+        help="install the agent as a systemd service (as root; --uninstall reverses it)",
+    )
+    install_arguments(install)
     return parser
 
 
@@ -81,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dashboard.launch import main as dashboard_main
 
         return dashboard_main(args.dashboard_config or args.config, args.port, args.host)
+    if args.command == "install-service":  # needs no config: it installs one
+        from agent import install
+
+        return install.run(args)
     # Logging first, so what loading the config warns about (a secret others can read)
     # is a proper log line; the config's own level applies once it is read.
     logging.basicConfig(

@@ -2,24 +2,73 @@
 
 from __future__ import annotations
 
+import errno
+import grp
 import os
+import pwd
+import socket
 import sqlite3
+import tempfile
+import urllib.request
 from pathlib import Path
 
 from agent.config import Config, ConfigError
 from agent.embodied import HOW_TO_SET, host_embodied
 from agent.sensors import SensorSet
 
+#: The group the service's tmpfiles rule gives read access to the RAPL counters.
+SERVICE_GROUP = "sci-agent"
+TMPFILES_RULE = "/usr/lib/tmpfiles.d/sci-agent.conf"
+
+
+def whoami() -> str:
+    """``uid N (name)`` of this process, as the messages name it."""
+    uid = os.geteuid()
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def writable_dir(folder: Path) -> str | None:
+    """None when this user can create files in ``folder`` (or create it); else why not.
+
+    Creates and deletes a probe file in ``folder``, or in its nearest existing parent when
+    ``folder`` does not exist yet (``run`` creates it then): a permission check by mode
+    bits would pass for root on a read-only mount, or on a file where a folder should be.
+    """
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a directory, so {folder} cannot be one"
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".sci-agent-doctor-")
+    except OSError as exc:
+        where = f"{folder}" if probe == folder else f"{folder} cannot be created: {probe}"
+        return f"{where} is not writable by {whoami()} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def writable_file(target: Path) -> str | None:
+    """None when this user can create ``target``, or open it for writing; else why not."""
+    problem = writable_dir(target.parent if str(target.parent) else Path("."))
+    if problem is None and target.exists():
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CLOEXEC))  # opens, writes nothing
+        except OSError as exc:
+            problem = f"{target} is not writable by {whoami()} ({exc.strerror or exc})"
+    return problem
+
 
 def store_status(path: str) -> tuple[bool, str]:
     """Whether the store's file can be created or opened for writing."""
     target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        return False, f"{folder} is not writable by uid {os.getuid()}"
+    problem = writable_file(target)
+    if problem is not None:
+        return False, problem
     if target.exists():
         try:
             db = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
@@ -37,6 +86,142 @@ def store_status(path: str) -> tuple[bool, str]:
                 )
             return False, f"{target}: {exc}"
     return True, f"{target} (will be created)"
+
+
+def spool_status(config: Config) -> tuple[bool, str]:
+    """Whether the InfluxDB sink's spool folder can be written (``run`` refuses to start else)."""
+    folder = Path(config.spool.dir) / "influxdb"
+    problem = writable_dir(folder)
+    if problem is not None:
+        return False, problem
+    return True, f"{folder}" + ("" if folder.exists() else " (will be created)")
+
+
+def rapl_lines(root: str) -> list[str]:
+    """Whether this user can read every RAPL counter under ``root``, and the fix if not.
+
+    Reads each ``energy_uj`` as the sensor does (so a capability counts); no lines when
+    the machine has no RAPL zones (the sensor lines say so).
+    """
+    counters = sorted(Path(root).glob("intel-rapl*/energy_uj"))
+    counters += sorted(Path(root).glob("intel-rapl*/intel-rapl*/energy_uj"))
+    if not counters:
+        return []
+    denied: list[tuple[Path, str]] = []
+    for counter in counters:
+        try:
+            fd = os.open(counter, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.pread(fd, 32, 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            denied.append((counter, exc.strerror or str(exc)))
+    me = whoami()
+    if not denied:
+        return [f"rapl:     ok  {len(counters)} counters readable by {me}"]
+    first, why = denied[0]
+    lines = [
+        f"rapl:     no  {len(denied)} of {len(counters)} counters not readable by {me}, "
+        f"e.g. {first}: {why} (root-only since Linux 5.10)"
+    ]
+    return lines + _rapl_fix(first)
+
+
+def _rapl_fix(counter: Path) -> list[str]:
+    """The group fix (the service's tmpfiles rule, then ``usermod``), and the alternative."""
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = str(os.geteuid())
+    try:
+        group = grp.getgrgid(counter.stat().st_gid).gr_name
+    except (KeyError, OSError):
+        group = ""
+    member = f"usermod -aG {SERVICE_GROUP} {user}, then log in again (or restart the service)"
+    if group == SERVICE_GROUP:
+        fix = [f"          fix: the counters already belong to group {SERVICE_GROUP}: {member}"]
+    else:
+        fix = [
+            f"          fix: give group {SERVICE_GROUP} read access at boot with the tmpfiles "
+            f"rule {TMPFILES_RULE} (sci-agent install-service installs it; apply it now with "
+            "systemd-tmpfiles --create sci-agent.conf),",
+            f"               and put this user in that group (the service's user is in it "
+            f"already): {member}",
+        ]
+    return [
+        *fix,
+        "          or:  grant CAP_DAC_READ_SEARCH (AmbientCapabilities=CAP_DAC_READ_SEARCH in "
+        "the unit): it works, but lets the agent read every file on the host",
+    ]
+
+
+def nvml_device_status() -> tuple[bool, str] | None:
+    """Whether this user can open the NVIDIA device files; None when there are none."""
+    devices = [*sorted(Path("/dev").glob("nvidia[0-9]*")), Path("/dev/nvidiactl")]
+    devices = [d for d in devices if d.exists()]
+    if not devices:
+        return None
+    denied = []
+    for device in devices:
+        try:
+            os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
+        except OSError:
+            denied.append(str(device))
+    if denied:
+        return False, (
+            f"{', '.join(denied)} cannot be opened by {whoami()}: run the agent in the group "
+            "owning them (ls -l /dev/nvidia*), and under systemd keep DeviceAllow=/dev/nvidia*"
+        )
+    return True, f"{len(devices)} device files open for {whoami()}"
+
+
+def http_status(config: Config) -> tuple[str, bool, str]:
+    """Can ``run`` listen on ``http.listen``? (state, whether run would fail, text).
+
+    Binds the address (as the local endpoint does, with ``SO_REUSEADDR``) and releases
+    it. When the port is taken, ``GET /healthz`` tells a running sci-agent (the service,
+    usually: not a failure) from another program (``run`` would fail).
+    """
+    listen = config.http.listen
+    host, _, port_text = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, int(port_text), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            if _agent_answers(host, int(port_text)):
+                return "in use", False, (
+                    f"{listen}: a sci-agent already serves there (GET /healthz answers): "
+                    "the service is running; a second run with this config could not listen"
+                )
+            return "FAILS", True, (
+                f"{listen} is in use by another program: run cannot listen (find it with "
+                f"ss -ltnp 'sport = :{port_text}', or set another http.listen)"
+            )
+        reason = exc.strerror or str(exc)
+        return "FAILS", True, f"{listen}: cannot listen as {whoami()}: {reason}"
+    return "ok", False, f"{listen} can be bound (and was released)"
+
+
+def _agent_answers(host: str, port: int) -> bool:
+    """True when an sci-agent's local endpoint answers ``GET /healthz`` there."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(f"http://{shown}:{port}/healthz", timeout=2) as answer:
+            server = str(answer.headers.get("Server", ""))
+            return int(answer.status) == 200 and server.startswith("sci-agent")
+    except (OSError, ValueError):
+        return False
 
 
 def influx_status(config: Config) -> tuple[bool, str]:
@@ -121,6 +306,11 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
             lines.append(f"  no    {name:<6} {health.reason}")
             if health.fix:
                 lines.append(f"        fix: {health.fix}")
+    access = rapl_lines(config.sensors.rapl.root) if config.sensors.rapl.enabled else []
+    nvml = nvml_device_status() if config.sensors.nvml.enabled else None
+    if nvml is not None:
+        access.append(f"nvml:     {'ok' if nvml[0] else 'no'}  {nvml[1]}")
+    lines += ["", *access] if access else []
     covering = sensors.covering()
     lines += ["", "measured by:"]
     for kind in ("cpu", "dram", "psys", "gpu"):
@@ -132,12 +322,30 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
     embodied = embodied_lines(config)
     embodied_ok = not embodied[0].startswith("embodied: FAILS")
     lines += ["", *embodied]
+    lines += ["", f"user:     {whoami()} (run doctor as the service's user to judge the service)"]
+    runs = True  # False when ``run`` would refuse to start
     if config.store.enabled:
         ok, text = store_status(config.store.path)
-        lines += ["", f"store:    {'ok' if ok else 'FAILS'}  {text}"]
+        runs &= ok or "is corrupt" in text  # run moves a corrupt store aside
+        lines.append(f"store:    {'ok' if ok else 'FAILS'}  {text}")
     if config.influxdb.enabled:
+        ok, text = spool_status(config)
+        runs &= ok
+        lines.append(f"spool:    {'ok' if ok else 'FAILS'}  {text}")
         ok, text = influx_status(config)
         lines.append(f"influxdb: {'ok' if ok else 'FAILS'}  {text}")
+    if config.jsonl.path not in (None, "-"):
+        jsonl = Path(str(config.jsonl.path))
+        problem = writable_file(jsonl)
+        runs &= problem is None
+        lines.append(f"jsonl:    FAILS  {problem}" if problem else f"jsonl:    ok  {jsonl}")
+    if config.http.enabled:
+        state, fails, text = http_status(config)
+        runs &= not fails
+        lines.append(f"http:     {state}  {text}")
+    problem = writable_dir(Path(config.sensors.state_dir))
+    if problem is not None:  # run only warns: learned static floors are not kept
+        lines.append(f"state:    no  {problem} (learned static power is lost at restart)")
     grid_ok, grid_lines = grid_status(config)
     lines += ["", *grid_lines]
     can_measure = "cpu" in covering
@@ -154,4 +362,6 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
         lines.append("          but run refuses the grid settings above")
     if not embodied_ok:
         lines.append("          but run refuses the embodied settings above")
-    return "\n".join(lines), 0 if can_measure and grid_ok and embodied_ok else 1
+    if not runs:
+        lines.append("          but run cannot start here: see FAILS above")
+    return "\n".join(lines), 0 if can_measure and grid_ok and embodied_ok and runs else 1
