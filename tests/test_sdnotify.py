@@ -19,7 +19,7 @@ import pytest
 
 from agent.journal import JournalFormatter, under_journald
 from agent.sdnotify import Notifier, watchdog_period_s
-from tests.test_agent_run import AGENT, write_config
+from tests.test_agent_run import AGENT, _free_port, write_config
 
 
 class NotifySocket:
@@ -129,6 +129,32 @@ def test_abstract_socket_and_no_pings_without_watchdog(tmp_path: Path) -> None:
     assert agent.returncode == 0, err
     assert not received.with_field("WATCHDOG=1")
     assert received.with_field("STOPPING=1")
+
+
+def test_status_names_the_influxdb_backlog_while_its_server_is_down(tmp_path: Path) -> None:
+    path = str(tmp_path / "n.sock")
+    received = NotifySocket(path)
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    influx = (
+        f'[influxdb]\nenabled = true\napi = "v1"\nurl = "{dead}"\ndatabase = "sci"\n'
+        f'timeout_s = 0.5\n[spool]\ndir = "{tmp_path}/spool"\nflush_deadline_s = 0.5\n'
+    )
+    cfg = write_config(tmp_path, "[http]\nenabled = false\n" + influx, interval_s=0.3)
+    agent = _start(cfg, {"NOTIFY_SOCKET": path})
+    backlog = re.compile(r"STATUS=.*; store ok; influxdb ok, backlog ([1-9]\d*) lines")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(backlog.search(t) for _, t in received.messages):
+                break
+            time.sleep(0.1)
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        received.close()
+    assert any(backlog.search(t) for _, t in received.messages), received.messages
 
 
 def test_watchdog_pid_of_another_process_means_no_pings(tmp_path: Path) -> None:
