@@ -16,7 +16,7 @@ from types import FrameType
 from agent import config as config_mod
 from agent.config import Config, ConfigError
 from agent.fdreserve import FdReserve, raise_soft_limit
-from agent.journal import setup_logging
+from agent.journal import setup_logging, under_journald
 from agent.loop import Loop
 from agent.records import IntervalResult
 from agent.render import summary_line, to_json, to_table
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
-        print(f"sci-agent: config error: {exc}", file=sys.stderr)
+        _fatal(f"config error: {exc}")
         return EXIT_CONFIG
     logging.getLogger().setLevel((args.log_level or cfg.log.level).upper())
     if args.command == "once":
@@ -206,10 +206,10 @@ def _run(
         agent = Agent(cfg)
         sinks = agent.build_sinks()
     except ConfigError as exc:
-        print(f"sci-agent: config error: {exc}", file=sys.stderr)
+        _fatal(f"config error: {exc}")
         return EXIT_CONFIG
     except OSError as exc:  # e.g. a spool folder that cannot be created or is locked
-        print(f"sci-agent: cannot start: {exc}", file=sys.stderr)
+        _fatal(f"cannot start: {exc}")
         return 1
     opened: list[Sink] = []
     try:
@@ -218,7 +218,7 @@ def _run(
             opened.append(sink)
         agent.start()
     except Exception as exc:  # a store that cannot open, the local API's port taken…
-        print(f"sci-agent: cannot start: {exc}", file=sys.stderr)
+        _fatal(f"cannot start: {exc}")
         _close_all(opened)
         agent.stop()
         return 1
@@ -261,8 +261,10 @@ def _run(
 
     def _reload() -> None:
         notifier.reloading()
-        _apply_reload(agent, loop, source, cli_log_level)
-        notifier.ready(status_line(loop, agent, last[0] if last else None))
+        try:
+            _apply_reload(agent, loop, source, cli_log_level)
+        finally:  # systemd waits for READY=1 after RELOADING=1, whatever happened
+            notifier.ready(status_line(loop, agent, last[0] if last else None))
 
     reserve = FdReserve()
     reserve.take()
@@ -328,6 +330,12 @@ def status_line(loop: Loop, agent: Agent, result: IntervalResult | None) -> str:
     if loop.failed_cycles:
         parts.append(f"{loop.failed_cycles} failed cycles")
     return "; ".join(parts)
+
+
+def _fatal(text: str) -> None:
+    """Why the agent cannot run, on stderr; an error-level journal entry under systemd."""
+    prefix = "<3>" if under_journald(sys.stderr) else ""
+    print(f"{prefix}sci-agent: {text}", file=sys.stderr)
 
 
 def _close_all(sinks: Sequence[Sink]) -> None:

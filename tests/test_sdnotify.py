@@ -287,3 +287,17 @@ def test_journal_formatter_levels() -> None:
     for level, prefix in levels:
         record = logging.LogRecord("sci_agent", level, __file__, 1, "a\nb", None, None)
         assert fmt.format(record) == f"{prefix}sci_agent: a | b"
+
+
+def test_a_config_refused_at_start_is_an_error_entry_under_systemd(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "[http]\nenabled = false\n", interval_s=-1)
+    out = subprocess.run(
+        [*AGENT, "--config", str(cfg), "run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "INVOCATION_ID": "x"},
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("<3>sci-agent: config error: ")
+    assert "interval_s" in out.stderr and len(out.stderr.splitlines()) == 1
