@@ -47,17 +47,16 @@ def priority(levelno: int) -> int:
 
 
 def under_journald(stream: TextIO | None = None, env: Mapping[str, str] | None = None) -> bool:
-    """True when ``stream`` goes to the journal, or we run as a systemd unit.
+    """True when ``stream`` goes to the journal.
 
-    ``$JOURNAL_STREAM`` is ``DEVICE:INODE`` of the journal's socket, valid only while
-    the stream is still that socket; ``$INVOCATION_ID`` marks any systemd service.
+    ``$JOURNAL_STREAM`` is ``DEVICE:INODE`` of the journal's socket, and decides when
+    set: a child of a service whose stderr was redirected inherits it, and no longer
+    matches. Without it, ``$INVOCATION_ID`` (set for every systemd service) decides.
     """
     environ = os.environ if env is None else env
-    if environ.get("INVOCATION_ID"):
-        return True
     expected = environ.get("JOURNAL_STREAM", "")
     if not expected:
-        return False
+        return bool(environ.get("INVOCATION_ID"))
     try:
         st = os.fstat((stream or sys.stderr).fileno())
     except (OSError, ValueError, AttributeError):

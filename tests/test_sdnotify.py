@@ -277,6 +277,8 @@ def test_journal_stream_must_match_stderr(tmp_path: Path) -> None:
         assert under_journald(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
         assert not under_journald(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})
         assert not under_journald(stream, {})
+        # a redirected stderr inherits JOURNAL_STREAM from its service: it decides
+        assert not under_journald(stream, {"JOURNAL_STREAM": "1:2", "INVOCATION_ID": "abc"})
     assert under_journald(io.StringIO(), {"INVOCATION_ID": "abc"})
     assert not under_journald(io.StringIO(), {"JOURNAL_STREAM": "1:2"})  # no descriptor
 
