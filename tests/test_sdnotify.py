@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -87,7 +88,8 @@ def test_ready_watchdog_status_reload_stopping(tmp_path: Path) -> None:
         pings = [at for at, _ in received.with_field("WATCHDOG=1") if ready <= at <= status]
         gaps = [b - a for a, b in pairwise(pings)]
         assert len(pings) >= 7, received.messages  # ~5 s at one ping per 0.5 s
-        assert all(0.3 < g < 0.8 for g in gaps), gaps
+        assert all(0.3 < g < 1.0 for g in gaps), gaps  # always inside WATCHDOG_USEC
+        assert 0.4 < statistics.median(gaps) < 0.65, gaps  # at half of it
         line = next(t for at, t in received.messages if at == status)
         assert re.search(r"STATUS=\d+\.\d W, \d+ apps; store ok", line), line
 
