@@ -172,6 +172,8 @@ class Loop:
         Returns early (False) when a reload is asked for.
         """
         while True:
+            if self._reload_requested and not self.stop.is_set():
+                return False  # asked for during the cycle: no need to wait
             now = self._clock()
             timeout = left = max(0.0, tick - now)
             if self.watchdog_s is not None:
@@ -181,7 +183,7 @@ class Loop:
             if self.stop.wait(timeout):
                 return True
             self._feed_watchdog()
-            if timeout == left or self._reload_requested:
+            if timeout == left:
                 return False
 
     def _feed_watchdog(self) -> None:

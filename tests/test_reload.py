@@ -199,6 +199,8 @@ def test_plan_names_nested_keys_from_a_file() -> None:
 
 def test_loop_reloads_between_cycles_never_during_one() -> None:
     events: list[str] = []
+    measured_at: list[float] = []
+    reloaded_at: list[float] = []
     stop = threading.Event()
     loop: Loop
 
@@ -207,12 +209,14 @@ def test_loop_reloads_between_cycles_never_during_one() -> None:
         loop.request_reload()  # asked for mid-cycle
         time.sleep(0.1)
         events.append("measured")
+        measured_at.append(time.monotonic())
         if events.count("reload") >= 2:
             stop.set()
         return interval(len(events))
 
     def reload() -> None:
         events.append("reload")
+        reloaded_at.append(time.monotonic())
         loop.interval_s = 0.05
 
     loop = Loop(measure, [MemorySink()], 0.2, stop, on_reload=reload)  # type: ignore[arg-type]
@@ -222,6 +226,7 @@ def test_loop_reloads_between_cycles_never_during_one() -> None:
     for a, b in pairwise(events):
         assert not (a == "measure" and b == "reload")
     assert events[:4] == ["measure", "measured", "reload", "measure"]
+    assert reloaded_at[0] - measured_at[0] < 0.05  # right after the cycle, not a tick later
 
 
 def test_loop_feeds_the_watchdog_between_long_ticks() -> None:
