@@ -16,10 +16,12 @@ from types import FrameType
 from agent import config as config_mod
 from agent.config import Config, ConfigError
 from agent.fdreserve import FdReserve, raise_soft_limit
+from agent.journal import setup_logging, under_journald
 from agent.loop import Loop
 from agent.records import IntervalResult
 from agent.render import summary_line, to_json, to_table
 from agent.runtime import Agent
+from agent.sdnotify import Notifier, watchdog_period_s
 from exporters.base import Sink
 
 log = logging.getLogger("sci_agent")
@@ -94,15 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return install.run(args)
     # Logging first, so what loading the config warns about (a secret others can read)
     # is a proper log line; the config's own level applies once it is read.
-    logging.basicConfig(
-        level=(args.log_level or "info").upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level or "info")
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
-        print(f"sci-agent: config error: {exc}", file=sys.stderr)
+        _fatal(f"config error: {exc}")
         return EXIT_CONFIG
     logging.getLogger().setLevel((args.log_level or cfg.log.level).upper())
     if args.command == "once":
@@ -113,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _intensity(cfg, args.zone, args.region, args.json)
     if args.command == "report":
         return _report(cfg, args)
-    return _run(cfg, args.print_each)
+    return _run(cfg, args.print_each, args.config, args.log_level)
 
 
 def _once(cfg: Config, interval_s: float, as_json: bool) -> int:
@@ -182,8 +180,17 @@ def _doctor(cfg: Config, source: str | None) -> int:
     return status
 
 
-def _run(cfg: Config, print_each: bool = False) -> int:
+def _run(
+    cfg: Config,
+    print_each: bool = False,
+    source: str | None = None,
+    cli_log_level: str | None = None,
+) -> int:
+    """Sample until SIGTERM/SIGINT; SIGHUP reloads ``source`` (else $SCI_AGENT_CONFIG)."""
     stop = threading.Event()
+    notifier = Notifier()
+    loops: list[Loop] = []  # the loop, once built: SIGHUP before then is kept for it
+    early_reload = False
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info(
@@ -192,8 +199,16 @@ def _run(cfg: Config, print_each: bool = False) -> int:
         )
         stop.set()
 
+    def _on_hup(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal early_reload
+        if loops:
+            loops[0].request_reload()  # applied on the loop's thread, between cycles
+        else:
+            early_reload = True
+
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGHUP, _on_hup)
     before, after = raise_soft_limit()
     if after != before:
         log.debug("open-file limit raised from %d to %d", before, after)
@@ -202,10 +217,10 @@ def _run(cfg: Config, print_each: bool = False) -> int:
         agent = Agent(cfg)
         sinks = agent.build_sinks()
     except ConfigError as exc:
-        print(f"sci-agent: config error: {exc}", file=sys.stderr)
+        _fatal(f"config error: {exc}")
         return EXIT_CONFIG
     except OSError as exc:  # e.g. a spool folder that cannot be created or is locked
-        print(f"sci-agent: cannot start: {exc}", file=sys.stderr)
+        _fatal(f"cannot start: {exc}")
         return 1
     opened: list[Sink] = []
     try:
@@ -214,7 +229,7 @@ def _run(cfg: Config, print_each: bool = False) -> int:
             opened.append(sink)
         agent.start()
     except Exception as exc:  # a store that cannot open, the local API's port taken…
-        print(f"sci-agent: cannot start: {exc}", file=sys.stderr)
+        _fatal(f"cannot start: {exc}")
         _close_all(opened)
         agent.stop()
         return 1
@@ -229,8 +244,10 @@ def _run(cfg: Config, print_each: bool = False) -> int:
         agent.chain.zone,
         agent.api.url if agent.api is not None else "disabled",
     )
+    last: list[IntervalResult] = []
 
     def _summary(result: IntervalResult) -> None:
+        last[:] = [result]
         if print_each:
             print(summary_line(result), flush=True)
         log.debug(
@@ -243,10 +260,22 @@ def _run(cfg: Config, print_each: bool = False) -> int:
 
     def _stop_intake() -> None:
         """Accept no more units: what was accepted is in the last interval's counts."""
+        notifier.stopping()
         for scraper in agent.scrapers:
             scraper.stop()
         if agent.api is not None:
             agent.api.stop()
+
+    def _status() -> None:
+        if notifier.enabled:
+            notifier.status(status_line(loop, agent, last[0] if last else None))
+
+    def _reload() -> None:
+        notifier.reloading()
+        try:
+            _apply_reload(agent, loop, source, cli_log_level)
+        finally:  # systemd waits for READY=1 after RELOADING=1, whatever happened
+            notifier.ready(status_line(loop, agent, last[0] if last else None))
 
     reserve = FdReserve()
     reserve.take()
@@ -258,18 +287,66 @@ def _run(cfg: Config, print_each: bool = False) -> int:
         on_result=_summary,
         on_stop=_stop_intake,
         reserve=reserve,
+        watchdog=notifier.watchdog,
+        watchdog_s=watchdog_period_s() if notifier.enabled else None,
+        after_cycle=_status,
+        on_reload=_reload,
     )
+    loops.append(loop)
+    if early_reload:
+        loop.request_reload()
     if agent.metrics is not None:
         agent.metrics.cycle_stats = loop.stats
         agent.metrics.sink_health = loop.sink_health
+    notifier.ready(f"sampling every {cfg.interval_s:g}s")  # sinks open, baseline taken
     try:
         loop.run()
     finally:
         _close_all(sinks)
         agent.stop()
         reserve.close()
+        notifier.close()
     log.info("stopped after %d cycles (%d failed)", loop.cycles, loop.failed_cycles)
     return 0
+
+
+def _apply_reload(agent: Agent, loop: Loop, source: str | None, cli_log_level: str | None) -> None:
+    """Re-read the config and apply what can be applied live; a bad one changes nothing."""
+    try:
+        new = config_mod.load(source)
+        done = agent.reload(new)
+    except ConfigError as exc:
+        log.error("reload rejected, the running config is kept: %s", exc)
+        return
+    for key in done.needs_restart:
+        log.warning("reload: %s needs a restart; the running value is kept", key)
+    loop.interval_s = done.config.interval_s
+    if cli_log_level is None:  # --log-level on the command line wins over the file
+        logging.getLogger().setLevel(done.config.log.level.upper())
+    log.info("reloaded the config: %s", ", ".join(done.applied) or "nothing changed")
+
+
+def status_line(loop: Loop, agent: Agent, result: IntervalResult | None) -> str:
+    """One line for systemd's STATUS=: power, apps, each sink's state, failures."""
+    parts = []
+    if result is not None and result.interval_s > 0:
+        watts = result.total_joules / result.interval_s
+        parts.append(f"{watts:.1f} W, {len(result.apps)} apps")
+    backlog = {r.name: r.backlog_lines for r in agent.runners}
+    for health in loop.sink_health():
+        state = "ok" if health.up else "failing"
+        if health.sink in backlog:
+            state += f", backlog {backlog[health.sink]} lines"
+        parts.append(f"{health.sink} {state}")
+    if loop.failed_cycles:
+        parts.append(f"{loop.failed_cycles} failed cycles")
+    return "; ".join(parts)
+
+
+def _fatal(text: str) -> None:
+    """Why the agent cannot run, on stderr; an error-level journal entry under systemd."""
+    prefix = "<3>" if under_journald(sys.stderr) else ""
+    print(f"{prefix}sci-agent: {text}", file=sys.stderr)
 
 
 def _close_all(sinks: Sequence[Sink]) -> None:

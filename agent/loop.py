@@ -13,6 +13,12 @@ is logged the same way and the other sinks still get the interval.
 On stop (SIGTERM, SIGINT) the interval under way is not dropped: ``on_stop`` runs
 first (the caller stops taking units there), then one last cycle measures the
 partial interval, scores it and writes it to every sink.
+
+Between ticks the loop also feeds systemd's watchdog (``watchdog`` every
+``watchdog_s``, from this thread, so a hung loop stops feeding it) and applies a
+reload asked for by ``request_reload`` (a SIGHUP): the waits are cut into slices so
+neither waits for a long ``interval_s``, and neither moves the ticks. A reload runs
+only between cycles, never in the middle of one.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ log = logging.getLogger("sci_agent.loop")
 MIN_FINAL_INTERVAL_S = 0.01
 #: Distinct cycle errors remembered for "log once"; beyond that, repeats log at debug.
 _MAX_REMEMBERED_ERRORS = 64
+#: A reload asked for between ticks is applied within this many seconds.
+RELOAD_CHECK_S = 1.0
 
 
 class CycleStats(NamedTuple):
@@ -70,6 +78,10 @@ class Loop:
         on_stop: Callable[[], None] | None = None,
         reserve: FdReserve | None = None,
         wall_clock: Callable[[], float] = time.time,
+        watchdog: Callable[[], object] | None = None,
+        watchdog_s: float | None = None,
+        after_cycle: Callable[[], None] | None = None,
+        on_reload: Callable[[], None] | None = None,
     ) -> None:
         self.measure = measure
         self.sinks = list(sinks)
@@ -90,6 +102,16 @@ class Loop:
         self._failing = 0  # consecutive failed cycles
         self._short_of_fds = False
         self._last_cycle_end: float | None = None
+        self.watchdog = watchdog
+        self.watchdog_s = watchdog_s if watchdog is not None and watchdog_s else None
+        self.after_cycle = after_cycle  # after every cycle, failed or not (e.g. STATUS=)
+        self.on_reload = on_reload
+        self._reload_requested = False
+        self._next_ping = 0.0
+
+    def request_reload(self) -> None:
+        """Ask for ``on_reload`` between cycles (safe to call from a signal handler)."""
+        self._reload_requested = True
 
     def sink_health(self) -> list[SinkHealth]:
         """Each sink: up (its last write worked), failed writes, and what it holds back."""
@@ -111,12 +133,21 @@ class Loop:
     def run(self, max_cycles: int | None = None) -> None:
         """Sample until stopped (or ``max_cycles``); on stop, measure the partial interval."""
         next_tick = self._clock() + self.interval_s
+        self._next_ping = self._clock()
         overrunning = False
         while True:
-            if self.stop.wait(max(0.0, next_tick - self._clock())):
+            if self._wait_until(next_tick):
                 self._final_cycle()
                 return
+            if self._reload_requested:
+                before = self.interval_s
+                self._reload()
+                next_tick += self.interval_s - before  # the tick under way, at the new rate
+                continue
             self.run_cycle()
+            self._feed_watchdog()
+            if self.after_cycle is not None:
+                self._call("after_cycle", self.after_cycle)
             next_tick += self.interval_s
             behind = self._clock() - next_tick
             if behind > 0:
@@ -134,6 +165,40 @@ class Loop:
                 overrunning = False
             if max_cycles is not None and self.cycles + self.failed_cycles >= max_cycles:
                 return
+
+    def _wait_until(self, tick: float) -> bool:
+        """Wait for ``tick``, feeding the watchdog; True when stopped.
+
+        Returns early (False) when a reload is asked for.
+        """
+        while True:
+            if self._reload_requested and not self.stop.is_set():
+                return False  # asked for during the cycle: no need to wait
+            now = self._clock()
+            timeout = left = max(0.0, tick - now)
+            if self.watchdog_s is not None:
+                timeout = min(timeout, max(0.0, self._next_ping - now))
+            if self.on_reload is not None:
+                timeout = min(timeout, RELOAD_CHECK_S)
+            if self.stop.wait(timeout):
+                return True
+            self._feed_watchdog()
+            if timeout == left:
+                return False
+
+    def _feed_watchdog(self) -> None:
+        """Ping the watchdog when a ping is due."""
+        if self.watchdog is None or self.watchdog_s is None:
+            return
+        now = self._clock()
+        if now >= self._next_ping:
+            self.watchdog()
+            self._next_ping = now + self.watchdog_s
+
+    def _reload(self) -> None:
+        self._reload_requested = False
+        if self.on_reload is not None:
+            self._call("on_reload", self.on_reload)
 
     def run_cycle(self) -> IntervalResult | None:
         """Sample once and hand the result to every sink; ``None`` when the cycle failed."""
@@ -217,4 +282,4 @@ class Loop:
 
 def _what(name: str) -> str:
     """How the log names a sink or a hook."""
-    return name if name in ("on_result", "on_stop") else f"sink {name}"
+    return name if name in ("on_result", "on_stop", "after_cycle", "on_reload") else f"sink {name}"

@@ -106,6 +106,10 @@ class ProcScanner:
         self.cpu_count = os.cpu_count() or 1
         self.self_pid = self_pid or os.getpid()
 
+    def set_namer(self, namer: AppNamer) -> None:
+        """Name processes first seen from now on with ``namer`` (a reload)."""
+        self._namer = namer
+
     # -- CPU ---------------------------------------------------------------------
 
     def read_cpu_times(self) -> CpuTimes:

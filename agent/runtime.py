@@ -3,14 +3,20 @@
 ``Agent.measure()`` is one whole cycle: measure and attribute, then score with the
 latest grid intensity (never waiting on a grid API) and the units counted since the
 previous cycle.
+
+``Agent.reload(config)`` applies a new config between cycles: the keys in
+``LIVE_KEYS`` take effect at once; a change anywhere else needs a restart and the
+running value is kept (``Reload.needs_restart`` names each such key).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import Any
 
+from agent.apps import AppNamer
 from agent.config import Config
 from agent.embodied import host_embodied
 from agent.grid import build_chain
@@ -28,6 +34,43 @@ from exporters.runner import SpoolRunner
 from exporters.sqlite_store import SqliteStore
 
 log = logging.getLogger("sci_agent")
+
+#: Top-level config keys a reload applies live; every other key needs a restart.
+LIVE_KEYS = frozenset(
+    {"interval_s", "log", "apps", "grid", "embodied", "sci", "scrape", "dashboard"}
+)
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What a reload did: the config now in force, keys applied, keys left for a restart."""
+
+    config: Config
+    applied: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+
+
+def plan_reload(old: Config, new: Config) -> Reload:
+    """``new`` with every key outside ``LIVE_KEYS`` kept from ``old``, and the changes."""
+    changed = list(changed_keys(old, new))
+    applied = tuple(k for k in changed if _top(k) in LIVE_KEYS)
+    restart = tuple(k for k in changed if _top(k) not in LIVE_KEYS)
+    kept = {f.name: getattr(old, f.name) for f in fields(Config) if f.name not in LIVE_KEYS}
+    return Reload(replace(new, **kept), applied, restart)
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted keys whose values differ (a list such as ``apps`` counts as one key)."""
+    if is_dataclass(old) and type(old) is type(new):
+        for f in fields(old):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            yield from changed_keys(getattr(old, f.name), getattr(new, f.name), key)
+    elif old != new:
+        yield prefix
+
+
+def _top(key: str) -> str:
+    return key.split(".", 1)[0]
 
 
 class Agent:
@@ -128,6 +171,65 @@ class Agent:
             zone=self.chain.zone,
             providers=cfg.grid.providers,
         )
+
+    def reload(self, new: Config) -> Reload:
+        """Apply ``new``'s live keys; counters, totals, sinks and the sampler's state stay.
+
+        Everything new is built before anything is swapped, so a ``ConfigError`` (an
+        unknown zone, an instance type not in the table) leaves the agent as it was.
+        """
+        plan = plan_reload(self.config, new)
+        cfg, changed = plan.config, {_top(k) for k in plan.applied}
+        cpu_count = self.sampler.scanner.cpu_count
+        chain = build_chain(cfg.grid) if "grid" in changed else self.chain
+        embodied = host_embodied(cfg, cpu_count) if "embodied" in changed else self.embodied
+        units = app_units(cfg)
+        self.scorer = Scorer(
+            units,
+            embodied.kgco2e,
+            cfg.embodied.lifespan_years,
+            cfg.sci.idle_policy,
+            cfg.sci.pue,
+            cpu_count=cpu_count,
+        )
+        self.embodied = embodied
+        if "apps" in changed:
+            self.sampler.scanner.set_namer(AppNamer(cfg.apps))
+            self.counter.set_apps({rule.name: rule.unit for rule in cfg.apps})
+        if chain is not self.chain:
+            self.chain.stop()
+            chain.start()
+            self.chain = chain
+        if changed & {"scrape", "apps", "grid"}:  # a scraper holds its unit and timeout
+            self._restart_scrapers(cfg, units)
+        self.config = cfg
+        return plan
+
+    def _restart_scrapers(self, cfg: Config, units: Mapping[str, str]) -> None:
+        """Restart the scrapers whose target, unit or timeout changed; keep the others.
+
+        A kept scraper keeps its last reading, so no increase is lost across a reload.
+        """
+        timeout_s = cfg.grid.timeout_s
+        running = list(self.scrapers)
+        scrapers = []
+        for target in cfg.scrape:
+            unit = units[target.app]
+            same = [
+                s
+                for s in running
+                if (s.config, s.unit, s.timeout_s) == (target, unit, timeout_s)
+            ]
+            if same:
+                running.remove(same[0])
+                scrapers.append(same[0])
+            else:
+                scraper = PrometheusScraper(target, self.counter, unit, timeout_s)
+                scraper.start()
+                scrapers.append(scraper)
+        for gone in running:
+            gone.stop()
+        self.scrapers = scrapers
 
     def stop(self) -> None:
         for scraper in self.scrapers:

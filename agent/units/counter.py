@@ -46,6 +46,11 @@ class UnitCounter:
         """App name → unit, for the apps that count one."""
         return {app: unit for app, unit in self._units.items() if unit is not None}
 
+    def set_apps(self, app_units: Mapping[str, str | None]) -> None:
+        """Know these apps from now on (a reload); counts and totals so far are kept."""
+        with self._lock:
+            self._units = dict(app_units)
+
     def check(self, app: object, unit: object, count: object) -> float:
         """Validate one report without counting it; return the count as a float."""
         if not isinstance(app, str):
