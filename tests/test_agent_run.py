@@ -22,6 +22,7 @@ import pytest
 
 from agent.config import AppRule, Config, NvmlConfig, RaplConfig, SensorsConfig, StoreConfig
 from agent.sampler import Sampler
+from tests.servers import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
 
@@ -32,6 +33,8 @@ def write_config(tmp_path: Path, extra: str = "", interval_s: float = 0.5) -> Pa
         f'host = "test-host"\ninterval_s = {interval_s}\n[store]\npath = "{tmp_path}/store.db"\n'
         f'[sensors.rapl]\nroot = "{tmp_path}/no-powercap"\n[sensors.nvml]\nenabled = false\n'
         + extra
+        # never the default port: an agent under `make run` may hold it
+        + ("" if "[http]" in extra else f'[http]\nlisten = "127.0.0.1:{free_port()}"\n')
     )
     return f
 
@@ -199,14 +202,8 @@ def test_doctor_explains_missing_rapl_and_exits_0(tmp_path: Path) -> None:
     assert "the agent can measure this host" in out.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_run_counts_pushed_units_into_the_sci_of_each_interval(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = write_config(
         tmp_path,
         f'[http]\nlisten = "127.0.0.1:{port}"\n[grid]\nzone = "FR"\n'
@@ -289,7 +286,7 @@ APP_RULE = '[[apps]]\nname = "agent"\ncmdline = "-m agent"\nunit = "request"\n'
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_units_accepted_until_stop_are_all_stored(tmp_path: Path, signum: int) -> None:
     """Units keep arriving up to the signal, sent a fraction of an interval after a tick."""
-    port = _free_port()
+    port = free_port()
     jsonl = tmp_path / "out.jsonl"
     cfg = write_config(
         tmp_path,
@@ -342,7 +339,7 @@ def test_units_accepted_until_stop_are_all_stored(tmp_path: Path, signum: int) -
 
 def test_run_keeps_sampling_when_file_descriptors_run_out(tmp_path: Path) -> None:
     """Slow connections take every descriptor under a low limit; intervals keep coming."""
-    port = _free_port()
+    port = free_port()
     limit = 64
     jsonl = tmp_path / "out.jsonl"
     cfg = write_config(

@@ -39,6 +39,7 @@ from agent.sensors.base import IntervalContext
 from agent.sensors.model import CpuInfo, ModelSensor
 from exporters.sqlite_store import SqliteStore
 from sci.embodied import DEFAULT_SERVER_EMBODIED_KGCO2E, REFERENCE_SERVER_THREADS, EmbodiedFigure
+from tests.servers import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
 GB = 1_000_000_000
@@ -304,6 +305,8 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
         f'host = "test-host"\ninterval_s = 0.5\n[store]\npath = "{tmp_path}/store.db"\n'
         f'[sensors.rapl]\nroot = "{tmp_path}/no-powercap"\n[sensors.nvml]\nenabled = false\n'
         + extra
+        # never the default port: an agent under `make run` may hold it
+        + ("" if "[http]" in extra else f'[http]\nlisten = "127.0.0.1:{free_port()}"\n')
     )
     return f
 

@@ -20,10 +20,10 @@ from agent.config import AppRule, Config, GridConfig, StoreConfig, loads
 from agent.loop import Loop
 from agent.runtime import LIVE_KEYS, plan_reload
 from exporters.memory import MemorySink
+from tests.servers import free_port
 from tests.test_agent_run import (
     AGENT,
     APP_RULE,
-    _free_port,
     _interval_ends,
     _post_unit,
     _wait_for_intervals,
@@ -58,7 +58,7 @@ def _busy_child(seconds: float) -> subprocess.Popen[bytes]:
 
 
 def test_good_config_applies_live_and_keeps_every_unit(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = write_config(tmp_path, _config_text(tmp_path, port, 100.0), interval_s=0.5)
     agent = subprocess.Popen(
         [*AGENT, "--config", str(cfg), "run"], stderr=subprocess.PIPE, text=True

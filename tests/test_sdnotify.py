@@ -20,7 +20,8 @@ import pytest
 
 from agent.journal import JournalFormatter, under_journald
 from agent.sdnotify import Notifier, watchdog_period_s
-from tests.test_agent_run import AGENT, _free_port, write_config
+from tests.servers import free_port
+from tests.test_agent_run import AGENT, write_config
 
 
 class NotifySocket:
@@ -136,7 +137,7 @@ def test_abstract_socket_and_no_pings_without_watchdog(tmp_path: Path) -> None:
 def test_status_names_the_influxdb_backlog_while_its_server_is_down(tmp_path: Path) -> None:
     path = str(tmp_path / "n.sock")
     received = NotifySocket(path)
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     influx = (
         f'[influxdb]\nenabled = true\napi = "v1"\nurl = "{dead}"\ndatabase = "sci"\n'
         f'timeout_s = 0.5\n[spool]\ndir = "{tmp_path}/spool"\nflush_deadline_s = 0.5\n'

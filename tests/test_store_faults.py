@@ -24,6 +24,7 @@ from exporters.spool import Spool
 from exporters.spooled import SpooledSink
 from exporters.sqlite_store import SqliteStore
 from exporters.testing import RecordingNetworkSink
+from tests.servers import free_port
 from tests.test_store import NOW, interval
 from tests.tmpfs import fill, small_tmpfs
 
@@ -37,6 +38,7 @@ def run_agent(tmp_path: Path, store: Path, until: Path, cycles: int = 3) -> tupl
         f'host = "test-host"\ninterval_s = 0.3\n[store]\npath = "{store}"\n'
         f'[jsonl]\npath = "{until}"\n'
         f'[sensors.rapl]\nroot = "{tmp_path}/no-powercap"\n[sensors.nvml]\nenabled = false\n'
+        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n'  # never the default port
     )
     agent = subprocess.Popen(
         [*AGENT, "--config", str(cfg), "run"], stderr=subprocess.PIPE, text=True
