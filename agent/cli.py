@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -40,24 +42,32 @@ def _parser() -> argparse.ArgumentParser:
         help=f"TOML config file (default: ${config_mod.ENV_CONFIG}, else built-in defaults)",
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"sci-agent {_version()}")
+    # --config and --log-level are accepted after the command too (`sci-agent doctor --config X`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", dest="sub_config", metavar="PATH", help="as before COMMAND")
+    common.add_argument(
+        "--log-level", dest="sub_log_level", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="sample every interval and keep the results in the store")
+    add = functools.partial(sub.add_parser, parents=[common])
+    run = add("run", help="sample every interval and keep the results in the store")
     run.add_argument(
         "--print",
         dest="print_each",
         action="store_true",
         help="print one line per interval on stdout (components, top apps)",
     )
-    once = sub.add_parser("once", help="measure one interval and print it")
+    once = add("once", help="measure one interval and print it")
     once.add_argument("--interval", type=float, metavar="S", help="seconds to measure")
     once.add_argument("--json", action="store_true", help="print one JSON object")
-    sub.add_parser("doctor", help="say which sensors work here, and how to fix the others")
-    intensity = sub.add_parser("intensity", help="print the grid's carbon intensity now")
+    add("doctor", help="say which sensors work here, and how to fix the others")
+    intensity = add("intensity", help="print the grid's carbon intensity now")
     where = intensity.add_mutually_exclusive_group()
     where.add_argument("--zone", help="a grid zone such as FR, DE, GB, US-CAL-CISO")
     where.add_argument("--region", help="a cloud region such as aws:eu-west-3")
     intensity.add_argument("--json", action="store_true", help="print one JSON object")
-    report = sub.add_parser("report", help="the SCI report of an app over a period")
+    report = add("report", help="the SCI report of an app over a period")
     report.add_argument("--app", required=True, help="the application's name")
     period = report.add_mutually_exclusive_group()
     period.add_argument("--since", default=None, help="a duration back from now: 15m, 24h, 7d")
@@ -84,8 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sci-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.config = getattr(args, "sub_config", None) or args.config
+    args.log_level = getattr(args, "sub_log_level", None) or args.log_level
     if args.command == "dashboard":  # streamlit runs in its own process and reads the config
         from dashboard.launch import main as dashboard_main
 
@@ -104,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     logging.getLogger().setLevel((args.log_level or cfg.log.level).upper())
     if args.command == "once":
-        return _once(cfg, args.interval or cfg.interval_s, args.json)
+        return _once(cfg, cfg.interval_s if args.interval is None else args.interval, args.json)
     if args.command == "doctor":
         return _doctor(cfg, args.config or os.environ.get(config_mod.ENV_CONFIG))
     if args.command == "intensity":
