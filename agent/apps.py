@@ -1,4 +1,4 @@
-"""Name the application a process belongs to: ``[[apps]]`` rules, then cgroup, then ``other``."""
+"""Name the app a process belongs to: the agent itself, ``[[apps]]`` rules, cgroup, ``other``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import os
 import pwd
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.config import AppRule
 
 OTHER_APP = "other"
 KERNEL_APP = "kernel"
+#: The agent and its dashboard, always: their own footprint is carbon too, and it must
+#: not land in the user's ``python`` app.
+SELF_APP = "sci-agent"
+_DASHBOARD_APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
 _CONTAINER = re.compile(
     r"^(?:docker|cri-containerd|crio|libpod|containerd)-([0-9a-f]{12,64})\.scope$"
@@ -73,12 +78,28 @@ class AppNamer:
         self._rules = [_CompiledRule(r) for r in rules]
 
     def name(self, p: ProcessFacts) -> str:
+        if is_sci_agent(p):
+            return SELF_APP
         for rule in self._rules:
             if rule.matches(p):
                 return rule.name
         if p.kernel_thread:
             return KERNEL_APP
         return app_from_cgroup(p.cgroup) or OTHER_APP
+
+
+def is_sci_agent(p: ProcessFacts) -> bool:
+    """The agent's own processes: ``sci-agent …``, ``python -m agent …``, its dashboard."""
+    argv = p.cmdline.split(" ")
+    head = [os.path.basename(a) for a in argv[:2]]
+    if "sci-agent" in head:
+        return True
+    if len(argv) >= 3 and os.path.basename(argv[0]).startswith("python") and argv[1:3] == [
+        "-m",
+        "agent",
+    ]:
+        return True
+    return _DASHBOARD_APP in argv
 
 
 def app_from_cgroup(path: str) -> str | None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from agent.apps import AppNamer, ProcessFacts, app_from_cgroup, parse_cgroup_file
+from agent.apps import (
+    _DASHBOARD_APP,
+    SELF_APP,
+    AppNamer,
+    ProcessFacts,
+    app_from_cgroup,
+    parse_cgroup_file,
+)
 from agent.config import AppRule
 
 
@@ -71,3 +78,23 @@ def test_parse_cgroup_file_prefers_v2_then_systemd() -> None:
     assert parse_cgroup_file(v1) == "/system.slice/b.service"
     hybrid = "1:name=systemd:/\n0::/\n4:memory:/process_api/abc\n"
     assert parse_cgroup_file(hybrid) == "/process_api/abc"
+
+
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        "/opt/sci-agent/venv/bin/python /opt/sci-agent/venv/bin/sci-agent --config c.toml run",
+        "/usr/bin/python3 -m agent run",
+        "sci-agent dashboard",
+        f"/usr/bin/python3 -m streamlit run {_DASHBOARD_APP} --server.port 8501",
+    ],
+)
+def test_the_agent_and_its_dashboard_are_always_sci_agent(cmdline: str) -> None:
+    catch_all = (AppRule(name="py", exe="python3"), AppRule(name="all", cmdline="."))
+    assert AppNamer(catch_all).name(facts(cmdline=cmdline, comm="python3")) == SELF_APP
+
+
+def test_other_python_modules_are_not_the_agent() -> None:
+    namer = AppNamer()
+    for cmdline in ("/usr/bin/python3 -m agents run", "python3 myagent.py", "sci-agentx run"):
+        assert namer.name(facts(cmdline=cmdline, comm="python3")) != SELF_APP
