@@ -207,8 +207,11 @@ def test_run_counts_pushed_units_into_the_sci_of_each_interval(tmp_path: Path) -
     cfg = write_config(
         tmp_path,
         f'[http]\nlisten = "127.0.0.1:{port}"\n[grid]\nzone = "FR"\n'
-        '[[apps]]\nname = "agent"\ncmdline = "-m agent"\nunit = "request"\n',
+        '[[apps]]\nname = "agent"\ncmdline = "units-test-workload"\nunit = "request"\n',
     )
+    # the app's own process (the agent itself is always the app sci-agent)
+    code = "import time\nwhile True:\n    sum(range(20000))\n    time.sleep(0.01)"
+    workload = subprocess.Popen([sys.executable, "-c", code, "units-test-workload"])
     agent = subprocess.Popen(
         [*AGENT, "--config", str(cfg), "run"], stderr=subprocess.PIPE, text=True
     )
@@ -231,6 +234,8 @@ def test_run_counts_pushed_units_into_the_sci_of_each_interval(tmp_path: Path) -
     finally:
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=30)
+        workload.kill()
+        workload.wait()
     assert agent.returncode == 0, err
     db = sqlite3.connect(tmp_path / "store.db")
     units, unit, zone = db.execute(
@@ -280,7 +285,8 @@ def _wait_for_intervals(db_path: Path, n: int, agent: subprocess.Popen[str]) -> 
     return ends
 
 
-APP_RULE = '[[apps]]\nname = "agent"\ncmdline = "-m agent"\nunit = "request"\n'
+#: an app that counts units; no process matches it (units-only rows must still be stored)
+APP_RULE = '[[apps]]\nname = "agent"\ncmdline = "units-test-workload"\nunit = "request"\n'
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
