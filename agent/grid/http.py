@@ -131,31 +131,40 @@ def _response_class(deadline: float) -> type[http.client.HTTPResponse]:
     return DeadlineResponse
 
 
-class _HttpConnection(http.client.HTTPConnection):
+class _Deadline:
+    """What both connections share: a monotonic ``deadline`` for everything they do."""
+
+    sock: Any  # as http.client declares it
+    deadline: float
+
+    def _set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.response_class = _response_class(deadline)
+
+    def send(self, data: Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(_remaining(self.deadline))
+        super().send(data)  # type: ignore[misc]
+
+
+class _HttpConnection(_Deadline, http.client.HTTPConnection):
     """Connects, sends and reads by ``deadline`` (a monotonic time)."""
 
     def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.deadline = deadline
-        self.response_class = _response_class(deadline)
+        self._set_deadline(deadline)
 
     def connect(self) -> None:
         self.timeout = _remaining(self.deadline)
         super().connect()
 
-    def send(self, data: Any) -> None:
-        if self.sock is not None:
-            self.sock.settimeout(_remaining(self.deadline))
-        super().send(data)
 
-
-class _HttpsConnection(http.client.HTTPSConnection):
+class _HttpsConnection(_Deadline, http.client.HTTPSConnection):
     """``_HttpConnection`` over TLS: the handshake too ends by ``deadline``."""
 
     def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.deadline = deadline
-        self.response_class = _response_class(deadline)
+        self._set_deadline(deadline)
 
     def connect(self) -> None:
         self.timeout = _remaining(self.deadline)
@@ -164,11 +173,6 @@ class _HttpsConnection(http.client.HTTPSConnection):
         server_hostname = getattr(self, "_tunnel_host", None) or self.host
         context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
         self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
-
-    def send(self, data: Any) -> None:
-        if self.sock is not None:
-            self.sock.settimeout(_remaining(self.deadline))
-        super().send(data)
 
 
 class _HttpHandler(urllib.request.HTTPHandler):
