@@ -13,7 +13,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -39,9 +38,8 @@ from agent.sensors.base import IntervalContext
 from agent.sensors.model import CpuInfo, ModelSensor
 from exporters.sqlite_store import SqliteStore
 from sci.embodied import DEFAULT_SERVER_EMBODIED_KGCO2E, REFERENCE_SERVER_THREADS, EmbodiedFigure
-from tests.servers import free_port
+from tests.test_agent_run import AGENT, write_config
 
-AGENT = [sys.executable, "-m", "agent"]
 GB = 1_000_000_000
 
 
@@ -297,18 +295,6 @@ def test_a_report_lists_every_method_in_force_from_the_store(tmp_path: Path) -> 
 
 
 # -- end to end: once --json, JSON lines and the store -----------------------------------
-
-
-def write_config(tmp_path: Path, extra: str = "") -> Path:
-    f = tmp_path / "agent.toml"
-    f.write_text(
-        f'host = "test-host"\ninterval_s = 0.5\n[store]\npath = "{tmp_path}/store.db"\n'
-        f'[sensors.rapl]\nroot = "{tmp_path}/no-powercap"\n[sensors.nvml]\nenabled = false\n'
-        + extra
-        # never the default port: an agent under `make run` may hold it
-        + ("" if "[http]" in extra else f'[http]\nlisten = "127.0.0.1:{free_port()}"\n')
-    )
-    return f
 
 
 def test_once_json_names_every_model_and_the_embodied_figure(tmp_path: Path) -> None:
