@@ -273,11 +273,13 @@ def _charged_to_live_ancestors(
     (a child and grandchild that exit in the same interval both land on the live
     grandparent). An ancestor that reused a vanished pid is not the same process.
     """
+    vanished = [key for key in known if key not in seen]
+    if not vanished:
+        return {}  # the usual cycle: nothing to walk
     previous = {key[0]: key for key in known}
     charged: dict[int, int] = {}
-    for key, gone in known.items():
-        if key in seen:
-            continue
+    for key in vanished:
+        gone = known[key]
         ancestor = gone.ppid
         for _ in range(64):  # a pid cycle cannot occur, but never loop on bad input
             old_key = previous.get(ancestor)
