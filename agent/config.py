@@ -24,6 +24,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from agent.alerts.config import AlertsConfig, validate_alerts
 from sci.embodied import DEFAULT_LIFESPAN_YEARS
 
 ENV_CONFIG = "SCI_AGENT_CONFIG"
@@ -347,6 +348,7 @@ class Config:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -444,6 +446,10 @@ def validate(cfg: Config) -> Config:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     validate_dashboard(cfg.dashboard)
+    try:
+        validate_alerts(cfg.alerts)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not cfg.spool.max_mb >= 1:
         raise ConfigError(f"spool.max_mb: must be at least 1, got {cfg.spool.max_mb}")
     _positive("spool.flush_deadline_s", cfg.spool.flush_deadline_s)
@@ -713,6 +719,7 @@ _INT_MAX = 2**31 - 1
 _FLOAT_MAX = 1e9
 #: (key name pattern, minimum, maximum, what the maximum is); the first match applies.
 _LIMITS: tuple[tuple[re.Pattern[str], float, float, str], ...] = (
+    (re.compile(r"threshold$"), -_FLOAT_MAX, _FLOAT_MAX, "a billion"),
     (re.compile(r"^interval_s$"), 0, 86_400, "one day"),
     (re.compile(r"timeout_s$"), 0, 3_600, "one hour"),
     (re.compile(r"_s$"), 0, 604_800, "one week"),

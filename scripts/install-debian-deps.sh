@@ -10,6 +10,7 @@ declare -A PACKAGES=(
     [influxdb]=influxd
     [victoria-metrics]=victoria-metrics
     [prometheus]=promtool
+    [prometheus-alertmanager]=prometheus-alertmanager
     [chromium]=chromium
     [chromium-driver]=chromedriver
 )
