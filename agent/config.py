@@ -450,6 +450,12 @@ def validate(cfg: Config) -> Config:
         validate_alerts(cfg.alerts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    for i, alert_rule in enumerate(cfg.alerts.rules):
+        if alert_rule.metric == "sci_change_pct" and not cfg.store.enabled:
+            raise ConfigError(
+                f"alerts.rules[{i}].metric: sci_change_pct compares with the last 7 days"
+                " kept in the embedded store; set store.enabled = true"
+            )
     if not cfg.spool.max_mb >= 1:
         raise ConfigError(f"spool.max_mb: must be at least 1, got {cfg.spool.max_mb}")
     _positive("spool.flush_deadline_s", cfg.spool.flush_deadline_s)
