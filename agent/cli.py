@@ -1,4 +1,4 @@
-"""The ``sci-agent`` command: run, once, doctor, intensity, report, dashboard."""
+"""The ``sci-agent`` command: run, once, doctor, intensity, report, alerts, dashboard."""
 
 from __future__ import annotations
 
@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--to", dest="end", metavar="T", help="ISO 8601 end time (default now)")
     report.add_argument("--format", choices=["md", "json"], default="md")
     report.add_argument("--store", metavar="PATH", help="the store (default: [store] path)")
+    alerts = add("alerts", help="list the alert rules and their states; `alerts test` sends one")
+    alerts.add_argument(
+        "action", nargs="?", choices=["list", "test"], default="list", help="default: list"
+    )
+    alerts.add_argument("--webhook", metavar="NAME", help="test only this webhook")
     dash = sub.add_parser("dashboard", help="start the Streamlit dashboard (127.0.0.1:8501)")
     dash.add_argument(
         "--config",
@@ -130,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _intensity(cfg, args.zone, args.region, args.json)
     if args.command == "report":
         return _report(cfg, args)
+    if args.command == "alerts":
+        return _alerts(cfg, args.action, args.webhook)
     return _run(cfg, args.print_each, args.config, args.log_level)
 
 
@@ -182,6 +189,17 @@ def _report(cfg: Config, args: argparse.Namespace) -> int:
         print(f"sci-agent: {exc}", file=sys.stderr)
         return 1
     print(built.to_json() if args.format == "json" else built.to_markdown(), end="")
+    return 0
+
+
+def _alerts(cfg: Config, action: str, webhook: str | None) -> int:
+    from agent.alerts.commands import list_alerts, test_webhooks
+
+    if action == "test":
+        text, status = test_webhooks(cfg.alerts, cfg.host, webhook)
+        print(text, end="", file=sys.stdout if status != 2 else sys.stderr)
+        return status
+    print(list_alerts(cfg.alerts, cfg.host), end="")
     return 0
 
 
@@ -312,6 +330,7 @@ def _run(
         on_reload=_reload,
     )
     loops.append(loop)
+    agent.watch_loop(loop)
     if early_reload:
         loop.request_reload()
     if agent.metrics is not None:

@@ -98,6 +98,7 @@ class Loop:
         self._wall_clock = wall_clock
         self._sink_errors: dict[str, str] = {}
         self.sink_failures: dict[str, int] = {s.name: 0 for s in self.sinks}  # failed writes
+        self.sink_last_success: dict[str, float] = {}  # sink → wall-clock time of its last write
         self._cycle_errors: set[str] = set()
         self._failing = 0  # consecutive failed cycles
         self._short_of_fds = False
@@ -276,6 +277,8 @@ class Loop:
             if name in self.sink_failures:
                 self.sink_failures[name] += 1
         else:
+            if name in self.sink_failures:
+                self.sink_last_success[name] = self._wall_clock()
             if self._sink_errors.pop(name, None) is not None:
                 log.info("%s recovered", _what(name))
 

@@ -12,14 +12,21 @@ running value is kept (``Reload.needs_restart`` names each such key).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from agent.alerts.baseline import SciBaseline
+from agent.alerts.delivery import Deliverer
+from agent.alerts.engine import OUTBOX_FILE, AlertEngine, Health
+from agent.alerts.outbox import Outbox
 from agent.apps import AppNamer
 from agent.config import Config
 from agent.embodied import host_embodied
 from agent.grid import build_chain
+from agent.loop import Loop
 from agent.method import build_method
 from agent.records import IntervalResult, Method
 from agent.sampler import Sampler
@@ -29,15 +36,24 @@ from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
 from exporters.base import Sink
 from exporters.influx_sink import build_influx_sink
 from exporters.jsonl import JsonlSink
-from exporters.prometheus import METRICS_PATH, ExportStats, MetricsSink, metrics_route
+from exporters.prometheus import (
+    METRICS_PATH,
+    AlertStats,
+    ExportStats,
+    MetricsSink,
+    metrics_route,
+)
 from exporters.runner import SpoolRunner
 from exporters.sqlite_store import SqliteStore
 
 log = logging.getLogger("sci_agent")
 
+#: On stop, delivery goes on this long for notifications already due; the rest waits.
+ALERT_FLUSH_S = 3.0
+
 #: Top-level config keys a reload applies live; every other key needs a restart.
 LIVE_KEYS = frozenset(
-    {"interval_s", "log", "apps", "grid", "embodied", "sci", "scrape", "dashboard"}
+    {"interval_s", "log", "apps", "grid", "embodied", "sci", "scrape", "dashboard", "alerts"}
 )
 
 
@@ -101,6 +117,8 @@ class Agent:
             self.metrics = MetricsSink(sensor_health=self._sensor_health)
             self.api.add_route("GET", METRICS_PATH, metrics_route(self.metrics), auth=False)
         self.runners: list[SpoolRunner] = []
+        self.alerts: AlertEngine | None = None
+        self.deliverer: Deliverer | None = None
         self.scrapers = [
             PrometheusScraper(s, self.counter, units[s.app], timeout_s=config.grid.timeout_s)
             for s in config.scrape
@@ -130,10 +148,67 @@ class Agent:
             sinks.append(spooled)
         if cfg.jsonl.path:
             sinks.append(JsonlSink(cfg.jsonl.path))
+        if cfg.alerts.rules:
+            sinks.append(self._build_alerts())
+            if self.metrics is not None:
+                self.metrics.alert_stats = self._alert_stats
         if self.metrics is not None and self.runners:
             runners = list(self.runners)
             self.metrics.export_stats = lambda: [ExportStats(*r.stats()) for r in runners]
         return sinks
+
+    def _build_alerts(self) -> AlertEngine:
+        """The alert engine (a sink), its outbox and the delivery threads (started by ``start``)."""
+        cfg = self.config
+        outbox = Outbox(Path(cfg.alerts.state_dir) / OUTBOX_FILE)
+        self.deliverer = Deliverer(outbox, cfg.alerts.webhooks, cfg.alerts.max_age_s)
+        baseline = SciBaseline(cfg.store.path, cfg.host) if cfg.store.enabled else None
+        spools = list(self.runners)
+        self.alerts = AlertEngine(
+            cfg.alerts,
+            cfg.host,
+            outbox=outbox,
+            wake_delivery=self.deliverer.wake,
+            baseline=baseline,
+            health=Health(spool_bytes=lambda: float(sum(r.spool.pending_bytes() for r in spools))),
+            interval_s=cfg.interval_s,
+        )
+        return self.alerts
+
+    def _alert_stats(self) -> AlertStats:
+        assert self.alerts is not None and self.deliverer is not None
+        hooks = [
+            (w.name, w.sent, w.failed_attempts, w.dropped, w.pending)
+            for w in self.deliverer.stats()
+        ]
+        return AlertStats(self.alerts.state_counts(), hooks)
+
+    def watch_loop(self, loop: Loop) -> None:
+        """Let the alert engine see when each part last worked (``staleness_s``)."""
+        if self.alerts is not None:
+            self.alerts.health.last_worked = lambda: self.last_worked(loop)
+
+    def last_worked(self, loop: Loop) -> dict[str, float | None]:
+        """Unix time the sampling cycle, each sensor and each sink last worked.
+
+        A spooled sink works when the server settled its last batch, or has nothing to
+        send; the others when the loop's last write to them succeeded.
+        """
+        parts: dict[str, float | None] = {"cycle": loop.last_success_unix}
+        for name, health in self._sensor_health().items():
+            parts[f"sensor:{name}"] = health.last_success
+        runners = {r.name: r for r in self.runners}
+        for sink in loop.sinks:
+            if sink is self.alerts:
+                continue
+            runner = runners.get(sink.name)
+            if runner is None:
+                parts[f"sink:{sink.name}"] = loop.sink_last_success.get(sink.name)
+            elif runner.backlog_lines == 0:
+                parts[f"sink:{sink.name}"] = time.time()
+            else:
+                parts[f"sink:{sink.name}"] = runner.last_success
+        return parts
 
     def _sensor_health(self) -> Mapping[str, SensorHealth]:
         sensors = self.sampler.sensors
@@ -147,6 +222,8 @@ class Agent:
             self.api.start()
         for scraper in self.scrapers:
             scraper.start()
+        if self.deliverer is not None:
+            self.deliverer.start()
 
     def measure(self) -> IntervalResult:
         """One cycle: measure, attribute and score the interval since the previous one."""
@@ -178,7 +255,7 @@ class Agent:
         Everything new is built before anything is swapped, so a ``ConfigError`` (an
         unknown zone, an instance type not in the table) leaves the agent as it was.
         """
-        plan = plan_reload(self.config, new)
+        plan = self._alerts_reload(plan_reload(self.config, new))
         cfg, changed = plan.config, {_top(k) for k in plan.applied}
         cpu_count = self.sampler.scanner.cpu_count
         chain = build_chain(cfg.grid) if "grid" in changed else self.chain
@@ -202,8 +279,37 @@ class Agent:
             self.chain = chain
         if changed & {"scrape", "apps", "grid"}:  # a scraper holds its unit and timeout
             self._restart_scrapers(cfg, units)
+        if "alerts" in changed and self.alerts is not None:
+            self._reload_alerts(cfg)
         self.config = cfg
         return plan
+
+    def _alerts_reload(self, plan: Reload) -> Reload:
+        """Rules and webhooks reload live, unless alerts were off at start or
+        ``state_dir`` moved: those need a restart (the running alerts are kept)."""
+        keys = [k for k in plan.applied if _top(k) == "alerts"]
+        if not keys:
+            return plan
+        old = self.config.alerts
+        new = plan.config.alerts
+        starting = self.alerts is None and bool(new.rules)
+        if not starting and new.state_dir == old.state_dir:
+            return plan
+        applied = tuple(k for k in plan.applied if _top(k) != "alerts")
+        restart = (*plan.needs_restart, *keys)
+        return Reload(replace(plan.config, alerts=old), applied, restart)
+
+    def _reload_alerts(self, cfg: Config) -> None:
+        """New rules and webhooks: states of kept rules stay; delivery threads restart."""
+        assert self.alerts is not None
+        deliverer = self.deliverer
+        if deliverer is not None and cfg.alerts.webhooks != self.config.alerts.webhooks:
+            deliverer.stop(0.0)  # what is queued stays in the outbox for the new threads
+            self.deliverer = deliverer = Deliverer(
+                deliverer.outbox, cfg.alerts.webhooks, cfg.alerts.max_age_s
+            )
+            deliverer.start()
+        self.alerts.reload(cfg.alerts, deliverer.wake if deliverer is not None else None)
 
     def _restart_scrapers(self, cfg: Config, units: Mapping[str, str]) -> None:
         """Restart the scrapers whose target, unit or timeout changed; keep the others.
@@ -216,9 +322,7 @@ class Agent:
         for target in cfg.scrape:
             unit = units[target.app]
             same = [
-                s
-                for s in running
-                if (s.config, s.unit, s.timeout_s) == (target, unit, timeout_s)
+                s for s in running if (s.config, s.unit, s.timeout_s) == (target, unit, timeout_s)
             ]
             if same:
                 running.remove(same[0])
@@ -238,3 +342,5 @@ class Agent:
             self.api.stop()
         self.chain.stop()
         self.sampler.close()
+        if self.deliverer is not None:
+            self.deliverer.stop(ALERT_FLUSH_S)  # what is left is delivered after the restart

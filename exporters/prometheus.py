@@ -73,6 +73,17 @@ CycleStatsSource = Callable[[], tuple[int, int, float | None]]
 SinkHealthSource = Callable[[], Sequence[tuple[str, bool, int, int, int]]]
 
 
+class AlertStats(NamedTuple):
+    """The alert engine and its delivery now, for ``/metrics``."""
+
+    alerts: Mapping[tuple[str, str], int]  # (rule, state) → alerts (scopes) in that state
+    #: (webhook, notifications sent, failed attempts, dropped, waiting in the outbox)
+    webhooks: Sequence[tuple[str, int, int, int, int]]
+
+
+AlertStatsSource = Callable[[], AlertStats]
+
+
 @dataclass
 class _State:
     """Everything a scrape shows about the intervals; copied under the lock."""
@@ -108,8 +119,10 @@ class MetricsSink:
         process_metrics: bool = True,
         cycle_stats: CycleStatsSource | None = None,
         sink_health: SinkHealthSource | None = None,
+        alert_stats: AlertStatsSource | None = None,
     ) -> None:
         self.sensor_health = sensor_health
+        self.alert_stats = alert_stats
         self.export_stats = export_stats
         self.cycle_stats = cycle_stats
         self.sink_health = sink_health
@@ -198,6 +211,11 @@ class MetricsSink:
             return int(ok), int(failed), None if last is None else float(last)
 
         return self._guard("cycle_stats", row)
+
+    def alert_row(self) -> AlertStats | None:
+        """The alerts' states and deliveries now; ``None`` with no hook or a failing one."""
+        source = self.alert_stats
+        return None if source is None else self._guard("alert_stats", source)
 
     # -- internals --------------------------------------------------------------
 
@@ -367,6 +385,41 @@ class _Collector:
         yield from self._cycles()
         yield from self._sensors()
         yield from self._exports()
+        yield from self._alerts()
+
+    def _alerts(self) -> Iterator[Metric]:
+        row = self.sink.alert_row()
+        if row is None:
+            return
+        yield _gauge(
+            "sci_agent_alerts",
+            "Alerts (one per rule and scope: host, app or part) in each state: pending, firing.",
+            ("rule", "state"),
+            {key: float(n) for key, n in row.alerts.items()},
+        )
+        hooks = row.webhooks
+        yield _counter(
+            "sci_agent_alert_notifications",
+            "Notifications per webhook since the agent started: sent (answered 2xx), or"
+            " dropped (too old, or 410 Gone).",
+            ("webhook", "result"),
+            {
+                **{(h[0], "sent"): float(h[1]) for h in hooks},
+                **{(h[0], "dropped"): float(h[3]) for h in hooks},
+            },
+        )
+        yield _counter(
+            "sci_agent_alert_failed_attempts",
+            "Delivery attempts that failed (timeout, refused, non-2xx) and will be retried.",
+            ("webhook",),
+            {(h[0],): float(h[2]) for h in hooks},
+        )
+        yield _gauge(
+            "sci_agent_alert_outbox_notifications",
+            "Notifications waiting in the persistent outbox for delivery.",
+            ("webhook",),
+            {(h[0],): float(h[4]) for h in hooks},
+        )
 
     def _cycles(self) -> Iterator[Metric]:
         sinks = self.sink.sink_rows()

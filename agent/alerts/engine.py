@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +30,7 @@ from agent.alerts.config import AlertRuleConfig, AlertsConfig, WebhookConfig
 from agent.alerts.model import Notification, new_message_id
 from agent.alerts.state import (
     FIRING,
+    PENDING,
     REMINDER,
     RESOLVED,
     AlertStatus,
@@ -46,7 +47,8 @@ log = logging.getLogger("sci_agent.alerts")
 EVALUATE_EVERY_S = 10.0
 REPOST_S = 60.0  # Alertmanager: re-post a firing alert this often
 SAVE_EVERY_S = 60.0  # values for `sci-agent alerts`, when no state changed
-STATE_FILE = "alerts-state.json"
+STATE_FILE = "alerts-state.json"  # in [alerts] state_dir, beside the outbox
+OUTBOX_FILE = "outbox.db"
 _PSEUDO_APPS = frozenset({IDLE_APP, UNATTRIBUTED_APP})
 
 #: How a metric's value reads, for summaries and logs.
@@ -126,15 +128,15 @@ class AlertEngine:
     ) -> None:
         self.cfg = cfg
         self.host = host
-        self.rules = [r for r in cfg.rules if r.host is None or fnmatch.fnmatchcase(host, r.host)]
+        self.interval_s = interval_s
+        self.rules = self._rules_here(cfg)
         self.webhooks: dict[str, WebhookConfig] = {w.name: w for w in cfg.webhooks}
         self.outbox = outbox
         self.wake_delivery = wake_delivery
         self.baseline = baseline
         self.health = health or Health()
         self.state_path = Path(cfg.state_dir) / STATE_FILE
-        keep = max((r.window_s for r in self.rules), default=0.0)
-        self.window = MetricWindow(keep + 2 * interval_s)
+        self.window = MetricWindow(self._keep_s())
         self.evaluate_every_s = min(EVALUATE_EVERY_S, interval_s)
         self.started = wall_clock()
         self.statuses: dict[str, AlertStatus] = {}
@@ -146,6 +148,14 @@ class AlertEngine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _rules_here(self, cfg: AlertsConfig) -> list[AlertRuleConfig]:
+        """The rules whose ``host`` glob matches this host."""
+        return [r for r in cfg.rules if r.host is None or fnmatch.fnmatchcase(self.host, r.host)]
+
+    def _keep_s(self) -> float:
+        """How long the window keeps intervals: the longest rule window and a margin."""
+        return max((r.window_s for r in self.rules), default=0.0) + 2 * self.interval_s
 
     # -- Sink ------------------------------------------------------------------------
 
@@ -175,6 +185,36 @@ class AlertEngine:
             self._thread = None
         with self._lock:
             self._save(force=True)
+
+    def reload(self, cfg: AlertsConfig, wake_delivery: Callable[[], None] | None = None) -> None:
+        """New rules and webhooks; alerts of rules still configured keep their state.
+
+        ``state_dir`` is not changed by a reload (the caller asks for a restart).
+        """
+        with self._lock:
+            self.cfg = replace(cfg, state_dir=self.cfg.state_dir)
+            self.rules = self._rules_here(cfg)
+            self.webhooks = {w.name: w for w in cfg.webhooks}
+            names = {r.name for r in self.rules}
+            self.statuses = {k: s for k, s in self.statuses.items() if s.rule in names}
+            self._reposted = {k: t for k, t in self._reposted.items() if k[1] in self.webhooks}
+            self.window.keep_s = self._keep_s()
+            if wake_delivery is not None:
+                self.wake_delivery = wake_delivery
+            self._save(force=True)
+        log.info(
+            "alerts: %d rule(s), %d webhook(s) after reload", len(self.rules), len(self.webhooks)
+        )
+
+    def state_counts(self) -> dict[tuple[str, str], int]:
+        """(rule, state) → alerts in that state, pending and firing, zeros included."""
+        with self._lock:
+            counts = {(r.name, state): 0 for r in self.rules for state in (PENDING, FIRING)}
+            for status in self.statuses.values():
+                key = (status.rule, status.state)
+                if key in counts:
+                    counts[key] += 1
+        return counts
 
     # -- evaluation ------------------------------------------------------------------
 
@@ -353,6 +393,7 @@ class AlertEngine:
             summary=summary(rule, status, self.host, scope.unit),
             dashboard_url=self.cfg.dashboard_url,
             reminder=event == REMINDER,
+            unit=scope.unit,
         )
 
     def _save(self, force: bool, now: float | None = None) -> None:

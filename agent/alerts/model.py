@@ -47,6 +47,7 @@ class Notification:
     dashboard_url: str | None = None
     reminder: bool = False  # a repeat while firing (repeat_s), or Alertmanager's re-post
     test: bool = False  # sent by ``sci-agent alerts test``
+    unit: str | None = None  # the app's functional unit, for an SCI ("request")
 
     def to_json(self) -> str:
         """The notification as a JSON object (how the outbox stores it)."""
