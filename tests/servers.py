@@ -375,6 +375,52 @@ class VictoriaMetricsServer(ServerProcess):
         return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
 
 
+class AlertmanagerServer(ServerProcess):
+    """Prometheus Alertmanager (Debian's ``prometheus-alertmanager``), one instance.
+
+    A route to a receiver that sends nothing, clustering off, data under ``workdir``.
+    ``alerts`` lists what ``GET /api/v2/alerts`` shows (active, silenced and inhibited;
+    a resolved alert is no longer listed).
+    """
+
+    name = "alertmanager"
+    ready_path = "/-/ready"
+    ready_status = 200
+
+    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+        super().__init__(binary, workdir, port)
+        self.config_path = workdir / "alertmanager.yml"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=info",
+        ]
+
+    def prepare(self) -> None:
+        self.config_path.write_text(
+            """\
+route:
+  receiver: "null"
+  group_by: ["alertname"]
+receivers:
+  - name: "null"
+""",
+            encoding="utf-8",
+        )
+
+    def alerts(self, **params: str) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` with ``params`` (e.g. active="true"), parsed."""
+        status, body = self.http("GET", "/api/v2/alerts", params or None)
+        assert status == 200, f"GET /api/v2/alerts answered {status}: {body[:300]!r}"
+        data: list[dict[str, Any]] = json.loads(body)
+        return data
+
+
 S = TypeVar("S", bound=ServerProcess)
 
 
@@ -423,6 +469,16 @@ def victoria_metrics(
     """A real VictoriaMetrics single-node server (per module)."""
     binary = require_binary("victoria-metrics", "victoria-metrics")
     server = VictoriaMetricsServer(binary, tmp_path_factory.mktemp("victoria-metrics"))
+    yield from serve(server, request)
+
+
+@pytest.fixture(scope="module")
+def alertmanager(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[AlertmanagerServer]:
+    """A real Prometheus Alertmanager (per module)."""
+    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    server = AlertmanagerServer(binary, tmp_path_factory.mktemp("alertmanager"))
     yield from serve(server, request)
 
 
