@@ -609,3 +609,128 @@ def tls_capture_server(tmp_path: Path) -> Iterator[CaptureServer]:
     server = CaptureServer(tls=self_signed_certificate(tmp_path))
     yield server
     server.close()
+
+
+@dataclass
+class Received:
+    """One request a ``WebhookReceiver`` got, with its Standard Webhooks verdict."""
+
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    status: int  # what the receiver answered
+    verified: bool | None  # None when the receiver has no secret
+    error: str | None  # why verification failed
+    at: float  # time.monotonic() when it arrived
+
+    @property
+    def id(self) -> str:
+        return self.headers.get("webhook-id", "")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """A loopback webhook receiver that verifies Standard Webhooks signatures with the
+    official ``standardwebhooks`` package (not our signing code).
+
+    Answers the scripted ``answers`` in order, then ``default``; each may delay.
+    ``port`` 0 picks a free one; a given port lets a test bring a receiver up where a
+    webhook already points (``start`` again after ``close`` reuses it).
+    """
+
+    def __init__(
+        self,
+        secret: str | None = None,
+        port: int = 0,
+        answers: list[Answer] | None = None,
+        default: Answer | None = None,
+    ) -> None:
+        self.secret = secret
+        self.answers = list(answers or [])
+        self.default = default or Answer(200, b'{"ok":true}')
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                arrived = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                verified, error = outer._verify(body, headers)
+                with outer.lock:
+                    answer = outer.answers.pop(0) if outer.answers else outer.default
+                    outer.received.append(
+                        Received(self.path, headers, body, answer.status, verified, error, arrived)
+                    )
+                if answer.delay_s:
+                    time.sleep(answer.delay_s)
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except OSError:  # the client gave up (a timeout test)
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self.port = self._server.server_address[1]
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def _verify(self, body: bytes, headers: dict[str, str]) -> tuple[bool | None, str | None]:
+        if self.secret is None:
+            return None, None
+        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+        try:
+            Webhook(self.secret).verify(body, headers)
+        except WebhookVerificationError as exc:
+            return False, str(exc)
+        return True, None
+
+    def accepted(self) -> list[Received]:
+        """The requests answered with a 2xx."""
+        with self.lock:
+            return [r for r in self.received if 200 <= r.status < 300]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0, accepted: bool = True) -> None:
+        """Wait until ``count`` requests were accepted (or received); fail after timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = len(self.accepted()) if accepted else len(self.received)
+            if got >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError(
+            f"receiver got {len(self.received)} request(s), {len(self.accepted())} accepted;"
+            f" wanted {count} within {timeout_s:g}s"
+        )
+
+    def close(self) -> None:
+        """Stop listening (the port is closed: connections are refused)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
