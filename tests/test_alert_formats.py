@@ -74,7 +74,11 @@ def test_signature_is_what_the_official_library_computes_and_verifies() -> None:
     got = sign(SECRET, "msg_1", now, body)
     assert got.startswith("v1,")
     headers = webhook_headers(SECRET, "msg_1", now, body)
-    assert headers == {"webhook-id": "msg_1", "webhook-timestamp": str(now), "webhook-signature": got}
+    assert headers == {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": got,
+    }
     assert Webhook(SECRET).verify(body, headers) == {"alert": "x"}
     with pytest.raises(WebhookVerificationError):
         Webhook(OTHER_SECRET).verify(body, headers)
