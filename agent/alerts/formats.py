@@ -12,13 +12,15 @@
   if the agent goes away, as Prometheus does with its 4× resend rule.
 
 Every body goes with ``Content-Type: application/json``, a ``User-Agent``, the
-webhook's configured headers and the Standard Webhooks headers (signed when the
-webhook has a secret). The timestamp and ``endsAt`` are the attempt's, so a retry an
-hour later is not refused as a stale replay.
+webhook's configured headers (``user:password@`` in the URL becomes a Basic
+``Authorization`` header, unless one is configured) and the Standard Webhooks headers
+(signed when the webhook has a secret). The timestamp and ``endsAt`` are the
+attempt's, so a retry an hour later is not refused as a stale replay.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import urllib.parse
@@ -67,14 +69,26 @@ def render(n: Notification, hook: WebhookConfig, now: float) -> Rendered:
     if renderer is None:
         raise ValueError(f"webhook {hook.name}: unknown format {hook.format!r}")
     url, payload = renderer(n, hook, now)
+    url, basic = _basic_auth(url)
     body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        **hook.headers,
-        **webhook_headers(hook.secret, n.id, int(now), body),
-    }
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    if basic:
+        headers["Authorization"] = basic
+    headers |= hook.headers  # a configured Authorization wins
+    headers |= webhook_headers(hook.secret, n.id, int(now), body)
     return Rendered(url, body, headers)
+
+
+def _basic_auth(url: str) -> tuple[str, str | None]:
+    """``url`` without ``user:password@``, and that as a Basic ``Authorization`` value."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, None
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
 # -- the three formats ---------------------------------------------------------------------
