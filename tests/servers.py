@@ -682,6 +682,8 @@ class WebhookReceiver:
                 try:
                     self.send_response(answer.status)
                     self.send_header("Content-Type", "application/json")
+                    for key, value in answer.headers.items():
+                        self.send_header(key, value)
                     self.send_header("Content-Length", str(len(answer.body)))
                     self.end_headers()
                     self.wfile.write(answer.body)

@@ -346,3 +346,11 @@ def test_secret_key_never_in_stats_or_repr(receivers: list[WebhookReceiver]) -> 
     hook = WebhookConfig("team", "http://127.0.0.1:9" + TOKEN_PATH, secret=SECRET)
     assert SECRET not in repr(hook) and TOKEN_PATH not in repr(hook)
     assert base64.b64decode(SECRET.removeprefix("whsec_"))  # a valid secret for the test
+
+
+def test_a_redirect_is_not_followed(receivers: list[WebhookReceiver]) -> None:
+    target = receiver(receivers)
+    r = receiver(receivers, default=Answer(307, headers={"Location": target.url + "/x"}))
+    answer = send_now(fresh(webhook="team"), WebhookConfig("team", r.url), time.time())
+    assert answer.status == 307 and answer.error == "HTTP 307 Temporary Redirect"
+    assert len(r.received) == 1 and target.received == []
