@@ -279,6 +279,8 @@ class _Worker:
             try:
                 busy = self._pass()
             except Exception as exc:  # the outbox failed (disk, a closed database)
+                if self._stopping.is_set():
+                    break  # stop() gave up waiting and the outbox may be closed already
                 self._note_error(f"outbox: {type(exc).__name__}: {exc}")
                 busy = False
             if not busy:

@@ -129,9 +129,11 @@ def slack_text(n: Notification) -> str:
         mark = ":information_source: [TEST]"
     elif n.state == RESOLVED:
         mark = ":white_check_mark: [RESOLVED]"
+    elif n.reminder:
+        mark = ":rotating_light: [STILL FIRING]"
     else:
         mark = ":rotating_light: [FIRING]"
-    text = f"{mark} {_slack_escape(describe(n))}"
+    text = f"{mark} {_slack_escape(describe(n, with_state=False))}"
     if n.dashboard_url:
         text += f" <{n.dashboard_url}|Dashboard>"
     return text
@@ -196,9 +198,10 @@ _RENDERERS: dict[str, Callable[[Notification, WebhookConfig, float], tuple[str, 
 # -- text for people -------------------------------------------------------------------------
 
 
-def describe(n: Notification) -> str:
-    """One plain line: state, alert, severity, scope, value against threshold, summary."""
+def describe(n: Notification, with_state: bool = True) -> str:
+    """One plain line: alert, state, severity, scope, value against threshold, summary."""
     state = "test" if n.test else ("still firing" if n.reminder and n.state == FIRING else n.state)
+    state = f" {state}" if with_state else ""
     scope = f"host {n.host}"
     if n.app is not None:
         scope += f", app {n.app}"
@@ -207,7 +210,7 @@ def describe(n: Notification) -> str:
     value = human(n.metric, n.value)
     limit = human(n.metric, n.threshold)
     window = duration(n.window_s)
-    line = f"{n.alert} {state} ({n.severity}) on {scope}: {n.metric} {value}"
+    line = f"{n.alert}{state} ({n.severity}) on {scope}: {n.metric} {value}"
     if n.state == RESOLVED and not n.test:
         line += f", back within threshold {limit} (over {window})"
     else:

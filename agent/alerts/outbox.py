@@ -149,7 +149,8 @@ class Outbox:
                 rows = db.execute(
                     "SELECT notification FROM outbox WHERE created_at < ? ORDER BY seq", (cutoff,)
                 ).fetchall()
-                db.execute("DELETE FROM outbox WHERE created_at < ?", (cutoff,))
+                if rows:
+                    db.execute("DELETE FROM outbox WHERE created_at < ?", (cutoff,))
             return [text for (text,) in rows]
 
         out: list[Notification] = []
