@@ -354,3 +354,37 @@ def test_a_redirect_is_not_followed(receivers: list[WebhookReceiver]) -> None:
     answer = send_now(fresh(webhook="team"), WebhookConfig("team", r.url), time.time())
     assert answer.status == 307 and answer.error == "HTTP 307 Temporary Redirect"
     assert len(r.received) == 1 and target.received == []
+
+
+def test_backoff_doubles_with_full_jitter_to_its_cap_then_max_age(
+    outbox: Outbox, deliverers: list[Deliverer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """On an injected wall clock: each retry waits jitter × min(base × 2ⁿ, cap), and the
+    last retry is pulled in to the maximum age, where the notification is dropped."""
+    t0 = 1_800_000_000.0
+    wall = [t0]
+    hook = WebhookConfig("dead", f"http://127.0.0.1:{free_port()}/", timeout_s=1)
+    d = deliverer(
+        deliverers, outbox, [hook], max_age_s=20.0, wall_clock=lambda: wall[0],
+        jitter=lambda: 0.5, base_backoff_s=1.0, max_backoff_s=8.0, idle_wait_s=0.05,
+    )
+    n = notification(webhook="dead", created_at=t0, started_at=t0)
+    outbox.put(n)
+    d.wake()
+    waits = []
+    for attempt in range(1, 8):
+        wait_until(lambda a=attempt: d.stats()[0].failed_attempts == a)  # type: ignore[misc]
+        next_at = outbox.next_at("dead")
+        assert next_at is not None
+        waits.append(next_at - wall[0])
+        wall[0] = next_at
+        d.wake()
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # now t0 + 19.5
+    wait_until(lambda: d.stats()[0].failed_attempts == 8)
+    assert outbox.next_at("dead") == t0 + 20.0  # not t0 + 19.5 + … past the maximum age
+    with caplog.at_level(logging.WARNING, "sci_agent.alerts"):
+        wall[0] = t0 + 20.0
+        d.wake()
+        wait_until(lambda: d.stats()[0].dropped == 1)
+    assert d.stats()[0].failed_attempts == 8 and outbox.pending() == 0
+    assert "after 20 s" in caplog.text and "dead" in caplog.text
