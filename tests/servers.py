@@ -8,7 +8,10 @@ naming them: ``influxd = servers.influxd`` (no ``pytest_plugins``: a non-root co
 may not declare it, and a module already imported would escape assertion rewriting).
 
 ``CaptureServer`` is the opposite: a tiny in-process HTTP server that records each
-request exactly and answers with whatever status a test scripts.
+request exactly and answers with whatever status a test scripts. ``WebhookReceiver``
+is one for alert webhooks that also verifies Standard Webhooks signatures with the
+official ``standardwebhooks`` package; ``AlertmanagerServer`` runs a real Prometheus
+Alertmanager.
 """
 
 from __future__ import annotations
