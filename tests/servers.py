@@ -8,7 +8,10 @@ naming them: ``influxd = servers.influxd`` (no ``pytest_plugins``: a non-root co
 may not declare it, and a module already imported would escape assertion rewriting).
 
 ``CaptureServer`` is the opposite: a tiny in-process HTTP server that records each
-request exactly and answers with whatever status a test scripts.
+request exactly and answers with whatever status a test scripts. ``WebhookReceiver``
+is one for alert webhooks that also verifies Standard Webhooks signatures with the
+official ``standardwebhooks`` package; ``AlertmanagerServer`` runs a real Prometheus
+Alertmanager.
 """
 
 from __future__ import annotations
@@ -375,6 +378,52 @@ class VictoriaMetricsServer(ServerProcess):
         return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
 
 
+class AlertmanagerServer(ServerProcess):
+    """Prometheus Alertmanager (Debian's ``prometheus-alertmanager``), one instance.
+
+    A route to a receiver that sends nothing, clustering off, data under ``workdir``.
+    ``alerts`` lists what ``GET /api/v2/alerts`` shows (active, silenced and inhibited;
+    a resolved alert is no longer listed).
+    """
+
+    name = "alertmanager"
+    ready_path = "/-/ready"
+    ready_status = 200
+
+    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+        super().__init__(binary, workdir, port)
+        self.config_path = workdir / "alertmanager.yml"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=info",
+        ]
+
+    def prepare(self) -> None:
+        self.config_path.write_text(
+            """\
+route:
+  receiver: "null"
+  group_by: ["alertname"]
+receivers:
+  - name: "null"
+""",
+            encoding="utf-8",
+        )
+
+    def alerts(self, **params: str) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` with ``params`` (e.g. active="true"), parsed."""
+        status, body = self.http("GET", "/api/v2/alerts", params or None)
+        assert status == 200, f"GET /api/v2/alerts answered {status}: {body[:300]!r}"
+        data: list[dict[str, Any]] = json.loads(body)
+        return data
+
+
 S = TypeVar("S", bound=ServerProcess)
 
 
@@ -423,6 +472,16 @@ def victoria_metrics(
     """A real VictoriaMetrics single-node server (per module)."""
     binary = require_binary("victoria-metrics", "victoria-metrics")
     server = VictoriaMetricsServer(binary, tmp_path_factory.mktemp("victoria-metrics"))
+    yield from serve(server, request)
+
+
+@pytest.fixture(scope="module")
+def alertmanager(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[AlertmanagerServer]:
+    """A real Prometheus Alertmanager (per module)."""
+    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    server = AlertmanagerServer(binary, tmp_path_factory.mktemp("alertmanager"))
     yield from serve(server, request)
 
 
@@ -553,3 +612,130 @@ def tls_capture_server(tmp_path: Path) -> Iterator[CaptureServer]:
     server = CaptureServer(tls=self_signed_certificate(tmp_path))
     yield server
     server.close()
+
+
+@dataclass
+class Received:
+    """One request a ``WebhookReceiver`` got, with its Standard Webhooks verdict."""
+
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    status: int  # what the receiver answered
+    verified: bool | None  # None when the receiver has no secret
+    error: str | None  # why verification failed
+    at: float  # time.monotonic() when it arrived
+
+    @property
+    def id(self) -> str:
+        return self.headers.get("webhook-id", "")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """A loopback webhook receiver that verifies Standard Webhooks signatures with the
+    official ``standardwebhooks`` package (not our signing code).
+
+    Answers the scripted ``answers`` in order, then ``default``; each may delay.
+    ``port`` 0 picks a free one; a given port lets a test bring a receiver up where a
+    webhook already points (``start`` again after ``close`` reuses it).
+    """
+
+    def __init__(
+        self,
+        secret: str | None = None,
+        port: int = 0,
+        answers: list[Answer] | None = None,
+        default: Answer | None = None,
+    ) -> None:
+        self.secret = secret
+        self.answers = list(answers or [])
+        self.default = default or Answer(200, b'{"ok":true}')
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                arrived = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                verified, error = outer._verify(body, headers)
+                with outer.lock:
+                    answer = outer.answers.pop(0) if outer.answers else outer.default
+                    outer.received.append(
+                        Received(self.path, headers, body, answer.status, verified, error, arrived)
+                    )
+                if answer.delay_s:
+                    time.sleep(answer.delay_s)
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", "application/json")
+                    for key, value in answer.headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except OSError:  # the client gave up (a timeout test)
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self.port = self._server.server_address[1]
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def _verify(self, body: bytes, headers: dict[str, str]) -> tuple[bool | None, str | None]:
+        if self.secret is None:
+            return None, None
+        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+        try:
+            Webhook(self.secret).verify(body, headers)
+        except WebhookVerificationError as exc:
+            return False, str(exc)
+        return True, None
+
+    def accepted(self) -> list[Received]:
+        """The requests answered with a 2xx."""
+        with self.lock:
+            return [r for r in self.received if 200 <= r.status < 300]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0, accepted: bool = True) -> None:
+        """Wait until ``count`` requests were accepted (or received); fail after timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = len(self.accepted()) if accepted else len(self.received)
+            if got >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError(
+            f"receiver got {len(self.received)} request(s), {len(self.accepted())} accepted;"
+            f" wanted {count} within {timeout_s:g}s"
+        )
+
+    def close(self) -> None:
+        """Stop listening (the port is closed: connections are refused)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -10,6 +10,9 @@ the OS and by ``timeout_s`` per read.) The chain calls providers from a backgrou
 thread, so a slow answer never delays a sampling cycle, and a provider that times out
 is logged and the next one tried. Messages never carry request headers, and any string
 given in ``secrets`` is masked out of them.
+
+``http_send`` is the same request for callers that send their own bytes and read any
+status themselves (alert webhooks: a 503 is theirs to retry, a 410 to drop).
 """
 
 from __future__ import annotations
@@ -82,6 +85,55 @@ def http_json(
         raise ProviderError(
             provider, f"response is not JSON ({content_type}, {len(raw)} bytes)"
         ) from None
+
+
+def http_send(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    *,
+    provider: str,
+    secrets: Iterable[str | None] = (),
+    max_response_bytes: int = 64 * 1024,
+) -> tuple[int, bytes]:
+    """Send ``body`` as is; return (status, up to ``max_response_bytes`` of the answer).
+
+    Any status is returned, not raised (a redirect too: it is not followed, as a POST
+    must not turn into a GET). ``ProviderError`` for a timeout (``timeout_s`` bounds the
+    whole request) or a connection failure; its message names the host, never the URL.
+    """
+    hidden = [s for s in secrets if s]
+    sent = {"User-Agent": USER_AGENT, **headers}
+    request = urllib.request.Request(url, data=body, headers=sent, method=method)
+    deadline = time.monotonic() + timeout_s
+    opener = urllib.request.build_opener(
+        _HttpHandler(deadline), _HttpsHandler(deadline), _NoRedirect()
+    )
+    try:
+        try:
+            with opener.open(request, timeout=timeout_s) as response:
+                return response.status, response.read(max_response_bytes)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.read(max_response_bytes)
+    except urllib.error.URLError as exc:
+        message = _url_problem(url, exc.reason, timeout_s, "the whole request")
+        raise ProviderError(provider, _redact(message, hidden)) from None
+    except TimeoutError:
+        raise ProviderError(provider, _timed_out(timeout_s, "the whole request")) from None
+    except (OSError, http.client.HTTPException) as exc:
+        reason = _redact(f"{type(exc).__name__}: {exc}".rstrip(": "), hidden)
+        raise ProviderError(provider, f"connection to {_host(url)} failed ({reason})") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hands a 3xx back as an ``HTTPError`` instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        del args, kwargs
+        return None
 
 
 def url_with(base_url: str, path: str, query: Mapping[str, str | int] | None = None) -> str:
@@ -197,8 +249,8 @@ class _HttpsHandler(urllib.request.HTTPSHandler):
         return super().do_open(connection, req, **kwargs)
 
 
-def _timed_out(timeout_s: float) -> str:
-    return f"timed out after {timeout_s:g}s (grid.timeout_s, the whole request)"
+def _timed_out(timeout_s: float, what: str = "grid.timeout_s, the whole request") -> str:
+    return f"timed out after {timeout_s:g}s ({what})"
 
 
 def _status_error(
@@ -230,10 +282,12 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
     return ""
 
 
-def _url_problem(url: str, reason: object, timeout_s: float) -> str:
+def _url_problem(
+    url: str, reason: object, timeout_s: float, what: str = "grid.timeout_s, the whole request"
+) -> str:
     host = _host(url)
     if isinstance(reason, TimeoutError):
-        return _timed_out(timeout_s)
+        return _timed_out(timeout_s, what)
     if isinstance(reason, ConnectionRefusedError):
         return f"cannot connect to {host} (connection refused)"
     if isinstance(reason, socket.gaierror):
