@@ -11,7 +11,8 @@ import pytest
 
 from agent.alerts.baseline import SciBaseline
 from agent.alerts.config import AlertRuleConfig, AlertsConfig, WebhookConfig
-from agent.alerts.engine import REPOST_S, AlertEngine, Health, describe
+from agent.alerts.engine import REPOST_S, AlertEngine, Health
+from agent.alerts.formats import human
 from agent.alerts.model import Notification
 from agent.alerts.state import (
     FIRING,
@@ -192,7 +193,7 @@ def test_engine_fires_per_app_notifies_each_webhook_and_a_restart_does_not_repea
     sci = next(s for s in interval(NOW, 400.0, {"web": 40, "db": 4}).sci if s.app == "web")
     assert web.value == pytest.approx(sci.carbon_g / 40)
     assert (web.state, web.webhook, web.key, web.host) == (FIRING, "team", "web-sci/app=web", "h1")
-    assert "SCI of web" in web.summary and "g CO2e/request" in web.summary
+    assert "SCI of web" in web.summary and "gCO2e/request" in web.summary
     saved = load_states(tmp_path / "alerts" / "alerts-state.json")
     assert saved["web-sci/app=web"].state == FIRING
 
@@ -267,7 +268,7 @@ def test_sci_change_pct_compares_the_window_with_the_last_seven_days_in_the_stor
     assert [n.app for n in made] == ["web"]
     assert made[0].value == pytest.approx((cur / ref - 1) * 100, rel=1e-9)
     assert made[0].value > 90  # half the requests for the same energy: about +100 %
-    assert "+" in describe("sci_change_pct", made[0].value)
+    assert human("sci_change_pct", made[0].value).startswith("+")
 
 
 def test_a_rule_for_another_host_is_inert_and_pseudo_apps_are_left_out(tmp_path: Path) -> None:

@@ -93,7 +93,11 @@ def test_firing_and_resolved_arrive_signed_once_across_a_restart_and_a_reload(
         first = receiver.accepted()[0]
         assert first.verified is True  # the specification's own library verified it
         body = first.json()
-        assert (body["host"], body["metric"], body["alert"]) == ("test-host", "host_watts", "host-power")
+        assert (body["host"], body["metric"], body["alert"]) == (
+            "test-host",
+            "host_watts",
+            "host-power",
+        )
         assert body["value"] > 0 and body["threshold"] == 0
         assert body["dashboard_url"] == "http://dashboard.example:8501"
         assert first.headers["webhook-id"] == body["id"]
@@ -127,7 +131,9 @@ def test_firing_and_resolved_arrive_signed_once_across_a_restart_and_a_reload(
 def test_a_slow_receiver_never_delays_the_sampling_loops_writes(tmp_path: Path) -> None:
     slow = WebhookReceiver(SECRET, default=Answer(200, b"ok", delay_s=3.0))  # > the timeout
     hook = WebhookConfig("slow", hook_url(slow), secret=SECRET, timeout_s=1.0)
-    rule = AlertRuleConfig("power", "host_watts", 0.0, window_s=10.0, repeat_s=1.0, webhooks=("slow",))
+    rule = AlertRuleConfig(
+        "power", "host_watts", 0.0, window_s=10.0, repeat_s=1.0, webhooks=("slow",)
+    )
     cfg = AlertsConfig(state_dir=str(tmp_path), rules=(rule,), webhooks=(hook,))
     outbox = Outbox(tmp_path / "outbox.db")
     deliverer = Deliverer(outbox, cfg.webhooks, cfg.max_age_s)
@@ -156,11 +162,14 @@ def test_alerts_test_reports_each_webhooks_answer(
     tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     extra = alert_config(hook_url(receiver), 0.0).replace("{dir}", str(tmp_path))
-    extra += '[[alerts.webhooks]]\nname = "dead"\nurl = "http://127.0.0.1:9/x"\ntimeout_s = 2\n'
+    dead = "http://127.0.0.1:9/services/T0/B0/topsecret"  # nothing listens on port 9
+    extra += f'[[alerts.webhooks]]\nname = "dead"\nurl = "{dead}"\ntimeout_s = 2\n'
     cfg = write_config(tmp_path, extra)
     out = subprocess.run(
         [*AGENT, "--config", str(cfg), "alerts", "test", "--webhook", "team"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "team (json): delivered, HTTP 200" in out.stdout
@@ -170,12 +179,18 @@ def test_alerts_test_reports_each_webhooks_answer(
         [*AGENT, "--config", str(cfg), "alerts", "test"], capture_output=True, text=True, timeout=60
     )
     assert both.returncode == 1
-    assert "dead (json): failed" in both.stdout and "127.0.0.1:9" not in both.stdout
+    assert "dead (json): failed" in both.stdout and "connection refused" in both.stdout
+    assert "topsecret" not in both.stdout + both.stderr  # the host is named, never the path
     unknown = subprocess.run(
         [*AGENT, "--config", str(cfg), "alerts", "test", "--webhook", "nope"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert unknown.returncode == 2 and "no webhook named 'nope' (configured: team, dead)" in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and "no webhook named 'nope' (configured: team, dead)" in unknown.stderr
+    )
 
 
 alertmanager = servers.alertmanager
@@ -195,7 +210,8 @@ def test_the_agent_drives_a_real_alertmanager_firing_then_resolved(
 
     def ours() -> list[dict[str, Any]]:
         return [
-            a for a in alertmanager.alerts(active="true")
+            a
+            for a in alertmanager.alerts(active="true")
             if a["labels"].get("alertname") == "host-power-am"
         ]
 
@@ -204,7 +220,9 @@ def test_the_agent_drives_a_real_alertmanager_firing_then_resolved(
         assert until(lambda: len(ours()) == 1), alertmanager.alerts()
         labels = ours()[0]["labels"]
         assert (labels["host"], labels["severity"], labels["metric"]) == (
-            "test-host", "warning", "host_watts",
+            "test-host",
+            "warning",
+            "host_watts",
         )
         assert "host power" in ours()[0]["annotations"]["summary"]
         cfg.write_text(cfg.read_text().replace("threshold = 0.0", "threshold = 1000000.0"))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from agent.alerts.config import AlertRuleConfig, AlertsConfig
 from agent.alerts.delivery import send_now, test_notification
-from agent.alerts.engine import OUTBOX_FILE, STATE_FILE, describe
+from agent.alerts.engine import OUTBOX_FILE, STATE_FILE
+from agent.alerts.formats import human
 from agent.alerts.outbox import Outbox
 from agent.alerts.state import AlertStatus, load_states
 
@@ -32,10 +33,10 @@ def list_alerts(cfg: AlertsConfig, host: str) -> str:
     shown = 0
     by_name = {r.name: r for r in cfg.rules}
     for status in sorted(states.values(), key=lambda s: s.key):
-        rule = by_name.get(status.rule)
-        if rule is None:
+        known = by_name.get(status.rule)
+        if known is None:
             continue
-        lines.append(_status_line(status, rule))
+        lines.append(_status_line(status, known))
         shown += 1
     if not shown:
         lines.append("(no alert evaluated yet: the agent writes states while it runs)")
@@ -53,7 +54,7 @@ def _condition(rule: AlertRuleConfig) -> str:
 
 def _status_line(status: AlertStatus, rule: AlertRuleConfig) -> str:
     since = datetime.fromtimestamp(status.since, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    value = describe(rule.metric, status.value)
+    value = human(rule.metric, status.value)
     return f"{status.key:<40} {status.state:<9} {since}  {value}"
 
 

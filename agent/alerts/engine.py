@@ -27,6 +27,7 @@ from typing import Protocol
 
 from agent.alerts.baseline import SciBaseline
 from agent.alerts.config import AlertRuleConfig, AlertsConfig, WebhookConfig
+from agent.alerts.formats import duration, human
 from agent.alerts.model import Notification, new_message_id
 from agent.alerts.state import (
     FIRING,
@@ -51,16 +52,7 @@ STATE_FILE = "alerts-state.json"  # in [alerts] state_dir, beside the outbox
 OUTBOX_FILE = "outbox.db"
 _PSEUDO_APPS = frozenset({IDLE_APP, UNATTRIBUTED_APP})
 
-#: How a metric's value reads, for summaries and logs.
-UNITS = {
-    "host_watts": "W",
-    "app_watts": "W",
-    "sci": "g CO2e/{unit}",
-    "sci_change_pct": "%",
-    "gco2_per_kwh": "g CO2e/kWh",
-    "staleness_s": "s",
-    "spool_bytes": "bytes",
-}
+#: What a default summary calls each metric.
 LABELS = {
     "host_watts": "host power",
     "app_watts": "power of {app}",
@@ -329,7 +321,7 @@ class AlertEngine:
         judged: _Judged,
     ) -> None:
         where = status.key
-        shown = describe(rule.metric, status.value, scope.unit)
+        shown = human(rule.metric, status.value, scope.unit)
         if event == FIRING:
             log.warning("alert %s firing: %s (%s %g)", where, shown, rule.op, rule.threshold)
         elif event == RESOLVED:
@@ -415,25 +407,11 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def describe(metric: str, value: float | None, unit: str | None = None) -> str:
-    """A metric's value for humans: ``0.0123 g CO2e/request``, ``84.2 W``, ``+23.5 %``."""
-    if value is None:
-        return "no data"
-    suffix = UNITS[metric].replace("{unit}", unit or "unit")
-    if metric == "sci_change_pct":
-        return f"{value:+.1f} %"
-    if metric == "spool_bytes":
-        return f"{value:,.0f} bytes"
-    if metric == "staleness_s":
-        return f"{value:,.0f} s"
-    return f"{value:.3g} {suffix}" if abs(value) < 1000 else f"{value:,.0f} {suffix}"
-
-
 def summary(rule: AlertRuleConfig, status: AlertStatus, host: str, unit: str | None = None) -> str:
     """The rule's ``summary`` with ``{app}``, ``{host}``, ``{part}``, ``{value}`` and
     ``{threshold}`` filled in; by default what is wrong, in one line."""
-    value = describe(rule.metric, status.value, unit)
-    threshold = describe(rule.metric, rule.threshold, unit)
+    value = human(rule.metric, status.value, unit)
+    threshold = human(rule.metric, rule.threshold, unit)
     fills = {
         "{app}": status.app or "",
         "{host}": host,
@@ -449,19 +427,9 @@ def summary(rule: AlertRuleConfig, status: AlertStatus, host: str, unit: str | N
             .replace("{part}", status.part or "")
         )
         text = (
-            f"{label} on {host} is {value} ({rule.op} {threshold} over {_duration(rule.window_s)})"
+            f"{label} on {host} is {value} ({rule.op} {threshold} over {duration(rule.window_s)})"
         )
         return text
     for placeholder, filled in fills.items():
         text = text.replace(placeholder, filled)
     return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds % 86_400 == 0:
-        return f"{seconds / 86_400:g} d"
-    if seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"

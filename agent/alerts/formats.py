@@ -41,7 +41,8 @@ ALERTMANAGER_HOLD_S = 300.0
 ALERTMANAGER_PATH = "/api/v2/alerts"
 USER_AGENT = "sci-agent-alerts (+https://github.com/sci-agent)"
 
-#: Each metric's unit, as shown to people (json ``unit`` too).
+#: Each metric's unit, as shown to people (json ``unit`` too); an SCI names its
+#: functional unit when the app has one (``gCO2e/request``).
 UNITS = {
     "host_watts": "W",
     "app_watts": "W",
@@ -110,7 +111,7 @@ def json_body(n: Notification, now: float) -> dict[str, Any]:
         "op": n.op,
         "value": _finite(n.value),
         "threshold": _finite(n.threshold),
-        "unit": UNITS.get(n.metric, ""),
+        "unit": unit_of(n.metric, n.unit),
         "window_s": n.window_s,
         "started_at": rfc3339(n.started_at),
         "ended_at": rfc3339(n.ended_at) if n.ended_at is not None else None,
@@ -156,8 +157,8 @@ def alertmanager_alert(n: Notification, now: float) -> dict[str, Any]:
         "annotations": {
             "summary": n.summary,
             "description": describe(n),
-            "value": human(n.metric, n.value),
-            "threshold": human(n.metric, n.threshold),
+            "value": human(n.metric, n.value, n.unit),
+            "threshold": human(n.metric, n.threshold, n.unit),
         },
         "startsAt": rfc3339(n.started_at),
         "endsAt": rfc3339(max(ends, n.started_at)),
@@ -207,8 +208,8 @@ def describe(n: Notification, with_state: bool = True) -> str:
         scope += f", app {n.app}"
     if n.part is not None:
         scope += f", {n.part}"
-    value = human(n.metric, n.value)
-    limit = human(n.metric, n.threshold)
+    value = human(n.metric, n.value, n.unit)
+    limit = human(n.metric, n.threshold, n.unit)
     window = duration(n.window_s)
     line = f"{n.alert}{state} ({n.severity}) on {scope}: {n.metric} {value}"
     if n.state == RESOLVED and not n.test:
@@ -219,8 +220,16 @@ def describe(n: Notification, with_state: bool = True) -> str:
     return f"{line}. {summary}" if summary else f"{line}."
 
 
-def human(metric: str, value: float | None) -> str:
-    """``value`` with its unit for people: ``84.2 W``, ``+23.5 %``, ``0.0123 gCO2e/unit``."""
+def unit_of(metric: str, functional_unit: str | None = None) -> str:
+    """The metric's unit; an SCI's names the functional unit when there is one."""
+    unit = UNITS.get(metric, "")
+    if metric == "sci" and functional_unit:
+        return f"gCO2e/{functional_unit}"
+    return unit
+
+
+def human(metric: str, value: float | None, functional_unit: str | None = None) -> str:
+    """``value`` with its unit for people: ``84.2 W``, ``+23.5 %``, ``0.0123 gCO2e/request``."""
     if value is None or not math.isfinite(value):
         return "no data"
     if metric == "sci_change_pct":
@@ -229,7 +238,7 @@ def human(metric: str, value: float | None) -> str:
         return duration(value)
     if metric == "spool_bytes":
         return _bytes(value)
-    unit = UNITS.get(metric)
+    unit = unit_of(metric, functional_unit)
     return f"{number(value)} {unit}" if unit else number(value)
 
 
