@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.alerts.config import AlertRuleConfig, AlertsConfig, WebhookConfig
 from agent.alerts.delivery import Deliverer
@@ -77,6 +80,19 @@ def stop_agent(agent: subprocess.Popen[str]) -> str:
     return err
 
 
+def scrape(cfg: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The running agent's /metrics (its port from the config), by name and sorted labels."""
+    listen = re.search(r'listen = "([^"]+)"', cfg.read_text())
+    assert listen is not None
+    with urllib.request.urlopen(f"http://{listen[1]}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def states(r: WebhookReceiver) -> list[str]:
     """The states of the host-power notifications the receiver accepted, in order."""
     return [x.json()["state"] for x in r.accepted() if x.json().get("alert") == "host-power"]
@@ -101,6 +117,12 @@ def test_firing_and_resolved_arrive_signed_once_across_a_restart_and_a_reload(
         assert body["value"] > 0 and body["threshold"] == 0
         assert body["dashboard_url"] == "http://dashboard.example:8501"
         assert first.headers["webhook-id"] == body["id"]
+        metrics = scrape(cfg)
+        assert metrics[("sci_agent_alerts", (("rule", "host-power"), ("state", "firing")))] == 1
+        sent = metrics[
+            ("sci_agent_alert_notifications_total", (("result", "sent"), ("webhook", "team")))
+        ]
+        assert sent >= 1
     finally:
         err = stop_agent(agent)
     assert SECRET not in err and hook_url(receiver) not in err

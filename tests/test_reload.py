@@ -245,3 +245,50 @@ def test_loop_feeds_the_watchdog_between_long_ticks() -> None:
     loop.run()
     assert 5 <= len(pings) <= 7, pings
     assert loop.cycles == 1  # only the final, partial interval: no tick was brought forward
+
+
+def _alerts_text(tmp_path: Path, threshold: float, rules: bool = True) -> str:
+    text = (
+        f'[store]\npath = "{tmp_path}/s.db"\n[sensors.nvml]\nenabled = false\n'
+        f'[alerts]\nstate_dir = "{tmp_path}/alerts"\n'
+        '[[alerts.webhooks]]\nname = "team"\nurl = "http://127.0.0.1:9/hook"\n'
+    )
+    if rules:
+        text += (
+            f'[[alerts.rules]]\nname = "power"\nmetric = "host_watts"\nthreshold = {threshold}\n'
+            '[[alerts.rules]]\nname = "gone"\nmetric = "gco2_per_kwh"\nthreshold = 1\n'
+        )
+    return text
+
+
+def test_alert_rules_reload_live_keeping_the_state_of_rules_still_configured(
+    tmp_path: Path,
+) -> None:
+    from agent.alerts.state import FIRING, AlertStatus
+    from agent.runtime import Agent
+
+    agent = Agent(loads(_alerts_text(tmp_path, 10.0)), serve_http=False)
+    agent.build_sinks()
+    engine = agent.alerts
+    assert engine is not None
+    engine.statuses["power"] = AlertStatus("power", "power", state=FIRING)
+    engine.statuses["gone"] = AlertStatus("gone", "gone", state=FIRING)
+    new = loads(_alerts_text(tmp_path, 99.0).split("[[alerts.rules]]\nname = \"gone\"")[0])
+    done = agent.reload(new)
+    assert done.applied == ("alerts.rules",) and done.needs_restart == ()
+    assert [(r.name, r.threshold) for r in engine.rules] == [("power", 99.0)]
+    assert list(engine.statuses) == ["power"]  # still firing: not notified again
+    assert engine.statuses["power"].state == FIRING
+
+
+def test_the_first_alert_rules_or_a_moved_state_dir_need_a_restart(tmp_path: Path) -> None:
+    from agent.runtime import Agent
+
+    agent = Agent(loads(_alerts_text(tmp_path, 10.0, rules=False)), serve_http=False)
+    agent.build_sinks()
+    assert agent.alerts is None
+    done = agent.reload(loads(_alerts_text(tmp_path, 10.0)))
+    assert done.needs_restart == ("alerts.rules",) and done.applied == ()
+    assert agent.config.alerts.rules == ()
+    moved = loads(_alerts_text(tmp_path, 10.0, rules=False).replace("/alerts\"", "/elsewhere\""))
+    assert agent.reload(moved).needs_restart == ("alerts.state_dir",)
