@@ -88,7 +88,7 @@ def test_webhooks(cfg: AlertsConfig, host: str, only: str | None = None) -> tupl
             continue
         ok = answer.status is not None and 200 <= answer.status < 300
         failed += not ok
-        body = answer.body.strip().replace("\n", " ")[:200]
+        body = answer.body.strip().replace("\n", " ")
         verdict = "delivered" if ok else "refused"
         lines.append(
             f"{hook.name} ({hook.format}): {verdict}, HTTP {answer.status} in {took}"
