@@ -80,7 +80,11 @@ class Outbox:
     # -- the public operations ------------------------------------------------------------
 
     def put(self, n: Notification, supersede: bool = False) -> None:
-        """Store ``n`` durably; with ``supersede``, first remove what waits for its alert."""
+        """Store ``n`` durably; with ``supersede``, first remove what waits for its alert.
+
+        A corrupt file is replaced and ``n`` stored in the fresh one; a full disk or a
+        lock held past 10 s raises ``sqlite3.OperationalError`` (the caller logs it).
+        """
 
         def op(db: sqlite3.Connection) -> None:
             with db:
@@ -199,6 +203,17 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return _connect(self.path)
         except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                # Another process holds it (a second agent on this state_dir): not ours
+                # to move aside.
+                log.error(
+                    "alerts outbox %s: locked by another process (%s); keeping notifications"
+                    " in memory until the next start",
+                    self.path,
+                    exc,
+                )
+                return _connect(":memory:")
             log.error("alerts outbox %s: cannot be read (%s)", self.path, exc)
         except OSError as exc:
             log.error("alerts outbox %s: cannot be opened (%s)", self.path, exc)
