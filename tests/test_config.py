@@ -106,8 +106,10 @@ def test_cli_exits_2_with_one_clear_line(tmp_path: Path) -> None:
 
 # -- every number finite and in range, found by walking the dataclasses ---------------------
 
-#: Values for required string fields of array tables, so a table decodes and validates.
-REQUIRED = {"app": "base", "url": "http://127.0.0.1:1/metrics", "metric": "m", "name": "x"}
+#: TOML values for required fields of array tables, so a table decodes and validates;
+#: per table where one needs its own (an alert rule's metric must be a known one).
+REQUIRED = {"app": '"base"', "url": '"http://127.0.0.1:1/metrics"', "metric": '"m"', "name": '"x"'}
+REQUIRED_IN = {"alerts.rules": {"metric": '"host_watts"', "threshold": "1"}}
 #: An app with a unit, for [[scrape]] tables to count into.
 BASE = '[[apps]]\nname = "base"\nexe = "base"\nunit = "request"\n'
 
@@ -127,19 +129,29 @@ def _leaves(cls: type, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, 
             yield (*path, f.name), hint, f
 
 
+def _item_class(names: list[str]) -> Any:
+    """The dataclass of the array of tables at ``names`` (e.g. ["alerts", "rules"])."""
+    cls: Any = config.Config
+    for name in names:
+        hint = get_type_hints(cls)[name]
+        cls = get_args(hint)[0] if get_origin(hint) is tuple else hint
+    return cls
+
+
 def _toml(path: tuple[str, ...], value: str) -> tuple[str, str]:
     """A config setting the key at ``path`` to the TOML ``value``, and the key's dotted name."""
     *tables, leaf = path
     if not tables:
         return f"{leaf} = {value}\n{BASE}", leaf
-    if tables[0].endswith("[]"):
-        name = tables[0][:-2]
+    array = next((i for i, t in enumerate(tables) if t.endswith("[]")), None)
+    if array is not None:
+        names = [t.removesuffix("[]") for t in tables[: array + 1]]
+        name = ".".join(names)
         index = 1 if name == "apps" else 0
-        cls = {f.name: f for f in fields(config.Config)}[name]
-        item = get_args(get_type_hints(config.Config)[cls.name])[0]
+        given = {**REQUIRED, **REQUIRED_IN.get(name, {})}
         required = "".join(
-            f'{f.name} = "{REQUIRED.get(f.name, "x")}"\n'
-            for f in fields(item)
+            f"{f.name} = {given.get(f.name, chr(34) + 'x' + chr(34))}\n"
+            for f in fields(_item_class(names))
             if f.default is MISSING and f.default_factory is MISSING and f.name != leaf
         )
         return f"{BASE}[[{name}]]\n{required}{leaf} = {value}\n", f"{name}[{index}].{leaf}"
@@ -149,7 +161,13 @@ def _toml(path: tuple[str, ...], value: str) -> tuple[str, str]:
 NUMBERS = [p for p, hint, _ in _leaves(config.Config) if hint in (int, float)]
 FLOATS = [p for p, hint, _ in _leaves(config.Config) if hint is float]
 SECRET_NAME = re.compile(r"(^|_)(token|password|secret)$")
-SECRETS = [p for p, _, f in _leaves(config.Config) if SECRET_NAME.search(p[-1]) or not f.repr]
+SECRETS = [
+    p
+    for p, hint, f in _leaves(config.Config)
+    if hint is str and (SECRET_NAME.search(p[-1]) or not f.repr)
+]
+#: Numbers that may be negative (an alert on a falling SCI change: threshold = -20).
+SIGNED = [("alerts", "rules[]", "threshold"), ("alerts", "rules[]", "clear_threshold")]
 PATHS = [
     ("sensors", "rapl", "root"),
     ("procfs", "root"),
@@ -196,12 +214,21 @@ def test_every_number_has_an_upper_bound(path: tuple[str, ...]) -> None:
     assert f"{key}: must be at most" in str(err.value)
 
 
-@pytest.mark.parametrize("path", NUMBERS, ids=_dotted)
+@pytest.mark.parametrize("path", [p for p in NUMBERS if p not in SIGNED], ids=_dotted)
 def test_every_number_has_a_lower_bound(path: tuple[str, ...]) -> None:
     text, key = _toml(path, "-1")
     with pytest.raises(ConfigError) as err:
         config.loads(text)
     assert str(err.value).startswith(f"<config>: {key}: must be")
+
+
+@pytest.mark.parametrize("path", SIGNED, ids=_dotted)
+def test_signed_numbers_are_bounded_below_too(path: tuple[str, ...]) -> None:
+    assert config.loads(_toml(path, "-1")[0]).alerts.rules  # -1 is a fine threshold
+    text, key = _toml(path, "-1e300")
+    with pytest.raises(ConfigError) as err:
+        config.loads(text)
+    assert f"{key}: must be" in str(err.value)
 
 
 def test_an_integer_beyond_a_float_is_refused_not_a_traceback() -> None:
