@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -352,3 +353,36 @@ def test_sci_change_pct_needs_the_store() -> None:
     ):
         loads(text)
     assert replace(loads(GOOD)).alerts.rules[0].threshold == 0.5
+
+
+class FullOutbox(ListOutbox):
+    """Refuses ``refusals`` puts (a full disk), then takes them."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def put(self, n: Notification, supersede: bool = False) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise OSError(28, "No space left on device")
+        super().put(n, supersede)
+
+
+def test_a_notification_the_outbox_refuses_is_held_and_queued_next_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sci_agent.alerts")
+    r = rule(name="power", threshold=20.0, window_s=10.0, webhooks=("team",))
+    hooks = (WebhookConfig("team", "http://127.0.0.1:9/x"),)
+    cfg = AlertsConfig(state_dir=str(tmp_path), rules=(r,), webhooks=hooks)
+    outbox = FullOutbox(refusals=1)
+    woken: list[bool] = []
+    engine = AlertEngine(cfg, "h1", outbox=outbox, wake_delivery=lambda: woken.append(True))
+    engine.write([interval(NOW, 400.0, {})])
+    engine.evaluate(NOW.timestamp())
+    assert outbox.items == [] and "holding them in memory" in caplog.text
+    assert engine.statuses["power"].state == FIRING  # the state moved on regardless
+    engine.evaluate((NOW + timedelta(seconds=5)).timestamp())
+    assert [(n.alert, n.state) for n, _ in outbox.items] == [("power", FIRING)]
+    assert woken and "takes notifications again" in caplog.text

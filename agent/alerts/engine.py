@@ -48,6 +48,7 @@ log = logging.getLogger("sci_agent.alerts")
 EVALUATE_EVERY_S = 10.0
 REPOST_S = 60.0  # Alertmanager: re-post a firing alert this often
 SAVE_EVERY_S = 60.0  # values for `sci-agent alerts`, when no state changed
+MAX_UNQUEUED = 1000  # notifications held in memory while the outbox refuses them
 STATE_FILE = "alerts-state.json"  # in [alerts] state_dir, beside the outbox
 OUTBOX_FILE = "outbox.db"
 _PSEUDO_APPS = frozenset({IDLE_APP, UNATTRIBUTED_APP})
@@ -134,6 +135,7 @@ class AlertEngine:
         self.statuses: dict[str, AlertStatus] = {}
         self._wall_clock = wall_clock
         self._reposted: dict[tuple[str, str], float] = {}  # (alert key, webhook) → last post
+        self._unqueued: list[tuple[Notification, bool]] = []  # the outbox refused them
         self._saved_at = 0.0
         self._errors: set[str] = set()
         self._lock = threading.Lock()  # evaluation and state
@@ -229,6 +231,7 @@ class AlertEngine:
         now = self._wall_clock() if now is None else now
         judged = _Judged()
         with self._lock:
+            self._requeue()
             cache: dict[float, WindowTotals] = {}
             for rule in self.rules:
                 totals = cache.get(rule.window_s)
@@ -332,7 +335,7 @@ class AlertEngine:
             if event == REMINDER and alertmanager:
                 continue  # Alertmanager gets its re-posts instead
             n = self._notification(rule, status, scope, hook, event, now)
-            self.outbox.put(n, supersede=alertmanager)
+            self._queue(n, alertmanager)
             judged.notifications.append(n)
             if alertmanager:
                 self._reposted[(status.key, name)] = now
@@ -350,7 +353,7 @@ class AlertEngine:
             if last is not None and now - last < REPOST_S:
                 continue
             n = self._notification(rule, status, scope, hook, REMINDER, now)
-            self.outbox.put(n, supersede=True)
+            self._queue(n, True)
             judged.notifications.append(n)
             self._reposted[(status.key, name)] = now
 
@@ -387,6 +390,34 @@ class AlertEngine:
             reminder=event == REMINDER,
             unit=scope.unit,
         )
+
+    def _queue(self, n: Notification, supersede: bool) -> None:
+        """Put ``n`` in the outbox; when it cannot take it (disk full), hold it in memory
+        (bounded) and try again at the next evaluation."""
+        try:
+            self.outbox.put(n, supersede=supersede)
+        except Exception as exc:
+            if len(self._unqueued) >= MAX_UNQUEUED:
+                log.error(
+                    "alerts: outbox unavailable, dropping %s %s for %s", n.key, n.state, n.webhook
+                )
+                return
+            if not self._unqueued:
+                log.error(
+                    "alerts: cannot queue notifications (%s: %s); holding them in memory",
+                    type(exc).__name__,
+                    exc,
+                )
+            self._unqueued.append((n, supersede))
+
+    def _requeue(self) -> None:
+        """Queue what the outbox could not take before, oldest first."""
+        held, self._unqueued = self._unqueued, []
+        for n, supersede in held:
+            self._queue(n, supersede)
+        if held and not self._unqueued:
+            log.info("alerts: the outbox takes notifications again (%d queued)", len(held))
+            self.wake_delivery()
 
     def _save(self, force: bool, now: float | None = None) -> None:
         now = self._wall_clock() if now is None else now
