@@ -103,6 +103,26 @@ def test_recording_rules_used_are_defined_before_use_in_their_group() -> None:
     assert all(":" in name and name.count(":") == 2 for name in recorded)  # level:metric:ops
 
 
+def _listed_after(key: str, text: str) -> list[str]:
+    """The ``- item`` lines of a top-level YAML list ``key:`` (this repository's layout)."""
+    lines = text.splitlines()
+    start = lines.index(f"{key}:") + 1
+    items = []
+    for line in lines[start:]:
+        if not line.startswith("  - "):
+            break
+        items.append(line[4:].strip())
+    return items
+
+
+def test_unit_tests_evaluate_every_group_recordings_first() -> None:
+    groups = re.findall(r"^  - name: (\S+)$", RULES.read_text(), flags=re.MULTILINE)
+    assert groups[-1] == "sci-agent.alerts"
+    for tests in UNIT_TESTS:
+        # without a full order promtool evaluates the groups in a random order
+        assert _listed_after("group_eval_order", tests.read_text()) == groups, tests.name
+
+
 # -- every metric the rules read is in a real scrape of the agent ---------------------
 
 
@@ -172,7 +192,7 @@ def test_every_metric_the_rules_read_is_in_a_real_scrape(tmp_path: Path) -> None
     scraped = scrape_a_running_agent(tmp_path)
     assert scraped.get("sci_agent_app_functional_units_total", 0) > 0, sorted(scraped)
     used: dict[str, set[str]] = {}
-    for kind, name, expr in rules_in(RULES.read_text()):
+    for _, name, expr in rules_in(RULES.read_text()):
         for series in names_in(expr):
             if ":" not in series and series not in PROMETHEUS_SERIES:
                 used.setdefault(series, set()).add(name)
@@ -189,8 +209,9 @@ def test_every_metric_the_rules_read_is_in_a_real_scrape(tmp_path: Path) -> None
 
 def test_names_in_finds_raw_and_recorded_series() -> None:
     expr = (
-        "sum without (kind) (rate(sci_agent_app_carbon_grams_total{app!~\"x\"}[5m]))"
-        " / ignoring (unit) group_right () (host_app_unit:sci_agent_app_functional_units:rate5m > 0)"
+        'sum without (kind) (rate(sci_agent_app_carbon_grams_total{app!~"x"}[5m]))'
+        " / ignoring (unit) group_right ()"
+        " (host_app_unit:sci_agent_app_functional_units:rate5m > 0)"
         ' and up{job="sci-agent"} == 0'
     )
     assert names_in(expr) == {
