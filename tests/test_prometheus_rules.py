@@ -260,6 +260,30 @@ BREAKAGES = [
         MAIN_TESTS,
     ),
     (
+        "a regression alert for apps with a handful of units",
+        "          and\n"
+        "            host_app_unit:sci_agent_app_functional_units:rate1h * 3600 >= 10\n",
+        "",
+        REGRESSION_TESTS,
+    ),
+    (
+        "a staleness threshold blind to the interval",
+        "clamp_min(10 * max without (host) (sci_agent_interval_seconds), 300)",
+        "300",
+        MAIN_TESTS,
+    ),
+    (
+        "a sensor alert for sensors the host never had",
+        "          sci_agent_sensor_up == 0\n"
+        "          and (\n"
+        "              increase(sci_agent_sensor_errors_total[10m]) > 0\n"
+        "            or\n"
+        "              max_over_time(sci_agent_sensor_up[1d]) == 1\n"
+        "          )\n",
+        "          sci_agent_sensor_up == 0\n",
+        MAIN_TESTS,
+    ),
+    (
         "a spool alert that fires while it drains",
         "deriv(sci_agent_export_backlog_lines[15m]) > 0",
         "deriv(sci_agent_export_backlog_lines[15m]) != 0",
