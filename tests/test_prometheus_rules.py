@@ -3,20 +3,26 @@ their unit tests catch a broken rule."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import free_port, require_binary
+from tests.servers import ServerProcess, free_port, require_binary, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "deploy" / "prometheus"
@@ -149,42 +155,66 @@ def _scrape_names(text: str) -> dict[str, float]:
     return totals
 
 
-def scrape_a_running_agent(tmp_path: Path) -> dict[str, float]:
-    """Run the agent (model sensor, store, InfluxDB down), count units, scrape /metrics."""
+@contextlib.contextmanager
+def running_agent(tmp_path: Path, influxdb: bool) -> Iterator[int]:
+    """``sci-agent run`` (model sensor, store; InfluxDB down when asked) with an app ``web``:
+    a process of its own, counting 5 requests every 0.1 s. Yields the local API's port."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp_path / "agent.toml"
     config.write_text(
         f'host = "rules-host"\ninterval_s = 0.5\n[store]\npath = "{tmp_path}/store.db"\n'
         f'[sensors.rapl]\nroot = "{tmp_path}/no-powercap"\n[sensors.nvml]\nenabled = false\n'
         f'[http]\nlisten = "127.0.0.1:{port}"\n'
-        f'[influxdb]\nenabled = true\napi = "v1"\ndatabase = "sci"\n'
-        f'url = "http://127.0.0.1:{free_port()}"\n'  # nothing listens: the spool fills
-        f'[spool]\ndir = "{tmp_path}/spool"\n'
-        '[[apps]]\nname = "web"\ncmdline = "rules-test-workload"\nunit = "request"\n'
+        + (
+            f'[influxdb]\nenabled = true\napi = "v1"\ndatabase = "sci"\n'
+            f'url = "http://127.0.0.1:{free_port()}"\n'  # nothing listens: the spool fills
+            f'[spool]\ndir = "{tmp_path}/spool"\n'
+            if influxdb
+            else ""
+        )
+        + '[[apps]]\nname = "web"\ncmdline = "rules-test-workload"\nunit = "request"\n'
     )
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "--config", str(config), "run"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    names: dict[str, float] = {}
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and agent.poll() is None:
-            try:
+    log = tmp_path / "agent.log"
+    stop = threading.Event()
+
+    def count_requests() -> None:
+        while not stop.wait(0.1):
+            with contextlib.suppress(OSError):  # not listening yet
                 _post_units(port, 5)
+
+    busy = "import time\nwhile True:\n    sum(range(20000))\n    time.sleep(0.01)"
+    poster = threading.Thread(target=count_requests, daemon=True)
+    with contextlib.ExitStack() as stack:
+        workload = subprocess.Popen([sys.executable, "-c", busy, "rules-test-workload"])
+        stack.callback(workload.wait)
+        stack.callback(workload.kill)
+        err = stack.enter_context(log.open("w"))
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(config), "run"], stderr=err
+        )
+        stack.callback(agent.wait, 30)
+        stack.callback(agent.send_signal, signal.SIGTERM)
+        poster.start()
+        stack.callback(poster.join, 10)
+        stack.callback(stop.set)
+        yield port
+    assert agent.returncode == 0, log.read_text()
+
+
+def scrape_a_running_agent(tmp_path: Path) -> dict[str, float]:
+    """Run the agent with a spooled InfluxDB that is down, scrape /metrics once it counted."""
+    names: dict[str, float] = {}
+    with running_agent(tmp_path, influxdb=True) as port:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # not listening yet
                 names = _scrape_names(_get(f"http://127.0.0.1:{port}/metrics"))
-            except OSError:
-                pass  # not listening yet
             if names.get("sci_agent_app_functional_units_total", 0) > 0 and names.get(
                 "sci_agent_export_backlog_lines", 0
             ):
                 break
             time.sleep(0.2)
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        _, err = agent.communicate(timeout=30)
-    assert agent.returncode == 0, err
     return names
 
 
@@ -219,6 +249,89 @@ def test_names_in_finds_raw_and_recorded_series() -> None:
         "host_app_unit:sci_agent_app_functional_units:rate5m",
         "up",
     }
+
+
+# -- a real Prometheus loads the rules and evaluates them on a real agent --------------
+
+
+class PrometheusServer(ServerProcess):
+    """Prometheus scraping one agent every second, the rules evaluated every second."""
+
+    name = "prometheus"
+    ready_path = "/-/ready"
+    ready_status = 200
+    target = ""
+
+    def prepare(self) -> None:
+        (self.workdir / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files:\n  - {RULES}\n"
+            "scrape_configs:\n  - job_name: sci-agent\n"
+            f'    static_configs:\n      - targets: ["{self.target}"]\n'
+        )
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+
+    def api(self, path: str, **params: str) -> Any:
+        """The ``data`` of a successful API answer."""
+        status, body = self.http("GET", f"/api/v1/{path}", params)
+        answer = json.loads(body)
+        assert status == 200 and answer["status"] == "success", body[:500]
+        return answer["data"]
+
+    def query(self, expr: str, at: float | None = None) -> dict[str, float]:
+        """An instant query: each sample's ``app`` (or its label set) and value."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        return {
+            r["metric"].get("app", json.dumps(r["metric"], sort_keys=True)): float(r["value"][1])
+            for r in self.api("query", **params)["result"]
+        }
+
+
+def test_a_real_prometheus_evaluates_the_rules_on_a_real_agent(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    binary = require_binary("prometheus", "prometheus")
+    sci = "host_app_unit:sci_agent_app_sci_grams_per_unit:ratio_rate5m"
+    with running_agent(tmp_path / "agent", influxdb=False) as port:
+        (tmp_path / "prometheus").mkdir()
+        server = PrometheusServer(binary, tmp_path / "prometheus")
+        server.target = f"127.0.0.1:{port}"
+        with contextlib.contextmanager(serve)(server, request):
+            deadline = time.monotonic() + 60
+            while not server.query(sci) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(2)  # every group evaluated since; read settled values
+            at = time.time() - 1
+            groups = server.api("rules")["groups"]
+            scis = server.query(sci, at)
+            host_w = server.query("host:sci_agent_component_energy_joules:rate5m", at)
+            apps_w = server.query(
+                "sum without (app) (host_app:sci_agent_app_energy_joules:rate5m)", at
+            )
+            up = server.query('up{job="sci-agent"}', at)
+            alerts = server.query("ALERTS", at)
+
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == len(rules_in(RULES.read_text()))
+    broken = {r["name"]: r["lastError"] for r in rules if r["health"] != "ok"}
+    assert not broken, broken  # no rule fails on the agent's real label sets
+    assert list(scis) == ["web"], scis  # the only app with units; the others have no SCI
+    assert scis["web"] > 0 and math.isfinite(scis["web"])
+    (host,) = host_w.values()
+    (apps,) = apps_w.values()
+    # Energy is conserved (the apps, _idle and _unattributed add up to the host: exactly in
+    # the counters); within 5 % here, where the data is younger than the 5-minute window
+    # and rate() extrapolates each series from its own first sample.
+    assert host > 0 and math.isclose(host, apps, rel_tol=0.05), (host, apps)
+    assert list(up.values()) == [1.0]
+    assert alerts == {}  # a healthy agent on a VM (no RAPL, no GPU): nothing pending
 
 
 # -- the unit tests bite: a broken copy of the rules fails them -----------------------
