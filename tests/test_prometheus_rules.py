@@ -1,5 +1,5 @@
-"""deploy/prometheus: the rules pass promtool, read only metrics the agent exports, and
-their unit tests catch a broken rule."""
+"""deploy/prometheus: the rules pass promtool, read only metrics the agent exports, run
+in a real Prometheus scraping a real agent, and their unit tests catch a broken rule."""
 
 from __future__ import annotations
 
