@@ -192,11 +192,13 @@ class Agent:
         """Unix time the sampling cycle, each sensor and each sink last worked.
 
         A spooled sink works when the server settled its last batch, or has nothing to
-        send; the others when the loop's last write to them succeeded.
+        send; the others when the loop's last write to them succeeded. A sensor that
+        never opened (no RAPL on a VM, NVML disabled) is left out: doctor explains it.
         """
         parts: dict[str, float | None] = {"cycle": loop.last_success_unix}
         for name, health in self._sensor_health().items():
-            parts[f"sensor:{name}"] = health.last_success
+            if health.ok or health.last_success is not None:  # not one that never opened
+                parts[f"sensor:{name}"] = health.last_success
         runners = {r.name: r for r in self.runners}
         for sink in loop.sinks:
             if sink is self.alerts:

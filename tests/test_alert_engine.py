@@ -386,3 +386,31 @@ def test_a_notification_the_outbox_refuses_is_held_and_queued_next_time(
     engine.evaluate((NOW + timedelta(seconds=5)).timestamp())
     assert [(n.alert, n.state) for n, _ in outbox.items] == [("power", FIRING)]
     assert woken and "takes notifications again" in caplog.text
+
+
+def test_staleness_parts_of_a_real_agent_leave_out_sensors_that_never_opened(
+    tmp_path: Path,
+) -> None:
+    from agent.loop import Loop
+    from agent.runtime import Agent
+
+    text = (
+        f'[store]\npath = "{tmp_path}/s.db"\n[sensors.rapl]\nroot = "{tmp_path}/none"\n'
+        f'[sensors.nvml]\nenabled = false\n[alerts]\nstate_dir = "{tmp_path}/alerts"\n'
+        '[[alerts.rules]]\nname = "stale"\nmetric = "staleness_s"\nthreshold = 30\n'
+    )
+    agent = Agent(loads(text), serve_http=False)
+    sinks = agent.build_sinks()
+    agent.sampler.open()
+    try:
+        loop = Loop(agent.measure, sinks, 0.1)
+        agent.watch_loop(loop)
+        before = loop.last_success_unix
+        loop.run_cycle()
+        parts = agent.last_worked(loop)
+    finally:
+        agent.sampler.close()
+    assert before is None and parts["cycle"] == loop.last_success_unix
+    assert set(parts) == {"cycle", "sensor:model", "sink:store"}  # no rapl, no nvml
+    assert parts["sink:store"] is not None and parts["sensor:model"] is not None
+    assert agent.alerts is not None and agent.alerts.health.last_worked().keys() == parts.keys()
