@@ -67,6 +67,15 @@ BENCHES = (
         "embodied carbon charged to this machine per hour.",
     ),
     Bench(
+        "alerts",
+        "Alert engine cost",
+        ("bench/bench_alerts.py",),
+        "What alerting adds to the agent: the sampling loop's share per interval (the "
+        "engine evaluates on its own thread), one evaluation of 10 rules over a day of "
+        "5 s intervals, the 7-day SCI baseline query, the memory of the windows, and the "
+        "time from a firing evaluation to a signed request at a real receiver.",
+    ),
+    Bench(
         "export",
         "Export to InfluxDB",
         ("bench/bench_export.py",),

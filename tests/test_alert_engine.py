@@ -25,7 +25,7 @@ from agent.alerts.state import (
     load_states,
     step,
 )
-from agent.alerts.window import MetricWindow, summarize
+from agent.alerts.window import BUCKETS, AppTotals, IntervalSummary, MetricWindow, summarize
 from agent.attribution import attribute
 from agent.config import ConfigError, loads
 from agent.records import (
@@ -151,7 +151,7 @@ def test_window_sci_is_sum_of_carbon_over_sum_of_units_not_a_mean_of_ratios() ->
         interval(ends[1], 300.0, {"web": 1}),
         interval(ends[2], 250.0, {"web": 25}),
     ]
-    window = MetricWindow(3600)
+    window = MetricWindow([60, 15], interval_s=10.0)
     window.add(summarize(r) for r in results)
     totals = window.totals(60, NOW.timestamp())
     web = [next(s for s in r.sci if s.app == "web") for r in results]
@@ -164,6 +164,34 @@ def test_window_sci_is_sum_of_carbon_over_sum_of_units_not_a_mean_of_ratios() ->
     assert totals.sci("db") is None  # no unit counted
     # only the intervals that ended in the window
     assert window.totals(15, NOW.timestamp()).intervals == 2
+
+
+def test_a_day_long_window_is_held_in_at_most_121_buckets_and_sums_within_one_bucket() -> None:
+    day, step = 86_400.0, 5.0
+    window = MetricWindow([day, 60.0], interval_s=step)
+    t0 = NOW.timestamp()
+    n = int(2 * day / step)  # two days: the first one must leave the day window
+    window.add(
+        IntervalSummary(
+            t0 + k * step,
+            step,
+            10.0 * step,
+            100.0 + k % 7,
+            {"web": AppTotals(2.0 * step, 0.1, 1.0)},
+        )
+        for k in range(n)
+    )
+    assert window.buckets() <= (BUCKETS + 1) + 13  # the day's ring, and 12-13 intervals of 60 s
+    now = t0 + (n - 1) * step
+    totals = window.totals(day, now)
+    exact = day / step
+    assert abs(totals.intervals - exact) <= exact / BUCKETS  # within one bucket at the old end
+    assert totals.host_watts == pytest.approx(10.0)  # a ratio of sums: exact whatever the edge
+    assert totals.app_watts("web") == pytest.approx(2.0)
+    assert totals.sci("web") == pytest.approx(0.1)
+    minute = window.totals(60.0, now)
+    assert minute.intervals == 12  # short windows stay exact: ends in (now − 60, now]
+    assert minute.gco2_per_kwh == pytest.approx(sum(100.0 + k % 7 for k in range(n - 12, n)) / 12)
 
 
 # -- the engine ----------------------------------------------------------------------------

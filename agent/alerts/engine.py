@@ -129,7 +129,7 @@ class AlertEngine:
         self.baseline = baseline
         self.health = health or Health()
         self.state_path = Path(cfg.state_dir) / STATE_FILE
-        self.window = MetricWindow(self._keep_s())
+        self.window = MetricWindow((r.window_s for r in self.rules), interval_s)
         self.evaluate_every_s = min(EVALUATE_EVERY_S, interval_s)
         self.started = wall_clock()
         self.statuses: dict[str, AlertStatus] = {}
@@ -146,10 +146,6 @@ class AlertEngine:
     def _rules_here(self, cfg: AlertsConfig) -> list[AlertRuleConfig]:
         """The rules whose ``host`` glob matches this host."""
         return [r for r in cfg.rules if r.host is None or fnmatch.fnmatchcase(self.host, r.host)]
-
-    def _keep_s(self) -> float:
-        """How long the window keeps intervals: the longest rule window and a margin."""
-        return max((r.window_s for r in self.rules), default=0.0) + 2 * self.interval_s
 
     # -- Sink ------------------------------------------------------------------------
 
@@ -192,7 +188,7 @@ class AlertEngine:
             names = {r.name for r in self.rules}
             self.statuses = {k: s for k, s in self.statuses.items() if s.rule in names}
             self._reposted = {k: t for k, t in self._reposted.items() if k[1] in self.webhooks}
-            self.window.keep_s = self._keep_s()
+            self.window.set_windows(r.window_s for r in self.rules)
             if wake_delivery is not None:
                 self.wake_delivery = wake_delivery
             self._save(force=True)

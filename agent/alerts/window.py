@@ -1,20 +1,28 @@
-"""The recent intervals, reduced to what alert rules read, and their window aggregates.
+"""The recent intervals, reduced to what alert rules read, and their window sums.
 
 ``summarize`` keeps from an ``IntervalResult`` only the host's joules, the grid
-intensity and each app's joules, carbon and units (a few numbers per app), so a day of
-5-second intervals fits in memory. Aggregates over a window are ratios of sums: power
-is Σ joules ÷ Σ seconds, SCI is Σ carbon ÷ Σ units, intensity is weighted by time;
-never a mean of per-interval ratios. An interval counts in a window when it ended
-inside it.
+intensity and each app's joules, carbon and units. ``MetricWindow`` folds them into one
+ring of buckets per window length that rules use, each ring at most ``BUCKETS``
+buckets long, so memory and the cost of a sum do not grow with the window:
+
+- a window of up to ``1.5 × BUCKETS`` intervals keeps each interval in its own bucket:
+  its sums are exact over the intervals that ended inside it, (now − window, now];
+- a longer window merges intervals into buckets of window ÷ ``BUCKETS`` seconds, and
+  counts a bucket when its first interval ended inside the window: the window is then
+  exact to within one bucket (1/120 of its length) at its old end.
+
+Aggregates are ratios of sums: power is Σ joules ÷ Σ seconds, SCI is Σ carbon ÷ Σ
+units, intensity is weighted by time; never a mean of per-interval ratios.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import takewhile
 
 from agent.records import IntervalResult
 
@@ -27,14 +35,6 @@ class AppTotals:
     carbon_g: float = 0.0  # operational plus embodied
     units: float = 0.0
     unit: str | None = None
-
-    def plus(self, other: AppTotals) -> AppTotals:
-        return AppTotals(
-            self.joules + other.joules,
-            self.carbon_g + other.carbon_g,
-            self.units + other.units,
-            other.unit or self.unit,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,41 +102,147 @@ class WindowTotals:
         return totals.carbon_g / totals.units
 
 
-class MetricWindow:
-    """The intervals of the last ``keep_s`` seconds; thread-safe (the loop appends)."""
+BUCKETS = 120
+MAX_APPS = 2000  # distinct apps a window tracks; later ones are summed as OVERFLOW
+OVERFLOW = "_overflow"
+_FIELDS = 4  # per app and bucket: joules, carbon_g, units, intervals
 
-    def __init__(self, keep_s: float) -> None:
-        self.keep_s = keep_s
-        self._intervals: deque[IntervalSummary] = deque()
+log = logging.getLogger("sci_agent.alerts")
+
+
+class _Bucket:
+    """Sums over consecutive intervals: the host's, and ``_FIELDS`` numbers per app."""
+
+    __slots__ = (
+        "first_end",
+        "host_joules",
+        "i_seconds",
+        "i_weighted",
+        "intervals",
+        "seconds",
+        "values",
+    )
+
+    def __init__(self, first_end: float) -> None:
+        self.first_end = first_end
+        self.intervals = 0
+        self.seconds = self.host_joules = self.i_seconds = self.i_weighted = 0.0
+        self.values = array("d")
+
+    def add(self, s: IntervalSummary, slots: Iterable[tuple[int, AppTotals]]) -> None:
+        self.intervals += 1
+        self.seconds += s.seconds
+        self.host_joules += s.host_joules
+        if s.gco2_per_kwh is not None:
+            self.i_seconds += s.seconds
+            self.i_weighted += s.gco2_per_kwh * s.seconds
+        values = self.values
+        for slot, totals in slots:
+            at = slot * _FIELDS
+            if len(values) <= at:
+                values.extend([0.0] * (at + _FIELDS - len(values)))
+            values[at] += totals.joules
+            values[at + 1] += totals.carbon_g
+            values[at + 2] += totals.units
+            values[at + 3] += 1
+
+
+class _Ring:
+    """The buckets of one window length."""
+
+    def __init__(self, window_s: float, interval_s: float) -> None:
+        self.window_s = window_s
+        width = window_s / BUCKETS
+        self.width = width if width >= 1.5 * interval_s else 0.0  # 0: one interval each
+        self.buckets: deque[_Bucket] = deque()
+
+    def add(self, s: IntervalSummary, slots: list[tuple[int, AppTotals]]) -> None:
+        last = self.buckets[-1] if self.buckets else None
+        if last is None or s.end - last.first_end >= self.width:
+            last = _Bucket(s.end)
+            self.buckets.append(last)
+        last.add(s, slots)
+        while self.buckets and self.buckets[0].first_end <= s.end - self.window_s:
+            self.buckets.popleft()
+
+    def sums(self, now: float) -> tuple[list[_Bucket], int]:
+        """The buckets counted at ``now``, and the longest values array among them."""
+        start = now - self.window_s
+        chosen = [b for b in self.buckets if start < b.first_end <= now]
+        return chosen, max((len(b.values) for b in chosen), default=0)
+
+
+class MetricWindow:
+    """A ring per window length; thread-safe (the loop adds, the engine sums)."""
+
+    def __init__(self, windows: Iterable[float], interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._rings: dict[float, _Ring] = {}
+        self._slots: dict[str, int] = {}
+        self._names: list[str] = []
+        self._units: dict[str, str | None] = {}
         self._lock = threading.Lock()
+        self.set_windows(windows)
+
+    def set_windows(self, windows: Iterable[float]) -> None:
+        """Keep the rings of these lengths (existing ones with their data), drop others."""
+        with self._lock:
+            self._rings = {
+                w: self._rings.get(w) or _Ring(w, self.interval_s) for w in sorted(set(windows))
+            }
 
     def add(self, summaries: Iterable[IntervalSummary]) -> None:
-        """Append intervals (in time order) and forget those older than ``keep_s``."""
+        """Fold intervals (in time order) into every ring."""
         with self._lock:
             for summary in summaries:
-                self._intervals.append(summary)
-            if self._intervals:
-                oldest = self._intervals[-1].end - self.keep_s
-                while self._intervals and self._intervals[0].end <= oldest:
-                    self._intervals.popleft()
+                slots = [(self._slot(app), t) for app, t in summary.apps.items()]
+                for app, t in summary.apps.items():
+                    if t.unit is not None:
+                        self._units[app] = t.unit
+                for ring in self._rings.values():
+                    ring.add(summary, slots)
 
-    def __len__(self) -> int:
-        return len(self._intervals)
+    def buckets(self) -> int:
+        """Buckets held, all rings together (for the benchmark and tests)."""
+        with self._lock:
+            return sum(len(r.buckets) for r in self._rings.values())
 
     def totals(self, window_s: float, now: float) -> WindowTotals:
-        """Sums over the intervals that ended in (now − window_s, now]."""
-        start = now - window_s
+        """Sums over the intervals that ended in (now − window_s, now] (see the module)."""
         with self._lock:
-            chosen = list(takewhile(lambda s: s.end > start, reversed(self._intervals)))
-        apps: dict[str, AppTotals] = {}
-        seconds = joules = i_seconds = i_weighted = 0.0
-        for summary in chosen:
-            seconds += summary.seconds
-            joules += summary.host_joules
-            if summary.gco2_per_kwh is not None:
-                i_seconds += summary.seconds
-                i_weighted += summary.gco2_per_kwh * summary.seconds
-            for app, totals in summary.apps.items():
-                known = apps.get(app)
-                apps[app] = totals if known is None else known.plus(totals)
-        return WindowTotals(len(chosen), seconds, joules, i_seconds, i_weighted, apps)
+            ring = self._rings.get(window_s)
+            if ring is None:
+                raise KeyError(f"no ring for a window of {window_s:g} s")
+            chosen, size = ring.sums(now)
+            acc = array("d", bytes(8 * size))
+            for b in chosen:
+                for i, v in enumerate(b.values):
+                    acc[i] += v
+            names = list(self._names)
+            units = dict(self._units)
+        apps = {
+            name: AppTotals(acc[at], acc[at + 1], acc[at + 2], units.get(name))
+            for slot, name in enumerate(names)
+            if (at := slot * _FIELDS) < size and acc[at + 3] > 0
+        }
+        return WindowTotals(
+            intervals=sum(b.intervals for b in chosen),
+            seconds=sum(b.seconds for b in chosen),
+            host_joules=sum(b.host_joules for b in chosen),
+            intensity_seconds=sum(b.i_seconds for b in chosen),
+            intensity_weighted=sum(b.i_weighted for b in chosen),
+            apps=apps,
+        )
+
+    def _slot(self, app: str) -> int:
+        slot = self._slots.get(app)
+        if slot is None:
+            if len(self._names) >= MAX_APPS and app != OVERFLOW:
+                if OVERFLOW not in self._slots:
+                    log.warning(
+                        "alerts: more than %d apps; later ones are summed as %s", MAX_APPS, OVERFLOW
+                    )
+                return self._slot(OVERFLOW)
+            slot = self._slots[app] = len(self._names)
+            self._names.append(app)
+        return slot
