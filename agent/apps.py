@@ -35,6 +35,7 @@ class ProcessFacts:
     cgroup: str  # the cgroup path, e.g. /system.slice/nginx.service
     uid: int
     kernel_thread: bool = False
+    ppid: int = 0
 
     @property
     def exe(self) -> str:

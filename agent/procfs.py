@@ -258,6 +258,7 @@ class ProcScanner:
             cgroup=parse_cgroup_file(cgroup),
             uid=uid,
             kernel_thread=kernel,
+            ppid=ppid,
         )
         return _Known(comm, self._namer.name(facts), 0)
 
