@@ -442,3 +442,21 @@ def test_staleness_parts_of_a_real_agent_leave_out_sensors_that_never_opened(
     assert set(parts) == {"cycle", "sensor:model", "sink:store"}  # no rapl, no nvml
     assert parts["sink:store"] is not None and parts["sensor:model"] is not None
     assert agent.alerts is not None and agent.alerts.health.last_worked().keys() == parts.keys()
+
+
+def test_a_restart_longer_than_the_window_does_not_resolve_a_firing_alert(tmp_path: Path) -> None:
+    r = rule(name="power", threshold=20.0, window_s=10.0, keep_firing_for_s=0.0, webhooks=("team",))
+    engine, _ = engine_for(tmp_path, [r])
+    engine.write([interval(NOW, 400.0, {})])
+    assert [n.state for n in engine.evaluate(NOW.timestamp())] == [FIRING]
+    engine.close()
+    later = NOW + timedelta(seconds=60)  # down for six windows
+    again, _ = engine_for(tmp_path, [r], wall_clock=lambda: later.timestamp())
+    again.open()
+    try:
+        assert again.evaluate(later.timestamp()) == []  # an empty window is not "clear"
+        again.write([interval(later + timedelta(seconds=5), 400.0, {})])
+        assert again.evaluate((later + timedelta(seconds=5)).timestamp()) == []
+        assert again.statuses["power"].state == FIRING
+    finally:
+        again.close()

@@ -155,6 +155,10 @@ class AlertEngine:
         saved = load_states(self.state_path)
         self.statuses = {k: s for k, s in saved.items() if s.rule in names}
         firing = [s.key for s in self.statuses.values() if s.state == FIRING]
+        now = self._wall_clock()
+        for status in self.statuses.values():
+            if status.state == FIRING:  # its window refills: "no data" counts from now
+                status.last_true = max(status.last_true or 0.0, now)
         if firing:
             log.info("alerts: still firing from before the restart: %s", ", ".join(sorted(firing)))
         self._stop.clear()
