@@ -166,6 +166,7 @@ def compare_text(a: dict[str, Any], b: dict[str, Any]) -> str:
 def _command(run: dict[str, Any]) -> str:
     command = run.get("command")
     text = shlex.join(map(str, command)) if isinstance(command, list) else str(command)
+    text = text.replace("\n", "\\n")  # one line per run
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -97,7 +97,8 @@ def _intensity(result: JobResult) -> dict[str, Any] | None:
 
 def run_text(run: dict[str, Any]) -> str:
     """The summary ``measure`` prints: one labelled line per figure."""
-    lines = [f"sci-agent measure: {shlex.join(run['command'])}"]
+    command = shlex.join(run["command"]).replace("\n", "\\n")
+    lines = [f"sci-agent measure: {command}"]
     add = lines.append
     add(f"  run id      {run['run_id']}  (app {run['app']}, host {run['host']})")
     ended = f" (killed by {run['signal']})" if run["signal"] else ""
