@@ -316,3 +316,18 @@ def test_with_an_agent_running_only_the_run_is_stored(tmp_path: Path) -> None:
     db = sqlite3.connect(store)
     assert db.execute("SELECT count(*) FROM runs WHERE app = 'alongside'").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM app_energy WHERE app = 'alongside'").fetchone()[0] == 0
+
+
+def test_job_namer_counts_an_adopters_children_not_the_adopter() -> None:
+    from agent.apps import AppNamer, ProcessFacts
+    from agent.jobs.membership import JobNamer
+
+    namer = JobNamer(AppNamer(()), "job", job_id="x", proc_root="/nonexistent")
+    namer.add_adopter(100)
+
+    def facts(pid: int, ppid: int) -> ProcessFacts:
+        return ProcessFacts(pid=pid, comm="c", cmdline="c", cgroup="/", uid=0, ppid=ppid)
+
+    assert namer.name(facts(101, 100)) == "job"  # an orphan adopted by `measure`
+    assert namer.name(facts(100, 1)) != "job"  # `measure` itself is the agent's
+    assert namer.name(facts(102, 101)) == "job"  # and the orphan's own children

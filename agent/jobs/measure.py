@@ -139,6 +139,9 @@ def _measure(
             meter.finish()
             return _cannot_run(argv[0], exc, err)
         forwarder.pid = proc.pid
+        if forwarder.received:  # a signal came while the command was being started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, forwarder.received[-1])
         status = launch.wait_command(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         forwarder.pid = None
