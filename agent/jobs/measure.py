@@ -18,9 +18,12 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -71,73 +74,70 @@ def run_measured(
     if problem:
         print(f"sci-agent measure: {problem}", file=err)
         return EXIT_USAGE
-    name = app or default_app(argv[0])
-    if not become_subreaper():
+    request = Request(
+        argv=tuple(argv),
+        app=app or default_app(argv[0]),
+        units=units,
+        unit=unit or "unit",
+        interval_s=interval_s or DEFAULT_INTERVAL_S,
+        progress_every_s=progress_every_s if _want_progress(progress, err) else None,
+        grace_s=grace_s,
+    )
+    subreaper = become_subreaper()
+    if not subreaper:
         log.warning("cannot become a child subreaper: orphans of the job go to init")
     try:
-        return _measure(
+        meter = JobMeter(
             cfg,
-            argv,
-            name,
-            as_json,
-            units,
-            unit,
-            interval_s,
-            out,
-            err,
-            _want_progress(progress, err),
-            progress_every_s,
-            grace_s,
-            output,
+            request.app,
+            interval_s=request.interval_s,
+            on_interval=(
+                Progress(err, request.progress_every_s) if request.progress_every_s else None
+            ),
         )
     except ConfigError as exc:
         print(f"sci-agent measure: config error: {exc}", file=err)
         return EXIT_USAGE
+    ran = _run(meter, request, subreaper, err)
+    if isinstance(ran, int):
+        return ran  # the command could not be started
+    run = run_json(*ran)
+    _store(cfg, ran[0], run, err)
+    _print(run, as_json, out, output, err)
+    return ran[1].exit_code
 
 
-def _measure(
-    cfg: Config,
-    argv: list[str],
-    app: str,
-    as_json: bool,
-    units: float | None,
-    unit: str | None,
-    interval_s: float | None,
-    out: TextIO,
-    err: TextIO,
-    progress: bool,
-    progress_every_s: float,
-    grace_s: float,
-    output: str | None,
-) -> int:
-    meter = JobMeter(
-        cfg,
-        app,
-        interval_s=interval_s or DEFAULT_INTERVAL_S,
-        on_interval=Progress(err, progress_every_s) if progress else None,
-    )
+@dataclass(frozen=True)
+class Request:
+    """What to run and how (checked)."""
+
+    argv: tuple[str, ...]
+    app: str
+    units: float | None
+    unit: str
+    interval_s: float
+    progress_every_s: float | None  # None: no progress line
+    grace_s: float
+
+
+def _run(
+    meter: JobMeter, request: Request, subreaper: bool, err: TextIO
+) -> tuple[JobResult, RunFacts] | int:
+    """Start the command in the job, wait for it and its orphans; the meter's result
+    and the run's facts, or the exit status when the command could not be started."""
     scope = launch.systemd_scope(meter.job_id)
     if scope is not None:
         meter.namer.cgroup = scope.cgroup_glob
     meter.namer.add_adopter(os.getpid())
-    tracking = (
-        f"systemd scope {scope.unit}, ancestry and environment marker"
-        if scope is not None
-        else "ancestry, environment marker and subreaper (no cgroup of its own here)"
-    )
     forwarder = launch.Forwarder()
     meter.start()
     forwarder.install()
     try:
         try:
-            with meter.paused():
-                proc = launch.spawn(
-                    [*(scope.prefix if scope else ()), *argv], marked_environment(meter.job_id)
-                )
-                meter.add_root(proc.pid)
+            proc = _start(meter, request.argv, scope)
         except OSError as exc:
             meter.finish()
-            return _cannot_run(argv[0], exc, err)
+            return _cannot_run(request.argv[0], exc, err)
         forwarder.pid = proc.pid
         if forwarder.received:  # a signal came while the command was being started
             with contextlib.suppress(ProcessLookupError):
@@ -146,17 +146,45 @@ def _measure(
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         forwarder.pid = None
         seen = len(forwarder.received)
-        left = launch.reap_orphans(grace_s, lambda: len(forwarder.received) > seen)
+        left = launch.reap_orphans(request.grace_s, lambda: len(forwarder.received) > seen)
         result = meter.finish()
     finally:
         forwarder.restore()
     code = launch.exit_code(status)
-    killed = signal.Signals(code - 128).name if os.WIFSIGNALED(status) else None
-    facts = RunFacts(tuple(argv), code, killed, units, unit or "unit", tracking, tuple(left))
-    run = run_json(result, facts)
-    _store(cfg, result, run, err)
-    _print(run, as_json, out, output, err)
-    return code
+    facts = RunFacts(
+        command=request.argv,
+        exit_code=code,
+        signal=signal.Signals(code - 128).name if os.WIFSIGNALED(status) else None,
+        units=request.units,
+        unit=request.unit,
+        tracking=_tracking(scope, subreaper),
+        left_running=tuple(left),
+    )
+    return result, facts
+
+
+def _start(
+    meter: JobMeter, argv: tuple[str, ...], scope: launch.Scope | None
+) -> subprocess.Popen[bytes]:
+    """Start the command, in ``scope`` if any, as the job's root (no scan in between)."""
+    if scope is not None and shutil.which(argv[0]) is None:
+        raise FileNotFoundError(argv[0])  # systemd-run would say it in its own words
+    with meter.paused():
+        proc = launch.spawn(
+            [*(scope.prefix if scope else ()), *argv], marked_environment(meter.job_id)
+        )
+        meter.add_root(proc.pid)
+    return proc
+
+
+def _tracking(scope: launch.Scope | None, subreaper: bool) -> str:
+    """How the job's processes were followed, in words."""
+    ways = ["ancestry", "environment marker"]
+    if subreaper:
+        ways.append("subreaper")
+    if scope is not None:
+        return f"systemd scope {scope.unit}, " + ", ".join(ways)
+    return ", ".join(ways) + " (no cgroup of its own here)"
 
 
 def _check(
