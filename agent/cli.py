@@ -1,4 +1,5 @@
-"""The ``sci-agent`` command: run, once, doctor, intensity, report, alerts, dashboard."""
+"""The ``sci-agent`` command: run, once, doctor, intensity, report, alerts, measure, compare,
+dashboard."""
 
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         "action", nargs="?", choices=["list", "test"], default="list", help="default: list"
     )
     alerts.add_argument("--webhook", metavar="NAME", help="test only this webhook")
+    _measure_arguments(add("measure", help="run a command and measure its whole process tree"))
+    compare = add("compare", help="two measured runs side by side (ids or measure --json files)")
+    compare.add_argument("run_a", metavar="RUN_A", help="a run id (or unique prefix), or a file")
+    compare.add_argument("run_b", metavar="RUN_B", help="the run compared with RUN_A (B/A)")
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.add_argument("--store", metavar="PATH", help="the store (default: [store] path)")
     dash = sub.add_parser("dashboard", help="start the Streamlit dashboard (127.0.0.1:8501)")
     dash.add_argument(
         "--config",
@@ -97,6 +104,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     install_arguments(install)
     return parser
+
+
+def _measure_arguments(measure: argparse.ArgumentParser) -> None:
+    measure.add_argument("--json", action="store_true", help="print one JSON object")
+    measure.add_argument("--units", type=float, metavar="N", help="functional units produced")
+    measure.add_argument("--unit", metavar="NAME", help="what one unit is (default: unit)")
+    measure.add_argument("--interval", type=float, metavar="S", help="seconds per sample (1)")
+    measure.add_argument("--app", metavar="NAME", help="app name (default: the command's)")
+    measure.add_argument(
+        "--progress", action="store_true", default=None, help="a progress line every 10 s"
+    )
+    measure.add_argument(
+        "--grace", type=float, default=5.0, metavar="S", help="wait for orphans (5 s)"
+    )
+    measure.add_argument("-o", "--output", metavar="PATH", help="write the result to PATH")
+    measure.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    measure.set_defaults(measure_usage=measure.format_usage())
 
 
 def _version() -> str:
@@ -127,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fatal(f"config error: {exc}")
         return EXIT_CONFIG
     logging.getLogger().setLevel((args.log_level or cfg.log.level).upper())
+    if args.command in ("measure", "compare") and args.log_level is None:
+        logging.getLogger().setLevel(logging.WARNING)  # the result says what the sensors did
     if args.command == "once":
         return _once(cfg, cfg.interval_s if args.interval is None else args.interval, args.json)
     if args.command == "doctor":
@@ -137,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(cfg, args)
     if args.command == "alerts":
         return _alerts(cfg, args.action, args.webhook)
+    if args.command == "measure":
+        return _measure(cfg, args)
+    if args.command == "compare":
+        return _compare(cfg, args)
     return _run(cfg, args.print_each, args.config, args.log_level)
 
 
@@ -200,6 +230,40 @@ def _alerts(cfg: Config, action: str, webhook: str | None) -> int:
         print(text, end="", file=sys.stdout if status != 2 else sys.stderr)
         return status
     print(list_alerts(cfg.alerts, cfg.host), end="")
+    return 0
+
+
+def _measure(cfg: Config, args: argparse.Namespace) -> int:
+    from agent.jobs.measure import EXIT_USAGE, run_measured
+
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        print(args.measure_usage, end="", file=sys.stderr)
+        print("sci-agent measure: no command given after --", file=sys.stderr)
+        return EXIT_USAGE
+    return run_measured(
+        cfg,
+        argv,
+        app=args.app,
+        as_json=args.json,
+        units=args.units,
+        unit=args.unit,
+        interval_s=args.interval,
+        progress=args.progress,
+        grace_s=args.grace,
+        output=args.output,
+    )
+
+
+def _compare(cfg: Config, args: argparse.Namespace) -> int:
+    from agent.jobs.compare import CompareError, compare_command
+
+    try:
+        text = compare_command(cfg, args.run_a, args.run_b, args.json, args.store)
+    except CompareError as exc:
+        print(f"sci-agent compare: {exc}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 

@@ -31,13 +31,15 @@ import errno
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from agent.method import method_to_json
 from agent.records import IntervalResult, ProcessEnergy
@@ -80,6 +82,13 @@ CREATE TABLE IF NOT EXISTS grid_intensity (
 CREATE TABLE IF NOT EXISTS method (
     host TEXT NOT NULL, ts_ms INTEGER NOT NULL, method TEXT NOT NULL,
     PRIMARY KEY (host, ts_ms)) WITHOUT ROWID;  -- ts_ms: start of its first interval
+CREATE TABLE IF NOT EXISTS runs (  -- one per `sci-agent measure`: never pruned
+    run_id TEXT NOT NULL PRIMARY KEY, host TEXT NOT NULL, app TEXT NOT NULL,
+    command TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+    exit_code INTEGER NOT NULL, cpu_s REAL NOT NULL, energy_j REAL NOT NULL,
+    energy_kwh REAL NOT NULL, carbon_g REAL NOT NULL, units REAL, unit TEXT, sci REAL,
+    stored_intervals INTEGER NOT NULL, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_start ON runs (start_ms);
 CREATE INDEX IF NOT EXISTS sci_ts ON sci (ts_ms);
 CREATE INDEX IF NOT EXISTS sci_app_ts ON sci (app, ts_ms);  -- reports select one app
 CREATE INDEX IF NOT EXISTS grid_intensity_ts ON grid_intensity (ts_ms);
@@ -195,6 +204,54 @@ class SqliteStore:
                 f"store {self.path}: dropped {len(rejected)} interval(s) whose data it "
                 f"refuses ({rejected[0]}); the others are written"
             )
+
+    def write_run(self, run: Mapping[str, Any]) -> None:
+        """Keep one measured run (the ``measure --json`` object) in ``runs``; the same
+        ``run_id`` again replaces it. Raises ``StoreError``."""
+        carbon, sci = run["carbon_g"], run["sci"]
+        row = (
+            run["run_id"],
+            run["host"],
+            run["app"],
+            shlex.join(run["command"]),
+            _iso_ms(run["start"]),
+            _iso_ms(run["end"]),
+            run["exit_code"],
+            run["cpu_s"],
+            run["energy_joules"],
+            run["energy_kwh"],
+            carbon["total"],
+            sci["units"],
+            sci["unit"],
+            sci["g_per_unit"],
+            int(bool(run.get("stored_intervals"))),
+            json.dumps(run, separators=(",", ":")),
+        )
+        try:
+            if self._db is None:
+                self._open_db()
+            self._require().execute(
+                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(_describe(self.path, exc)) from None
+
+    def others_last_interval(self, host: str, since_ms: int) -> tuple[int, float] | None:
+        """The end (ms) and length of ``host``'s newest interval ending after ``since_ms``
+        that no measured run wrote (so another writer, a running agent, did), or None."""
+        try:
+            if self._db is None:
+                self._open_db()
+            row = self._require().execute(
+                "SELECT ts_ms, interval_s FROM intervals i WHERE host = ? AND ts_ms > ? "
+                "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.host = i.host "
+                "AND r.stored_intervals AND i.ts_ms BETWEEN r.start_ms AND r.end_ms + 1) "
+                "ORDER BY ts_ms DESC LIMIT 1",
+                (host, since_ms),
+            ).fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(_describe(self.path, exc)) from None
+        return None if row is None else (int(row[0]), float(row[1]))
 
     # -- opening, and what to do with a damaged file ------------------------------------
 
@@ -526,6 +583,34 @@ class SqliteStore:
         if self._db is None:
             raise RuntimeError("store is not open")
         return self._db
+
+
+def read_runs(path: str | Path, run_id_prefix: str) -> list[dict[str, Any]]:
+    """The runs whose id starts with ``run_id_prefix`` (read-only; [] with no store)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT json FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY start_ms",
+                (len(run_id_prefix), run_id_prefix),
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # a store written before runs existed
+        raise StoreError(_describe(path, exc)) from None
+    except sqlite3.Error as exc:
+        raise StoreError(_describe(path, exc)) from None
+    return [json.loads(r[0]) for r in rows]
+
+
+def _iso_ms(text: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 UTC time (``…Z``)."""
+    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:

@@ -4,7 +4,8 @@ A process is the job's when, at the first scan that sees it:
 
 - it is one of the job's roots (the command ``measure`` started, or the process a
   ``Tracker`` runs in);
-- its parent is already the job's (children, grandchildren, … seen alive);
+- its parent is already the job's (children, grandchildren, … seen alive), or is a
+  process that adopts only the job's orphans (``measure``, a child subreaper);
 - its environment carries the job's marker (``SCI_AGENT_JOB=<id>``, set in the
   command's environment and inherited by every descendant): a daemon that double
   forks or calls ``setsid`` is re-parented away from the tree but keeps its
@@ -48,12 +49,19 @@ class JobNamer(AppNamer):
         self.cgroup = cgroup
         self.proc_root = proc_root
         self._members: set[int] = set(roots)
+        self._adopters: set[int] = set()
         self._lock = threading.Lock()
 
     def add_root(self, pid: int) -> None:
         """Count ``pid`` (and, from now on, its descendants) in the job."""
         with self._lock:
             self._members.add(pid)
+
+    def add_adopter(self, pid: int) -> None:
+        """Count the children of ``pid`` (not ``pid`` itself) in the job: a subreaper
+        whose only children are the job's command and its adopted orphans."""
+        with self._lock:
+            self._adopters.add(pid)
 
     @property
     def members(self) -> frozenset[int]:
@@ -71,6 +79,8 @@ class JobNamer(AppNamer):
         """Whether ``p`` belongs to the job (see the module)."""
         with self._lock:
             if p.pid in self._members or (p.ppid and p.ppid in self._members):
+                return True
+            if p.ppid in self._adopters and p.pid not in self._adopters:
                 return True
         if self.cgroup is not None and fnmatch.fnmatchcase(p.cgroup, self.cgroup):
             return True

@@ -22,7 +22,8 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -156,6 +157,7 @@ class JobMeter:
         self.results: list[IntervalResult] = []
         self.start_time = utc_now()
         self._lock = threading.Lock()
+        self._sampling = threading.Lock()  # held while an interval is measured
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: str | None = None
@@ -170,6 +172,13 @@ class JobMeter:
     def add_root(self, pid: int) -> None:
         self.namer.add_root(pid)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No interval is measured inside: start a root and ``add_root`` it here, so no
+        scan sees the forked child before it is the job's (a name is kept for life)."""
+        with self._sampling:
+            yield
+
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval_s
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
@@ -179,7 +188,8 @@ class JobMeter:
     def sample(self) -> None:
         """Measure the interval since the previous sample and add the job's part."""
         try:
-            result = self.agent.measure()
+            with self._sampling:
+                result = self.agent.measure()
         except Exception as exc:  # a failed interval: its time goes to the next one
             message = f"{type(exc).__name__}: {exc}"
             if self._error != message:
@@ -237,4 +247,3 @@ class JobMeter:
             components=method.components if method is not None else (),
             intervals=tuple(self.results),
         )
-
