@@ -75,7 +75,8 @@ def test_compare_json_files_as_a_table(two_runs: tuple[Path, Path, Path]) -> Non
     lines = done.stdout.splitlines()
     assert "B/A" in lines[3]
     energy = next(line for line in lines if line.startswith("energy "))
-    ratio = float(energy.split()[-2].rstrip("×"))
+    ratio = float(energy.split()[-1].rstrip("×"))
+    assert "e-0" not in done.stdout  # values with SI prefixes, never scientific notation
     assert ratio > 1.5
     assert not any(line.startswith("note:") for line in lines)
 

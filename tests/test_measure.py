@@ -203,7 +203,7 @@ def test_json_keys_and_sci_per_unit(tmp_path: Path) -> None:
     assert done.returncode == 0
     for label in ("duration", "CPU time", "energy", "static", "carbon", "intensity", "SCI"):
         assert label in done.stdout
-    assert "gCO2e per unit (2)" in done.stdout
+    assert "CO2e per unit (2 units)" in done.stdout
 
 
 def test_without_units_sci_is_null(tmp_path: Path) -> None:

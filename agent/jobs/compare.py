@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.config import Config
 from exporters.sqlite_store import StoreError, read_runs
+from sci import humanize
 
 #: (label, key path in the run JSON, unit) of the figures compared.
 FIGURES: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -158,7 +159,8 @@ def compare_text(a: dict[str, Any], b: dict[str, Any]) -> str:
         if f.a is None and f.b is None:
             continue
         ratio = "" if f.ratio is None else f"{f.ratio:.3g}×"
-        lines.append(f"{f.name:<22}{_value(f.a):>14}{_value(f.b):>14}{ratio:>10}  {f.unit}")
+        a_text, b_text = _value(f.a, f.unit), _value(f.b, f.unit)
+        lines.append(f"{f.name:<22}{a_text:>14}{b_text:>14}{ratio:>10}{_suffix(f.unit)}")
     lines.extend(f"note: {n}" for n in notes(a, b))
     return "\n".join(lines)
 
@@ -170,8 +172,19 @@ def _command(run: dict[str, Any]) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _value(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
+def _value(x: float | None, unit: str) -> str:
+    """``x`` with an SI prefix for its unit (never ``1e-05``); ``-`` when missing."""
+    if x is None:
+        return "-"
+    if unit.startswith("gCO2e"):
+        return humanize.grams(x)
+    shown = {"J": humanize.joules, "kWh": humanize.kwh, "s": humanize.seconds}
+    return shown[unit](x) if unit in shown else humanize.number(x)
+
+
+def _suffix(unit: str) -> str:
+    """What follows the values: CO2e, and per what for an SCI."""
+    return "  CO2e" + unit.removeprefix("gCO2e") if unit.startswith("gCO2e") else ""
 
 
 def compare_command(

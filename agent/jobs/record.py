@@ -15,6 +15,7 @@ from typing import Any
 from agent.jobs.meter import JobResult
 from agent.method import method_to_json
 from agent.render import iso
+from sci import humanize
 
 J_PER_KWH = 3.6e6
 
@@ -103,9 +104,9 @@ def run_text(run: dict[str, Any]) -> str:
     add(f"  run id      {run['run_id']}  (app {run['app']}, host {run['host']})")
     ended = f" (killed by {run['signal']})" if run["signal"] else ""
     add(f"  exit code   {run['exit_code']}{ended}")
-    add(f"  duration    {run['duration_s']:.2f} s")
-    add(f"  CPU time    {run['cpu_s']:.2f} s")
-    add(f"  energy      {_joules(run['energy_joules'])} ({run['energy_kwh']:.3g} kWh)")
+    add(f"  duration    {humanize.seconds(run['duration_s'])}")
+    add(f"  CPU time    {humanize.seconds(run['cpu_s'])}")
+    add(f"  energy      {_joules(run['energy_joules'])} ({humanize.kwh(run['energy_kwh'])})")
     for kind, joules in run["joules_by_kind"].items():
         parts = [c for c in run["components"] if c["kind"] == kind]
         if not parts and not joules:
@@ -115,18 +116,19 @@ def run_text(run: dict[str, Any]) -> str:
     add(f"    {'static':<9} {_joules(run['static_joules']):>12}  share of static energy ({policy})")
     c = run["carbon_g"]
     add(
-        f"  carbon      {c['total']:.4g} gCO2e "
-        f"(operational {c['operational']:.4g} g, embodied {c['embodied']:.4g} g)"
+        f"  carbon      {humanize.grams(c['total'])} CO2e (operational"
+        f" {humanize.grams(c['operational'])}, embodied {humanize.grams(c['embodied'])})"
     )
     i = run["intensity"]
     if i is not None:
         add(
-            f"  intensity   {i['gco2_per_kwh']:.4g} gCO2e/kWh, zone {i['zone']}, "
+            f"  intensity   {humanize.number(i['gco2_per_kwh'])} gCO2e/kWh, zone {i['zone']}, "
             f"provider {i['provider']}{' (fallback)' if i['fallback'] else ''}"
         )
     sci = run["sci"]
     if sci["g_per_unit"] is not None:
-        add(f"  SCI         {sci['g_per_unit']:.4g} gCO2e per {sci['unit']} ({sci['units']:g})")
+        per = f"{sci['unit']} ({humanize.number(sci['units'])} {sci['unit']}s)"
+        add(f"  SCI         {humanize.grams(sci['g_per_unit'])} CO2e per {per}")
     add(f"  tracking    {run['tracking']}")
     if run["left_running"]:
         pids = ", ".join(map(str, run["left_running"]))
@@ -143,4 +145,4 @@ def _sources(parts: Sequence[dict[str, Any]]) -> str:
 
 
 def _joules(j: float) -> str:
-    return f"{j / 1000:.2f} kJ" if abs(j) >= 10_000 else f"{j:.2f} J"
+    return humanize.joules(j)
