@@ -17,13 +17,14 @@ import pytest
 from agent.config import Config, loads
 from sci import Tracker
 from sci.tracker import Step
+from tests.fake_pynvml import TRACE, RecordedNvml
 from tests.powercap_fixtures import one_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 INTENSITY = 300.0
 
 
-def config(tmp_path: Path, extra: str = "") -> Config:
+def config(tmp_path: Path, extra: str = "", nvml: str = "enabled = false") -> Config:
     return loads(
         textwrap.dedent(
             f"""
@@ -34,7 +35,7 @@ def config(tmp_path: Path, extra: str = "") -> Config:
             [sensors]
             state_dir = "{tmp_path}/state"
             [sensors.nvml]
-            enabled = false
+            {nvml}
             [grid]
             providers = ["static"]
             intensity_gco2_per_kwh = {INTENSITY}
@@ -210,6 +211,36 @@ def test_rapl_counters_are_used_when_readable(tmp_path: Path) -> None:
     assert {c["source"] for c in t.to_dict()["components"]} == {"rapl"}
     assert 0 < t.energy_joules <= spent
     assert all(s.energy_joules > 0 for s in t.steps)
+
+
+def test_the_process_gpu_share_is_covered_when_nvml_is_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorded H200 trace, with its busy process A played by this process."""
+    trace = json.loads(TRACE.read_text())
+    mine, other = os.getpid(), 4_000_000  # B: a process that is not ours
+    text = json.dumps(trace)
+    for old, new in ((trace["pids"]["A"], mine), (trace["pids"]["B"], other)):
+        text = text.replace(f"[{old}, ", f"[{new}, ")
+    (tmp_path / "trace.json").write_text(text)
+    fake = RecordedNvml(tmp_path / "trace.json")
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    while fake.sample["t"] < 10.0:  # the moment A starts, alone on the GPU
+        fake.advance()
+    start_mj = fake.sample["energy_mj"]
+    cfg = config(tmp_path, nvml="idle_watts = 81.0")
+    with Tracker(app="gpu-job", interval_s=3600, config=cfg) as t:
+        began, t0 = time.monotonic(), fake.sample["t"]
+        while fake.sample["t"] < 13.0:
+            fake.advance()  # the next recorded moment, reached in real time too
+            time.sleep(max(0.0, fake.sample["t"] - t0 - (time.monotonic() - began)))
+            t.step()
+    counter_j = (fake.sample["energy_mj"] - start_mj) / 1000
+    gpu_j = t.to_dict()["joules_by_kind"]["gpu"]
+    assert "nvml" in {c["source"] for c in t.to_dict()["components"]}
+    active_j = counter_j - 81.0 * t.duration_s  # above the idle floor: all A's doing
+    assert 0.95 * active_j <= gpu_j <= counter_j, (gpu_j, active_j, counter_j)
+    assert t.to_dict()["joules_by_kind"]["static"] > 0.5 * (counter_j - active_j)
 
 
 def test_bad_arguments_name_the_field() -> None:
