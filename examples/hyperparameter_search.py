@@ -59,7 +59,7 @@ def main() -> None:
     train_set, test_set = make_data(4000, seed=1), make_data(1000, seed=2)
     trials = [(epochs, pairs) for pairs in (False, True) for epochs in (5, 20, 60)]
     rows = []
-    with Tracker(app="hyperparameter-search", interval_s=0.5) as t:
+    with Tracker(app="hyperparameter-search") as t:
         for epochs, pairs in trials:
             name = f"{'pairs' if pairs else 'linear'}/{epochs} epochs"
             with t.phase(name, units=1):

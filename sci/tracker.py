@@ -64,11 +64,33 @@ class Step:
     figures: Figures
     units: float | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        """``step.energy_kwh``, ``step.carbon_g``…: the figures' fields."""
-        if name == "figures":  # not set yet (copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.figures, name)
+    @property
+    def duration_s(self) -> float:
+        return self.figures.duration_s
+
+    @property
+    def cpu_s(self) -> float:
+        return self.figures.cpu_s
+
+    @property
+    def energy_joules(self) -> float:
+        return self.figures.energy_joules
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.figures.energy_kwh
+
+    @property
+    def operational_g(self) -> float:
+        return self.figures.operational_g
+
+    @property
+    def embodied_g(self) -> float:
+        return self.figures.embodied_g
+
+    @property
+    def carbon_g(self) -> float:
+        return self.figures.carbon_g
 
     def sci(self) -> float | None:
         """Grams of CO2e per unit over this step; None without units."""
@@ -232,8 +254,11 @@ class Tracker:
     def phase(self, name: str, units: float | None = None) -> Iterator[None]:
         """A step covering exactly the ``with`` block (what came before it is not in it)."""
         self._mark = self._sample_now()
-        yield
-        self.step(name, units)
+        try:
+            yield
+        finally:  # a block that raised still gets its step
+            if self.running:
+                self.step(name, units)
 
     def _sample_now(self) -> JobTotals:
         meter = self._meter
