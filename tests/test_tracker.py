@@ -187,6 +187,21 @@ def test_steps_add_up_to_the_whole_and_phases_cover_their_block(tmp_path: Path) 
     assert [s["name"] for s in t.to_dict()["steps"]] == [s.name for s in steps]
 
 
+def test_marks_and_the_sampling_thread_never_measure_at_once(tmp_path: Path) -> None:
+    """Steps marked as fast as possible while the thread samples every 5 ms."""
+    with Tracker(app="race", interval_s=0.005, config=config(tmp_path)) as t:
+        before = time.process_time()
+        for _ in range(150):
+            busy(0.004)
+            t.step()
+        used = time.process_time() - before
+    assert close(t.cpu_s, used, abs_s=0.1), (t.cpu_s, used)
+    assert all(s.cpu_s >= 0 and s.duration_s >= 0 for s in t.steps)
+    total = sum(s.duration_s for s in t.steps) + t.unmarked.duration_s
+    assert math.isclose(total, t.duration_s, rel_tol=1e-9)
+    assert t.duration_s <= t.result.duration_s + 0.05  # type: ignore[union-attr]
+
+
 def test_figures_are_readable_while_running(tmp_path: Path) -> None:
     with Tracker(app="live", interval_s=0.2, config=config(tmp_path)) as t:
         busy(0.4)
