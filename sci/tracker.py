@@ -143,7 +143,6 @@ class Tracker:
         self._sampler_cpu_s = 0.0  # the meter thread's CPU time, as it last read it
         self._marks_cpu_s = 0.0  # CPU spent sampling at marks and at the end
         self._marker_set = False
-        self._started = 0.0
 
     # -- running -------------------------------------------------------------------
 
@@ -164,14 +163,17 @@ class Tracker:
             interval_s=self.interval_s,
             on_interval=self._on_interval,
         )
+        self._latest = self._mark = JobTotals()
+        try:
+            meter.start()
+        except BaseException:
+            meter.agent.stop()  # whatever opened before the failure
+            raise
         # Children inherit the marker, so a descendant that detaches is still found.
         self._marker_set = MARKER not in os.environ
         if self._marker_set:
             os.environ[MARKER] = meter.job_id
-        self._latest = self._mark = JobTotals()
         self._meter = meter
-        self._started = time.monotonic()
-        meter.start()
         return self
 
     def stop(self) -> JobResult:
