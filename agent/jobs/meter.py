@@ -157,7 +157,7 @@ class JobMeter:
         self.results: list[IntervalResult] = []
         self.start_time = utc_now()
         self._lock = threading.Lock()
-        self._sampling = threading.Lock()  # held while an interval is measured
+        self._sampling = threading.Lock()  # one measurement at a time: the thread or a caller
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: str | None = None
@@ -185,22 +185,30 @@ class JobMeter:
             next_at += self.interval_s
             self.sample()
 
-    def sample(self) -> None:
-        """Measure the interval since the previous sample and add the job's part."""
-        try:
-            with self._sampling:
+    def sample(self) -> JobTotals | None:
+        """Measure the interval since the previous sample and add the job's part.
+
+        Safe to call from any thread while the meter runs (a caller marking a step):
+        samples are taken one at a time. Returns a copy of the totals just after this
+        sample, or None when the interval failed (the next one covers its time).
+        """
+        with self._sampling:
+            try:
                 result = self.agent.measure()
-        except Exception as exc:  # a failed interval: its time goes to the next one
-            message = f"{type(exc).__name__}: {exc}"
-            if self._error != message:
-                log.warning("measuring an interval failed (the next one covers it): %s", message)
-            self._error = message
-            return
-        with self._lock:
-            self._add(result)
-            totals = replace(self.totals, joules=dict(self.totals.joules))
+            except Exception as exc:  # a failed interval: its time goes to the next one
+                message = f"{type(exc).__name__}: {exc}"
+                if self._error != message:
+                    log.warning(
+                        "measuring an interval failed (the next one covers it): %s", message
+                    )
+                self._error = message
+                return None
+            with self._lock:
+                self._add(result)
+                totals = replace(self.totals, joules=dict(self.totals.joules))
         if self.on_interval is not None:
             self.on_interval(totals)
+        return totals
 
     def _add(self, result: IntervalResult) -> None:
         t = self.totals
