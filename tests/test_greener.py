@@ -488,8 +488,8 @@ def test_the_deadline_is_honoured_with_a_forecast(tmp_path: Path, t0: datetime) 
 
 def test_no_forecast_and_no_threshold_starts_now(tmp_path: Path, t0: datetime) -> None:
     fake = FakeTime(t0)
-    code, runner, err = green(tmp_path, [], fake, Options(timedelta(hours=12)), status=0)
-    assert [at for at, _ in runner.ran] == [t0] and fake.sleeps == []
+    code, runner, err = green(tmp_path, [], fake, Options(timedelta(hours=12)), status=5)
+    assert code == 5 and [at for at, _ in runner.ran] == [t0] and fake.sleeps == []
     assert "no forecast (" in err and "and no --max-intensity to wait for" in err
 
 
