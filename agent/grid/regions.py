@@ -45,6 +45,7 @@ class RegionResult:
             "zone": self.zone,
             "now_gco2_per_kwh": v.gco2_per_kwh if v else None,
             "provider": v.provider if v else None,
+            "value_zone": v.of_zone if v else None,
             "fallback": v.fallback if v else None,
             "problems": self.problems,
             "window": self.plan.to_dict() if self.plan else None,
@@ -136,7 +137,8 @@ def _table(
         if r.value is None:
             lines.append(f"   -  {r.region:<24} {r.zone:<8}  no value")
         else:
-            flag = "  (fallback)" if r.value.fallback else ""
+            whose = f", value of {r.value.value_zone}" if r.value.value_zone else ""
+            flag = f"  (fallback{whose})" if r.value.fallback else ""
             lines.append(
                 f"  {rank:>2}. {r.region:<24} {r.zone:<8} {r.value.gco2_per_kwh:>6.0f} gCO2e/kWh"
                 f"  {r.value.provider}{flag}"

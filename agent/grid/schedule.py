@@ -224,7 +224,7 @@ def span(delta: timedelta) -> str:
     seconds = round(delta.total_seconds())
     if seconds < 60:
         return f"{seconds} s"
-    minutes, _ = divmod(seconds, 60)
+    minutes = round(seconds / 60)
     if minutes < 120 and minutes % 60:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
