@@ -53,13 +53,18 @@ def _window_options(parser: argparse.ArgumentParser, duration: str | None) -> No
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     """Run the command ``args.command``; bad options exit 2 with one line naming them."""
-    # provider failures are part of each command's answer: the warnings would repeat them
-    logging.getLogger("sci_agent.grid").setLevel(logging.ERROR)
+    # provider failures are part of the greenest-* answers: the warnings would repeat them
+    grid_log = logging.getLogger("sci_agent.grid")
+    level = grid_log.level
+    if args.command != "run-when-green":
+        grid_log.setLevel(logging.ERROR)
     try:
         text, status = _dispatch(cfg, args)
     except ConfigError as exc:
         print(f"sci-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        grid_log.setLevel(level)
     if text:
         print(text, file=sys.stdout if status == 0 else sys.stderr)
     return status
