@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from agent import config as config_mod
+from agent import plan
 from agent.config import Config, ConfigError
 from agent.fdreserve import FdReserve, raise_soft_limit
 from agent.journal import setup_logging, under_journald
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--zone", help="a grid zone such as FR, DE, GB, US-CAL-CISO")
     where.add_argument("--region", help="a cloud region such as aws:eu-west-3")
     intensity.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_parsers(add)  # greenest-window, greenest-region, run-when-green
     report = add("report", help="the SCI report of an app over a period")
     report.add_argument("--app", required=True, help="the application's name")
     period = report.add_mutually_exclusive_group()
@@ -159,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _doctor(cfg, args.config or os.environ.get(config_mod.ENV_CONFIG))
     if args.command == "intensity":
         return _intensity(cfg, args.zone, args.region, args.json)
+    if args.command in plan.COMMANDS:
+        return plan.run(cfg, args)
     if args.command == "report":
         return _report(cfg, args)
     if args.command == "alerts":

@@ -97,6 +97,8 @@ class IntensityChain:
         self._refresh_lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: provider → why its forecast failed, from the last ``forecast()`` call
+        self.forecast_errors: dict[str, str] = {}
         self._last_value = self._order[self._last].fetch(zone)
         self.refresh(include_remote=False)
 
@@ -158,7 +160,11 @@ class IntensityChain:
                     return
 
     def forecast(self) -> list[IntensityValue]:
-        """The first non-empty forecast of the chain (blocks on the network: CLI only)."""
+        """The first non-empty forecast of the chain (blocks on the network: CLI only).
+
+        The providers that failed on the way are in ``forecast_errors``.
+        """
+        self.forecast_errors = {}
         for i, provider in enumerate(self._order[: self._last + 1]):
             try:
                 now = self._now()
@@ -166,6 +172,7 @@ class IntensityChain:
                     check_value(v, now, MAX_FORECAST_AHEAD) for v in provider.forecast(self.zone)
                 ]
             except Exception as exc:  # one provider's failure must not hide the next
+                self.forecast_errors[provider.name] = _message(exc)
                 self._log_once(f"{provider.name} forecast", _message(exc))
                 continue
             if values:
