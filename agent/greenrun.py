@@ -9,15 +9,13 @@ until the deadline; with neither a forecast nor a threshold it says so and start
 While waiting it says on stderr what it waits for and until when, and every
 ``check_every`` seconds fetches the intensity again (when a threshold is set).
 SIGINT/SIGTERM while waiting end it without running the command (exit 130/143). The
-command is then run and measured by ``agent.jobs.measure.run_measured`` (a plain
-subprocess where that module is not installed), and its exit status is returned.
+command is then run and measured by ``agent.jobs.measure.run_measured``, as
+``sci-agent measure`` runs it, and its exit status is returned.
 """
 
 from __future__ import annotations
 
-import importlib
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -177,33 +175,10 @@ def run_when_green(
 
 
 def run_command(cfg: Config, argv: list[str], *, app: str | None, as_json: bool) -> int:
-    """``agent.jobs.measure.run_measured`` where installed, else a plain subprocess."""
-    try:
-        module = importlib.import_module("agent.jobs.measure")
-    except ImportError:
-        return run_plain(argv)
-    status: int = module.run_measured(cfg, argv, app=app, as_json=as_json)
-    return status
+    """Run and measure the command as ``sci-agent measure`` does; its exit status."""
+    from agent.jobs.measure import run_measured
 
-
-def run_plain(argv: list[str]) -> int:
-    """Run ``argv``, forwarding SIGINT/SIGTERM; its exit status (128 + N if killed by N)."""
-    try:
-        child = subprocess.Popen(argv)
-    except OSError as exc:
-        print(f"sci-agent: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
-        return 127 if isinstance(exc, FileNotFoundError) else 126
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        child.send_signal(signum)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = child.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    return 128 - code if code < 0 else code
+    return run_measured(cfg, argv, app=app, as_json=as_json)
 
 
 @contextmanager

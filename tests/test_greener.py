@@ -502,6 +502,9 @@ def test_the_commands_exit_status_is_passed_through(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 7, out.stderr
     assert "ran" in out.stdout
+    # measured as `sci-agent measure` measures: the summary follows the command's output
+    assert "sci-agent measure:" in out.stdout and "exit code   7" in out.stdout
+    assert "CPU time" in out.stdout and "carbon" in out.stdout
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str], fc_config: Path) -> None:
