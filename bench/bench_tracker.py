@@ -1,7 +1,7 @@
 """What ``sci.Tracker`` adds to the work it tracks: CPU overhead on a known busy loop.
 
 The main thread spins for a known amount of its own CPU time (``time.thread_time``)
-inside a ``Tracker`` at the default interval (1 s). The process's CPU time over the
+inside a ``Tracker`` at the default interval (5 s). The process's CPU time over the
 same block (``time.process_time``: every thread) less the loop's own is what the
 tracker cost while it ran: its sampling thread (one ``/proc`` pass, the sensors,
 attribution and scoring per interval). Also measured: the tracker's own account of it
@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.config import loads
 from sci import Tracker
+from sci.tracker import DEFAULT_INTERVAL_S
 
 
 def spin(cpu_s: float) -> float:
@@ -40,13 +41,13 @@ def spin(cpu_s: float) -> float:
     return time.thread_time() - start
 
 
-def run(seconds: float, marks: int, interval_s: float = 1.0) -> dict[str, Any]:
+def run(seconds: float, marks: int, interval_s: float = DEFAULT_INTERVAL_S) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = loads(
             f'[store]\nenabled = false\n[http]\nenabled = false\n[sensors]\nstate_dir = "{tmp}"\n'
         )
         t0 = time.process_time()
-        tracker = Tracker(app="bench", config=cfg, interval_s=interval_s)  # default: 1 s
+        tracker = Tracker(app="bench", config=cfg, interval_s=interval_s)  # default: 5 s
         tracker.start()
         t1 = time.process_time()
         work = spin(seconds)
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0, help="CPU seconds of busy loop")
     parser.add_argument("--quick", action="store_true", help="10 s of busy loop")
-    parser.add_argument("--interval", type=float, default=1.0, help="the Tracker's interval_s")
+    parser.add_argument(
+        "--interval", type=float, default=DEFAULT_INTERVAL_S, help="the Tracker's interval_s"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     figures = run(10.0 if args.quick else args.seconds, marks=20, interval_s=args.interval)

@@ -76,6 +76,14 @@ BENCHES = (
         "time from a firing evaluation to a signed request at a real receiver.",
     ),
     Bench(
+        "tracker",
+        "sci.Tracker overhead",
+        ("bench/bench_tracker.py",),
+        "Target (ML issue): the Tracker adds under 1 % CPU to the work it tracks. A "
+        "known busy loop tracked at the default 1 s interval; the tracker's own CPU "
+        "against the loop's.",
+    ),
+    Bench(
         "export",
         "Export to InfluxDB",
         ("bench/bench_export.py",),
