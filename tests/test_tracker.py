@@ -70,7 +70,7 @@ def test_a_busy_loop_is_charged_its_cpu_and_energy(tmp_path: Path) -> None:
     assert math.isclose(t.operational_g, t.energy_kwh * INTENSITY, rel_tol=1e-9)
     assert t.embodied_g > 0
     assert math.isclose(t.carbon_g, t.operational_g + t.embodied_g, rel_tol=1e-12)
-    assert t.result is not None and t.result.totals.intervals >= 3
+    assert t.result is not None and t.result.totals.intervals >= 2  # sampled during the run too
     assert 1.0 < t.duration_s < t.result.duration_s + 0.1
     assert t.sci() is None  # no units given
     assert t.sci(4) == pytest.approx(t.carbon_g / 4)
