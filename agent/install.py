@@ -1,11 +1,12 @@
 """``sci-agent install-service``: install (or remove) the agent as a systemd service.
 
-What it installs is taken from a sci-agent checkout (``--source``, by default the checkout
-this package was imported from): the unit, the sysusers and tmpfiles rules and the
-commented example config under ``deploy/``, and the checkout itself, pip-installed into
-an isolated virtual environment under ``/opt/sci-agent``. The files are not shipped as
-package data: a wheel installed elsewhere has no ``deploy/`` folder, and the installer
-says so and asks for ``--source``.
+What it installs: the unit, the sysusers and tmpfiles rules and the commented example
+config under ``deploy/``, and the agent itself in an isolated virtual environment under
+``/opt/sci-agent``. They come from a sci-agent checkout (``--source``, by default the
+checkout this package was imported from), pip-installed from a copy; or, from an
+installed wheel, from the package data ``agent/deploy/`` (the wheel ships the checkout's
+``deploy/``), with the same release pip-installed from the package index, or nothing
+installed when the installer already runs from ``/opt/sci-agent/venv``.
 
 Every step prints what it did (``created``, ``updated``, ``kept``, ``removed``...), and a
 second run changes nothing and says so. ``--root DIR`` installs into a directory tree
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
+import importlib.resources
 import os
 import shutil
 import subprocess
@@ -29,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-#: What the installer copies, relative to the source checkout.
+#: What the installer copies, relative to the source checkout (or to the installed
+#: ``agent`` package, whose ``deploy/`` holds the same files).
 UNIT_SOURCE = "deploy/systemd/sci-agent.service"
 SYSUSERS_SOURCE = "deploy/sysusers/sci-agent.conf"
 TMPFILES_SOURCE = "deploy/tmpfiles/sci-agent.conf"
@@ -52,6 +56,8 @@ SERVICE_USER = "sci-agent"
 SERVICE_GROUP = "sci-agent"
 #: The extra installed with the agent: the InfluxDB v2 client, imported only when configured.
 EXTRAS = "influxdb"
+#: The distribution pip installs into the venv when there is no checkout.
+DISTRIBUTION = "sci-agent"
 #: Written into the venv after a successful pip install: the fingerprint of the source.
 STAMP = ".sci-agent-source"
 
@@ -73,10 +79,15 @@ class InstallError(Exception):
 
 @dataclass(frozen=True)
 class Options:
-    """What the command line asked for."""
+    """What the command line asked for.
+
+    ``source`` is a checkout (``checkout``) or the installed ``agent`` package, whose
+    ``deploy/`` holds the same files (then the venv gets the release from the index).
+    """
 
     root: Path
     source: Path
+    checkout: bool = True
     dry_run: bool = False
     no_start: bool = False
     no_pip: bool = False
@@ -96,6 +107,22 @@ def default_source() -> Path | None:
     """The checkout this package was imported from, if it is one (has ``deploy/``)."""
     here = Path(__file__).resolve().parent.parent
     return here if (here / "pyproject.toml").is_file() and (here / "deploy").is_dir() else None
+
+
+def packaged_source() -> Path | None:
+    """The installed ``agent`` package, if it carries the deploy files (a wheel does)."""
+    package = importlib.resources.files("agent")
+    if not isinstance(package, Path) or not (package / UNIT_SOURCE).is_file():
+        return None
+    return package
+
+
+def installed_version() -> str:
+    """The version of the installed sci-agent distribution (``InstallError`` if none)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise InstallError(f"{DISTRIBUTION} is not installed: pass --source DIR") from None
 
 
 def fingerprint(source: Path) -> str:
@@ -230,6 +257,14 @@ class Installer:
             for name in (UNIT_SOURCE, SYSUSERS_SOURCE, TMPFILES_SOURCE, CONFIG_SOURCE)
             if not (self.opts.source / name).is_file()
         ]
+        if not self.opts.checkout:
+            if missing:
+                raise InstallError(
+                    f"the installed package {self.opts.source} lacks its deploy files "
+                    f"(missing {', '.join(missing)}): reinstall sci-agent, or pass --source DIR"
+                )
+            self.say(f"deploy files from the installed package: {self.opts.source / 'deploy'}")
+            return
         if not (self.opts.source / "pyproject.toml").is_file():
             missing.insert(0, "pyproject.toml")
         if missing:
@@ -263,10 +298,41 @@ class Installer:
         if self.opts.no_pip:
             self.say(
                 f"skipped pip install (--no-pip): {venv} holds no sci-agent; install it with "
-                f"{python} -m ensurepip && {venv}/bin/pip install '{self.opts.source}[{EXTRAS}]'"
+                f"{python} -m ensurepip && {venv}/bin/pip install '{self.pip_spec()}'"
             )
             return
-        self.pip_install(venv)
+        if self.opts.checkout:
+            self.pip_install(venv)
+        else:
+            self.pip_install_release(venv)
+
+    def pip_spec(self) -> str:
+        """What pip installs: the checkout, or this very release from the package index."""
+        if self.opts.checkout:
+            return f"{self.opts.source}[{EXTRAS}]"
+        return f"{DISTRIBUTION}[{EXTRAS}]=={installed_version()}"
+
+    def pip_install_release(self, venv: Path) -> None:
+        """``pip install sci-agent[influxdb]==VERSION``, unless the installer runs from the venv."""
+        spec = self.pip_spec()
+        if Path(sys.prefix).resolve() == venv.resolve():
+            self.say(f"unchanged {spec} in {venv} (the installer runs from it)")
+            return
+        stamp = venv / STAMP
+        if stamp.is_file() and stamp.read_text(encoding="ascii").strip() == spec:
+            self.say(f"unchanged {spec} in {venv} (installed by an earlier run)")
+            return
+        if self.opts.dry_run:
+            self.say(f"would run: {venv}/bin/pip install --upgrade '{spec}'", changed=True)
+            return
+        python = str(venv / "bin" / "python")
+        if not list((venv / "bin").glob("pip*")):  # a venv made by an earlier --no-pip run
+            self.command([python, "-m", "ensurepip", "--upgrade"])
+        argv = [python, "-m", "pip", "install", "--quiet", "--upgrade", spec]
+        if subprocess.run(argv, text=True, check=False).returncode != 0:
+            raise InstallError(f"pip install '{spec}' into {venv} failed (see pip's output)")
+        stamp.write_text(spec + "\n", encoding="ascii")
+        self.say(f"installed {spec} into {venv}", changed=True)
 
     def pip_install(self, venv: Path) -> None:
         """``pip install SOURCE[influxdb]``, from a copy so the checkout gets no build debris."""
@@ -405,7 +471,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``install-service`` options (shared by ``sci-agent`` and ``python -m agent.install``)."""
     parser.add_argument("--root", metavar="DIR", help="install into this directory tree")
     parser.add_argument(
-        "--source", metavar="DIR", help="the sci-agent checkout (default: this package's)"
+        "--source",
+        metavar="DIR",
+        help="the sci-agent checkout (default: this package's checkout, else its deploy files)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
     parser.add_argument("--uninstall", action="store_true", help="remove what install made")
@@ -436,15 +504,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         return 1
     source = Path(args.source).resolve() if args.source else default_source()
-    if source is None and not args.uninstall:
+    packaged = packaged_source() if source is None else None
+    if source is None and packaged is None and not args.uninstall:
         print(
-            "sci-agent: no sci-agent checkout next to this package: pass --source DIR",
+            "sci-agent: no sci-agent checkout next to this package and no deploy files in "
+            "it: pass --source DIR",
             file=sys.stderr,
         )
         return 2
     opts = Options(
         root=Path(args.root).resolve() if args.root else Path("/"),
-        source=source or Path("."),
+        source=source or packaged or Path("."),
+        checkout=source is not None,
         dry_run=args.dry_run,
         no_start=args.no_start,
         no_pip=args.no_pip,
