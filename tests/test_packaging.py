@@ -2,7 +2,9 @@
 
 The unit is checked with the real ``systemd-analyze`` (verify, and the offline security
 score), the sysusers and tmpfiles rules are applied by the real ``systemd-sysusers`` and
-``systemd-tmpfiles`` to a throwaway root, and the example configs load.
+``systemd-tmpfiles`` to a throwaway root, and the example configs load. The wheel and
+sdist are built by the real setuptools backend, and the built wheel, installed into a
+fresh venv, runs ``sci-agent install-service`` with the deploy files it carries.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +32,7 @@ UNIT = ROOT / "deploy/systemd/sci-agent.service"
 SYSUSERS = ROOT / "deploy/sysusers/sci-agent.conf"
 TMPFILES = ROOT / "deploy/tmpfiles/sci-agent.conf"
 EXAMPLE = ROOT / "deploy/config.toml"
+LICENSE = ROOT / "LICENSE"
 EXEC_START = "/opt/sci-agent/venv/bin/sci-agent"
 MAX_EXPOSURE = 1.5
 
@@ -297,3 +303,184 @@ def test_the_agent_runs_under_memory_deny_write_execute(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["host"] == "mdwe"
+
+
+# -- the built distributions ---------------------------------------------------------------
+
+_BUILD = """
+import sys
+from setuptools import build_meta
+out = sys.argv[1]  # build_meta rewrites sys.argv
+print("wheel:", build_meta.build_wheel(out))
+print("sdist:", build_meta.build_sdist(out))
+"""
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", "*.db*",
+    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", "test-artifacts",
+)  # fmt: skip
+
+
+class Built:
+    """A wheel and an sdist built from a copy of this checkout, and what the build printed."""
+
+    def __init__(self, out: Path, log: str) -> None:
+        (self.wheel,) = out.glob("*.whl")
+        (self.sdist,) = out.glob("*.tar.gz")
+        self.log = log
+        self.wheel_names = zipfile.ZipFile(self.wheel).namelist()
+
+    def wheel_file(self, name: str) -> bytes:
+        return zipfile.ZipFile(self.wheel).read(name)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """Build as pip would, with this interpreter's setuptools (no network, no isolation)."""
+    tmp = tmp_path_factory.mktemp("build")
+    src, out = tmp / "src", tmp / "out"
+    shutil.copytree(ROOT, src, ignore=_NOT_SOURCE, symlinks=True)
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", _BUILD, str(out)],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, f"the build failed (setuptools>=77 is in [test]):\n{log[-3000:]}"
+    return Built(out, log)
+
+
+def test_the_build_prints_no_license_deprecation(built: Built) -> None:
+    """``project.license`` as a table made setuptools print its deprecation block."""
+    warned = [line for line in built.log.splitlines() if "Deprecat" in line or "license" in line]
+    assert not any("SetuptoolsDeprecationWarning" in line for line in warned), warned
+    assert not any("project.license" in line for line in warned), warned
+
+
+def test_the_wheel_and_sdist_carry_the_apache_license(built: Built) -> None:
+    text = LICENSE.read_text()
+    assert text.lstrip().startswith("Apache License\n") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    dist_info = next(n.split("/")[0] for n in built.wheel_names if ".dist-info/" in n)
+    assert built.wheel_file(f"{dist_info}/licenses/LICENSE") == LICENSE.read_bytes()
+    metadata = built.wheel_file(f"{dist_info}/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    with tarfile.open(built.sdist) as sdist:
+        top = sdist.getnames()[0].split("/")[0]
+        member = sdist.extractfile(f"{top}/LICENSE")
+        assert member is not None and member.read() == LICENSE.read_bytes()
+
+
+def _deploy_files() -> dict[str, bytes]:
+    deploy = ROOT / "deploy"
+    return {
+        str(p.relative_to(deploy)): p.read_bytes()
+        for p in sorted(deploy.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def test_the_wheel_ships_every_deploy_file_from_the_one_copy(built: Built) -> None:
+    """agent/deploy is the repository's deploy/ (a link, not a copy that could drift)."""
+    assert (ROOT / "agent/deploy").is_symlink()
+    assert (ROOT / "agent/deploy").resolve() == (ROOT / "deploy").resolve()
+    files = _deploy_files()
+    for must in (UNIT, SYSUSERS, TMPFILES, EXAMPLE, ROOT / "deploy/prometheus/sci-agent.rules.yml"):
+        assert str(must.relative_to(ROOT / "deploy")) in files
+    shipped = {n.removeprefix("agent/deploy/") for n in built.wheel_names}
+    assert set(files) <= shipped, set(files) - shipped
+    for name, data in files.items():
+        assert built.wheel_file(f"agent/deploy/{name}") == data, name
+    with tarfile.open(built.sdist) as sdist:
+        names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    assert {f"agent/deploy/{name}" for name in files} <= names
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(built: Built, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The built wheel in a fresh venv at ROOT/opt/sci-agent/venv (where the unit runs it).
+
+    Its dependencies come from this interpreter's site-packages (``.pth`` lines, which do
+    not run that folder's own ``.pth`` files, so an editable sci-agent there stays out),
+    so nothing is downloaded and the sci-agent code comes only from the wheel.
+    """
+    root = tmp_path_factory.mktemp("target")
+    venv = root / "opt/sci-agent/venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+         "--no-deps", "--no-index", str(built.wheel)],
+        check=True,
+        timeout=300,
+    )  # fmt: skip
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    ours = [p for p in sys.path if p.endswith("-packages")] or [sysconfig.get_paths()["purelib"]]
+    (site / "zz-test-deps.pth").write_text("".join(f"{p}\n" for p in ours))
+    return root, site
+
+
+def _installed_agent(venv_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``sci-agent`` from the wheel's venv, with nothing of this checkout on its path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [str(venv_root / "opt/sci-agent/venv/bin/sci-agent"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=venv_root,
+        env=env,
+    )
+
+
+def test_install_service_from_the_wheel_finds_its_deploy_files(
+    wheel_venv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, site = wheel_venv
+    helped = _installed_agent(root, "install-service", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--dry-run" in helped.stdout and "--source" in helped.stdout
+    venv = root / "opt/sci-agent/venv"
+    out = _installed_agent(root, "install-service", "--root", str(root), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    packaged = site / "agent" / "deploy"
+    lines = out.stdout.splitlines()
+    assert f"deploy files from the installed package: {packaged}" in lines
+    unit_target = root / "etc/systemd/system/sci-agent.service"
+    assert f"would have created {unit_target} from {packaged}/systemd/sci-agent.service" in lines
+    assert f"would create {root}/etc/sci-agent/config.toml from {packaged}/config.toml" in lines
+    # Run from /opt/sci-agent/venv itself, it keeps that venv and installs nothing.
+    assert f"kept existing {venv}" in lines
+    assert f"unchanged sci-agent[influxdb]==0.1.0 in {venv} (the installer runs from it)" in lines
+    # Elsewhere (pipx, another venv) it installs the same release into /opt/sci-agent/venv.
+    other = tmp_path / "other"
+    out = _installed_agent(root, "install-service", "--root", str(other), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    pip = f"{other}/opt/sci-agent/venv/bin/pip install --upgrade 'sci-agent[influxdb]==0.1.0'"
+    assert f"would run: {pip}" in out.stdout.splitlines()
+
+
+def test_install_service_from_the_wheel_installs_the_shipped_files(
+    wheel_venv: tuple[Path, Path],
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("systemd-sysusers --root and chown need root")
+    _need("systemd-sysusers")
+    root, _ = wheel_venv
+    out = _installed_agent(root, "install-service", "--root", str(root), "--no-start")
+    assert out.returncode == 0, out.stderr
+    assert (root / "etc/systemd/system/sci-agent.service").read_bytes() == UNIT.read_bytes()
+    assert (root / "usr/lib/sysusers.d/sci-agent.conf").read_bytes() == SYSUSERS.read_bytes()
+    assert (root / "usr/lib/tmpfiles.d/sci-agent.conf").read_bytes() == TMPFILES.read_bytes()
+    assert (root / "etc/sci-agent/config.toml").read_bytes() == EXAMPLE.read_bytes()
+    again = _installed_agent(root, "install-service", "--root", str(root), "--no-start")
+    assert again.returncode == 0, again.stderr
+    assert "nothing changed: sci-agent is installed as before" in again.stdout
