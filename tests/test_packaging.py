@@ -484,3 +484,28 @@ def test_install_service_from_the_wheel_installs_the_shipped_files(
     again = _installed_agent(root, "install-service", "--root", str(root), "--no-start")
     assert again.returncode == 0, again.stderr
     assert "nothing changed: sci-agent is installed as before" in again.stdout
+
+
+def _shell_lines(markdown: str) -> list[list[str]]:
+    """The lines of each ```sh block of a Markdown file, comments dropped."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", markdown, flags=re.S | re.M)
+    return [[line.split("  #")[0].strip() for line in block.splitlines()] for block in blocks]
+
+
+def test_deployment_doc_installs_into_the_venv_the_installer_uses() -> None:
+    """No ``sudo pip install`` (PEP 668 refuses it): a venv at the unit's path, the installer."""
+    from agent import install
+
+    blocks = _shell_lines((ROOT / "docs/deployment.md").read_text())
+    venv = f"/{install.VENV}"
+    pips = [line for block in blocks for line in block if "pip install" in line]
+    assert pips, "the doc shows how to install the agent"
+    for line in pips:
+        assert line.startswith(f"sudo {venv}/bin/pip install "), line
+    release = [
+        "sudo python3 -m venv /opt/sci-agent/venv",
+        f"sudo {venv}/bin/pip install 'sci-agent[{install.EXTRAS}]'",
+        f"sudo {venv}/bin/sci-agent install-service",
+    ]
+    assert any(block[: len(release)] == release for block in blocks), blocks
+    assert f"{venv}/bin/sci-agent" == EXEC_START
