@@ -214,3 +214,21 @@ def test_without_systemd_running_the_start_is_printed_not_run(
     out = capsys.readouterr().out
     assert out.startswith(f"skipped (systemd is not running here: no {tmp_path / 'no-systemd'})")
     assert "systemctl enable --now sci-agent.service" in out and steps.changed == 0
+
+
+def test_an_installed_package_without_its_deploy_files_is_named(
+    tmp_path: Path, source: Path
+) -> None:
+    """From package data (no checkout) a missing file says to reinstall, before any write."""
+    package = tmp_path / "site-packages" / "agent"
+    shutil.copytree(source / "deploy", package / "deploy")
+    (package / install.CONFIG_SOURCE).unlink()
+    root = tmp_path / "root"
+    opts = install.Options(root=root, source=package, checkout=False, dry_run=True)
+    with pytest.raises(install.InstallError) as caught:
+        install.Installer(opts).install()
+    assert str(caught.value) == (
+        f"the installed package {package} lacks its deploy files (missing "
+        f"{install.CONFIG_SOURCE}): reinstall sci-agent, or pass --source DIR"
+    )
+    assert not root.exists()
