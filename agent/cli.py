@@ -345,7 +345,7 @@ def _run(
         cfg.interval_s,
         cfg.host,
         ", ".join(f"{k}←{v}" for k, v in covering.items()) or "no sensors",
-        ", ".join(s.name for s in sinks) or "none",
+        ", ".join(sink_label(cfg, s.name) for s in sinks) or "none",
         agent.chain.zone,
         agent.api.url if agent.api is not None else "disabled",
     )
@@ -430,6 +430,17 @@ def _apply_reload(agent: Agent, loop: Loop, source: str | None, cli_log_level: s
     if cli_log_level is None:  # --log-level on the command line wins over the file
         logging.getLogger().setLevel(done.config.log.level.upper())
     log.info("reloaded the config: %s", ", ".join(done.applied) or "nothing changed")
+
+
+def sink_label(cfg: Config, name: str) -> str:
+    """A sink's name and where it writes (paths absolute), for the start log line."""
+    if name == "store":
+        return f"store ({os.path.abspath(cfg.store.path)})"
+    if name == "influxdb":
+        return f"influxdb ({config_mod._redact_url(cfg.influxdb.url)})"
+    if name == "jsonl" and cfg.jsonl.path not in (None, "-"):
+        return f"jsonl ({os.path.abspath(str(cfg.jsonl.path))})"
+    return name
 
 
 def status_line(loop: Loop, agent: Agent, result: IntervalResult | None) -> str:
