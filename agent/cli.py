@@ -158,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "once":
         return _once(cfg, cfg.interval_s if args.interval is None else args.interval, args.json)
     if args.command == "doctor":
-        return _doctor(cfg, args.config or os.environ.get(config_mod.ENV_CONFIG))
+        source = args.config or os.environ.get(config_mod.ENV_CONFIG)
+        return _doctor(cfg, os.path.abspath(source) if source else None)
     if args.command == "intensity":
         return _intensity(cfg, args.zone, args.region, args.json)
     if args.command in plan.COMMANDS:

@@ -110,7 +110,8 @@ def test_report_from_another_folder_finds_the_store(tmp_path: Path) -> None:
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["app"] == app
 
-    doctor = cli(f, "doctor", cwd=tmp_path)
+    doctor = cli(Path("conf/local.toml"), "doctor", cwd=tmp_path)
+    assert f"config:   {f}\n" in doctor.stdout
     assert f"store:    ok  {folder}/var/x.db (" in doctor.stdout
 
 
