@@ -121,9 +121,7 @@ def demo_env(cfg: Config) -> dict[str, str]:
 class Launcher:
     """The children of one ``make run`` and their fate."""
 
-    def __init__(self, config: str, cfg: Config) -> None:
-        self.config = config
-        self.cfg = cfg
+    def __init__(self) -> None:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
 
@@ -158,8 +156,8 @@ class Launcher:
     def _reap(child: subprocess.Popen[bytes], deadline: float) -> None:
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
+        except subprocess.TimeoutExpired:  # its whole group: the dashboard's streamlit too
+            os.killpg(child.pid, signal.SIGKILL)
             child.wait()
 
     def wait_ready(self, ends: list[Endpoint]) -> tuple[str, int] | None:
@@ -225,7 +223,7 @@ def run(config: str, cfg: Config, with_demo: bool) -> int:
             )
             return 1
     subprocess.run(agent_cmd(config, "doctor"), env=child_env(), check=False)
-    launcher = Launcher(config, cfg)
+    launcher = Launcher()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         launcher.stopping = True
