@@ -3,44 +3,51 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/local.toml
+DEMO   ?= 1
 
-.PHONY: run test lint bench gpu-validate deps clean
+.PHONY: run demo test lint bench gpu-validate deps clean
 
-$(BIN)/.installed: pyproject.toml
+# `make run` installs only what running needs; the test tools have their own stamp.
+$(BIN)/.run-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dashboard]'
+	touch $@
+
+$(BIN)/.test-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dashboard]'
-	touch $@
+	touch $@ $(BIN)/.run-installed
 
-## run: set up a virtual environment, run the agent on the embedded store and the dashboard
-run: $(BIN)/.installed
-	@echo "sci-agent: sampling every few seconds into var/sci-agent.db (Ctrl-C stops both)."
-	@echo "           dashboard: http://127.0.0.1:8501"
-	@echo "           one interval in full: $(BIN)/sci-agent --config $(CONFIG) once"
-	$(BIN)/sci-agent --config $(CONFIG) doctor || true
-	$(BIN)/sci-agent --config $(CONFIG) dashboard & dash=$$!; \
-	trap 'kill $$dash 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/sci-agent --config $(CONFIG) run --print
+## run: set up a virtual environment, run the agent, its dashboard and (DEMO=0: not) a demo
+##      workload; the banner shows the config's URLs; if either part cannot start, both stop
+run: $(BIN)/.run-installed
+	@$(BIN)/python scripts/run_local.py --config $(CONFIG) $(if $(filter 1 yes true,$(DEMO)),--demo)
+
+## demo: the demo workload alone (app "web", SCI per request) against a running agent
+demo: $(BIN)/.run-installed
+	@$(BIN)/python scripts/run_local.py --config $(CONFIG) --demo-only
 
 ## deps: Debian packages the tests need (installed when root, listed otherwise)
 deps:
 	@scripts/install-debian-deps.sh
 
 ## test: install everything the tests need, then lint, type-check and run them
-test: deps $(BIN)/.installed lint
+test: deps $(BIN)/.test-installed lint
 	$(BIN)/python -m pytest
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 ## bench: run every benchmark and write docs/benchmarks.md (CodeCarbon is installed for it only)
-bench: deps $(BIN)/.installed
+bench: deps $(BIN)/.test-installed
 	$(BIN)/pip install --quiet codecarbon
 	$(BIN)/python bench/run_all.py
 
 ## gpu-validate: check NVML energy and attribution on this machine's NVIDIA GPU (needs torch)
-gpu-validate: $(BIN)/.installed
+gpu-validate: $(BIN)/.test-installed
 	$(BIN)/python bench/gpu_validation.py
 
 clean:

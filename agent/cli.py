@@ -158,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "once":
         return _once(cfg, cfg.interval_s if args.interval is None else args.interval, args.json)
     if args.command == "doctor":
-        return _doctor(cfg, args.config or os.environ.get(config_mod.ENV_CONFIG))
+        source = args.config or os.environ.get(config_mod.ENV_CONFIG)
+        return _doctor(cfg, os.path.abspath(source) if source else None)
     if args.command == "intensity":
         return _intensity(cfg, args.zone, args.region, args.json)
     if args.command in plan.COMMANDS:
@@ -345,7 +346,7 @@ def _run(
         cfg.interval_s,
         cfg.host,
         ", ".join(f"{k}←{v}" for k, v in covering.items()) or "no sensors",
-        ", ".join(s.name for s in sinks) or "none",
+        ", ".join(sink_label(cfg, s.name) for s in sinks) or "none",
         agent.chain.zone,
         agent.api.url if agent.api is not None else "disabled",
     )
@@ -430,6 +431,17 @@ def _apply_reload(agent: Agent, loop: Loop, source: str | None, cli_log_level: s
     if cli_log_level is None:  # --log-level on the command line wins over the file
         logging.getLogger().setLevel(done.config.log.level.upper())
     log.info("reloaded the config: %s", ", ".join(done.applied) or "nothing changed")
+
+
+def sink_label(cfg: Config, name: str) -> str:
+    """A sink's name and where it writes (paths absolute), for the start log line."""
+    if name == "store":
+        return f"store ({os.path.abspath(cfg.store.path)})"
+    if name == "influxdb":
+        return f"influxdb ({config_mod._redact_url(cfg.influxdb.url)})"
+    if name == "jsonl" and cfg.jsonl.path not in (None, "-"):
+        return f"jsonl ({os.path.abspath(str(cfg.jsonl.path))})"
+    return name
 
 
 def status_line(loop: Loop, agent: Agent, result: IntervalResult | None) -> str:

@@ -4,7 +4,10 @@ Every key has a default, so no file at all is a valid configuration. An unknown
 key or a bad value raises ``ConfigError`` naming the key (``sensors.rapl.root``).
 Every number must be finite and within the range of its kind (``_LIMITS``); a secret
 (``_is_secret``) is never echoed in a message; ``~`` is expanded in path keys
-(``_is_path``); a file holding secrets that others can read draws a warning.
+(``_is_path``), and a relative one written in a config file is made absolute against
+that file's folder (defaults stay relative to the working directory); a file holding
+secrets that others can read draws a warning. An ``[influxdb]`` table present in a file
+is enabled unless it says ``enabled = false``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import tomllib
 import types
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -376,7 +379,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{file}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config: {exc.strerror}") from None
-    cfg = loads(_utf8(raw, str(file)), source=str(file))
+    base_dir = Path(os.path.abspath(file)).parent
+    cfg = loads(_utf8(raw, str(file)), source=str(file), base_dir=base_dir)
     _warn_if_readable(str(file), mode, cfg)
     return cfg
 
@@ -392,16 +396,65 @@ def _utf8(raw: bytes, source: str) -> str:
         ) from None
 
 
-def loads(text: str, source: str = "<config>") -> Config:
-    """Parse and validate TOML text."""
+def loads(
+    text: str, source: str = "<config>", base_dir: str | os.PathLike[str] | None = None
+) -> Config:
+    """Parse and validate TOML text; relative paths in it are made absolute against ``base_dir``.
+
+    Without ``base_dir`` (text that is not from a file) paths stay as written.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    implied = _enable_influxdb(data)
     try:
-        return validate(_decode(Config, data, ""))
+        cfg = _decode(Config, data, "")
+        if base_dir is not None:
+            cfg = _resolve_paths(cfg, data, Path(base_dir))
+        return validate(cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        hint = ""
+        if implied and str(exc).startswith("influxdb."):
+            hint = " ([influxdb] is present, so it is on; write enabled = false to keep it off)"
+        raise ConfigError(f"{source}: {exc}{hint}") from None
+
+
+def _enable_influxdb(data: dict[str, Any]) -> bool:
+    """Enable an ``[influxdb]`` table that does not say ``enabled``; True when it did so.
+
+    A configured section is meant: a url without ``enabled = true`` must not export
+    nothing in silence.
+    """
+    section = data.get("influxdb")
+    if isinstance(section, dict) and "enabled" not in section:
+        data["influxdb"] = {**section, "enabled": True}
+        return True
+    return False
+
+
+def _resolve_paths(obj: T, data: Any, base: Path) -> T:
+    """``obj`` with every relative path key written in ``data`` made absolute against ``base``.
+
+    Defaults (keys not in ``data``), ``"-"`` (stdout) and empty values are left alone.
+    """
+    if not isinstance(data, dict):
+        return obj
+    changes: dict[str, Any] = {}
+    for f in fields(obj):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value, raw = getattr(obj, f.name), data[f.name]
+        if is_dataclass(value):
+            changes[f.name] = _resolve_paths(value, raw, base)
+        elif isinstance(value, tuple) and isinstance(raw, list) and len(raw) == len(value):
+            if value and is_dataclass(value[0]):
+                changes[f.name] = tuple(
+                    _resolve_paths(v, r, base) for v, r in zip(value, raw, strict=True)
+                )
+        elif isinstance(value, str) and _is_path(f) and value not in ("", "-"):
+            changes[f.name] = value if os.path.isabs(value) else os.path.normpath(base / value)
+    return replace(obj, **changes) if changes else obj  # type: ignore[type-var]
 
 
 def validate(cfg: Config) -> Config:

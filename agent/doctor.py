@@ -64,8 +64,8 @@ def writable_file(target: Path) -> str | None:
 
 
 def store_status(path: str) -> tuple[bool, str]:
-    """Whether the store's file can be created or opened for writing."""
-    target = Path(path)
+    """Whether the store's file can be created or opened for writing (shown absolute)."""
+    target = Path(os.path.abspath(path))
     problem = writable_file(target)
     if problem is not None:
         return False, problem
@@ -90,7 +90,7 @@ def store_status(path: str) -> tuple[bool, str]:
 
 def spool_status(config: Config) -> tuple[bool, str]:
     """Whether the InfluxDB sink's spool folder can be written (``run`` refuses to start else)."""
-    folder = Path(config.spool.dir) / "influxdb"
+    folder = Path(os.path.abspath(config.spool.dir)) / "influxdb"
     problem = writable_dir(folder)
     if problem is not None:
         return False, problem
@@ -335,7 +335,7 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
         ok, text = influx_status(config)
         lines.append(f"influxdb: {'ok' if ok else 'FAILS'}  {text}")
     if config.jsonl.path not in (None, "-"):
-        jsonl = Path(str(config.jsonl.path))
+        jsonl = Path(os.path.abspath(str(config.jsonl.path)))
         problem = writable_file(jsonl)
         runs &= problem is None
         lines.append(f"jsonl:    FAILS  {problem}" if problem else f"jsonl:    ok  {jsonl}")
@@ -343,7 +343,7 @@ def report(config: Config, config_source: str, sensors: SensorSet) -> tuple[str,
         state, fails, text = http_status(config)
         runs &= not fails
         lines.append(f"http:     {state}  {text}")
-    problem = writable_dir(Path(config.sensors.state_dir))
+    problem = writable_dir(Path(os.path.abspath(config.sensors.state_dir)))
     if problem is not None:  # run only warns: learned static floors are not kept
         lines.append(f"state:    no  {problem} (learned static power is lost at restart)")
     grid_ok, grid_lines = grid_status(config)

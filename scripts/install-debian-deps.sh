@@ -25,8 +25,13 @@ fi
 if [ "$(id -u)" -eq 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A fresh cloud machine runs its first-boot updates: wait for their lock, then let
+    # apt-get itself wait too (a lock taken between the check and apt-get).
+    "$(dirname "$0")/wait-for-dpkg-lock.sh"
+    wait_s="${SCI_AGENT_APT_LOCK_TIMEOUT:-300}"
+    apt-get -o DPkg::Lock::Timeout="$wait_s" update -qq
+    apt-get -o DPkg::Lock::Timeout="$wait_s" install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 else
     echo "note: the tests need these Debian packages: ${missing[*]}"
     echo "      install them with: sudo apt-get install ${missing[*]}"

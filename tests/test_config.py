@@ -359,7 +359,7 @@ def test_a_readable_config_with_a_secret_draws_a_warning(
     ("mode", "text"),
     [
         (0o600, '[http]\ntoken = "hunter2-token"\n'),
-        (0o400, '[influxdb]\ntoken = "hunter2-token"\n'),
+        (0o400, '[influxdb]\nenabled = false\ntoken = "hunter2-token"\n'),
         (0o644, "interval_s = 5\n"),
         (0o644, '[http]\ntoken = ""\n'),
     ],

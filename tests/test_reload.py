@@ -190,8 +190,8 @@ def test_plan_keeps_keys_that_need_a_restart() -> None:
 
 
 def test_plan_names_nested_keys_from_a_file() -> None:
-    old = loads('[influxdb]\nurl = "http://a:8086"\n[sci]\npue = 1.2\n')
-    new = loads('[influxdb]\nurl = "http://b:8086"\n[sci]\npue = 1.5\n')
+    old = loads('[influxdb]\nenabled = false\nurl = "http://a:8086"\n[sci]\npue = 1.2\n')
+    new = loads('[influxdb]\nenabled = false\nurl = "http://b:8086"\n[sci]\npue = 1.5\n')
     plan = plan_reload(old, new)
     assert plan.needs_restart == ("influxdb.url",) and plan.applied == ("sci.pue",)
     assert plan.config.influxdb.url == "http://a:8086" and plan.config.sci.pue == 1.5
