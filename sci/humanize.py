@@ -65,3 +65,13 @@ def seconds(s: float) -> str:
         return f"{m} min {rest} s" if rest else f"{m} min"
     h, rest = divmod(round(s) // 60, 60)
     return f"{h} h {rest:02d} min"
+
+
+def intensity(g_per_kwh: float) -> str:
+    """Grid carbon intensity as a plain number: ``56.3 gCO2e/kWh``, ``412 gCO2e/kWh``."""
+    return f"{number(g_per_kwh, 3 if abs(g_per_kwh) < 1000 else 4)} gCO2e/kWh"
+
+
+def percent(share: float) -> str:
+    """A share (0..1) as a percentage: ``12.5 %``, ``0.32 %``, ``100 %``."""
+    return f"{number(share * 100, 3)} %"

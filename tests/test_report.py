@@ -71,7 +71,7 @@ def test_report_is_sum_over_sum_and_discloses_the_boundary(tmp_path: Path) -> No
         }
     ]
     md = built.to_markdown()
-    assert "gCO2e per request" in md and "Software boundary" in md and "idle policy" in md
+    assert "mg CO2e per request" in md and "Software boundary" in md and "idle policy" in md
     assert json.loads(built.to_json())["units"] == 101
 
 
