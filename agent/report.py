@@ -311,7 +311,7 @@ def assemble(
         period_end=iso_ms(last_ms),
         hosts=hosts,
         intervals=intervals,
-        sci_g_per_unit=carbon / units if units > 0 else None,
+        sci_g_per_unit=carbon / units if units > 0 and unit else None,  # no unit, no score
         carbon_g=carbon,
         energy_kwh=energy_kwh,
         intensity_gco2_per_kwh=intensity,

@@ -45,3 +45,18 @@ def test_energy_power_and_time() -> None:
 def test_never_scientific_notation(value: float) -> None:
     for fmt in (humanize.grams, humanize.joules, humanize.kwh, humanize.watts):
         assert "e-" not in fmt(value) and "e+" not in fmt(value)
+
+
+def test_intensity_and_percent_are_plain_numbers() -> None:
+    assert [humanize.intensity(v) for v in (56.2345, 412.4, 1234.5, 0.0)] == [
+        "56.2 gCO2e/kWh",
+        "412 gCO2e/kWh",
+        "1,234 gCO2e/kWh",
+        "0 gCO2e/kWh",
+    ]
+    assert [humanize.percent(v) for v in (0.125, 0.0032, 1.0, 2e-7)] == [
+        "12.5 %",
+        "0.32 %",
+        "100 %",
+        "0.00002 %",
+    ]
