@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.alerts.commands import list_alerts
+from agent.alerts.config import AlertRuleConfig, AlertsConfig
+from agent.alerts.formats import human
 from agent.attribution import attribute
 from agent.cli import _parser, main
+from agent.config import Config, EmbodiedConfig
+from agent.doctor import embodied_lines
 from agent.records import (
     ComponentReading,
     CpuActivity,
@@ -91,3 +96,15 @@ def test_once_table_and_run_print_line_use_si_prefixes_never_scientific_notation
     carbon = humanize.grams(sum(s.carbon_g for s in r.sci))
     assert f"| {carbon} CO2e @ 56 gCO2e/kWh" in line
     assert "cpu=833.3 µW" in line and " 50 mJ in 1 min" in line
+
+
+def test_alerts_and_doctor_print_small_figures_without_scientific_notation(
+    tmp_path: Path,
+) -> None:
+    assert human("sci", 1.77291e-05, "request") == "0.0000177 gCO2e/request"
+    rule = AlertRuleConfig(name="tiny", metric="sci", threshold=2e-05, app="web")
+    listed = list_alerts(AlertsConfig(state_dir=str(tmp_path), rules=(rule,)), "h")
+    assert "sci app=web > 0.00002 over 300s" in listed, listed
+    cfg = Config(embodied=EmbodiedConfig(total_kgco2e=2_500_000.0, lifespan_years=4.0))
+    line = embodied_lines(cfg, 2)[0]
+    assert line == "embodied: 2,500,000 kgCO2e over 4 years", line
