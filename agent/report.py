@@ -173,8 +173,8 @@ class SciReport:
         if not grid:
             return f"{self.app} ran in {self.intervals}"
         return (
-            f"{grid} in the window asked for, counted by the grid intensity recorded"
-            f" (every interval, whether the app ran or not); {ran}"
+            f"{grid} in the window asked for (every interval with a grid intensity,"
+            f" whether the app ran or not); {ran}"
         )
 
     def _methods_markdown(self) -> list[str]:

@@ -167,8 +167,8 @@ def test_report_labels_the_apps_intervals_beside_the_periods(tmp_path: Path) -> 
     assert built.intervals == 2 and built.intensity_sources[0]["intervals"] == 3
     md = built.to_markdown()
     assert (
-        "- Intervals: 3 in the window asked for, counted by the grid intensity recorded"
-        " (every interval, whether the app ran or not); web ran in 2 of them\n"
+        "- Intervals: 3 in the window asked for (every interval with a grid intensity,"
+        " whether the app ran or not); web ran in 2 of them\n"
     ) in md
     assert "(2 intervals)" not in md
 
