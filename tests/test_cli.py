@@ -73,10 +73,10 @@ def test_once_refuses_an_interval_that_is_not_positive(tmp_path: Path, interval:
 
 
 def _tiny_interval() -> IntervalResult:
-    """One scored minute of millijoules and nanograms, with a million units counted."""
+    """One scored minute of a few joules and micrograms, with a million units counted."""
     end = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     procs = [ProcessActivity(1, 1, "gunicorn", "web", 50, 1 << 20)]
-    readings = [ComponentReading("cpu", "cpu", "model", 0.05, model="linear test model")]
+    readings = [ComponentReading("cpu", "cpu", "model", 5.0, model="linear test model")]
     r = attribute("h", end - timedelta(seconds=60), end, readings, CpuActivity(50, 100, 2), procs,
                   1 << 34)  # fmt: skip
     grid = IntensityValue("FR", 56.0, "static", "average", end)
@@ -90,12 +90,13 @@ def test_once_table_and_run_print_line_use_si_prefixes_never_scientific_notation
     table, line = to_table(r), summary_line(r)
     for text in (table, line):
         assert re.search(r"\d[eE][-+]?\d", text) is None and "None" not in text, text
-    assert "50 mJ" in table and "833.3 µW" in table  # the cpu component: energy and power
+    assert "5 J" in table and "83.33 mW" in table  # the cpu component: energy and power
     assert "56 gCO2e/kWh" in table and "1,234,567" in table
     assert humanize.grams(web.sci) in table and humanize.grams(web.carbon_g) in table
+    assert humanize.grams(web.sci).endswith(" pg")
     carbon = humanize.grams(sum(s.carbon_g for s in r.sci))
     assert f"| {carbon} CO2e @ 56 gCO2e/kWh" in line
-    assert "cpu=833.3 µW" in line and " 50 mJ in 1 min" in line
+    assert "cpu=83.33 mW" in line and " 5 J in 1 min" in line
 
 
 def test_alerts_and_doctor_print_small_figures_without_scientific_notation(

@@ -60,3 +60,13 @@ def test_intensity_and_percent_are_plain_numbers() -> None:
         "100 %",
         "0.00002 %",
     ]
+
+
+def test_pico_and_floating_point_residue() -> None:
+    assert humanize.grams(8.225e-11) == "82.25 pg"
+    residue = (0.1 + 0.2 - 0.3) * 1e-1  # 5.6e-18: what subtracting equal totals leaves
+    assert [humanize.joules(residue), humanize.grams(-4.4e-13), humanize.kwh(1e-16)] == [
+        "0 J",
+        "0 g",
+        "0 Wh",
+    ]
