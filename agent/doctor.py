@@ -15,6 +15,7 @@ from pathlib import Path
 from agent.config import Config, ConfigError
 from agent.embodied import HOW_TO_SET, host_embodied
 from agent.sensors import SensorSet
+from sci import humanize
 
 #: The group the service's tmpfiles rule gives read access to the RAPL counters.
 SERVICE_GROUP = "sci-agent"
@@ -278,7 +279,8 @@ def embodied_lines(config: Config, vcpus: int | None = None) -> list[str]:
     except ConfigError as exc:
         return [f"embodied: FAILS  {exc}"]
     kind = "default in use" if figure.is_default else "configured"
-    lines = [f"embodied: {figure.kgco2e:.6g} kgCO2e over {config.embodied.lifespan_years:g} years"]
+    te, years = humanize.number(figure.kgco2e, 6), humanize.number(config.embodied.lifespan_years)
+    lines = [f"embodied: {te} kgCO2e over {years} years"]
     lines.append(f"          {kind}: {figure.basis}")
     if figure.is_default:
         lines.append(f"          for a real figure: {HOW_TO_SET}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from agent.method import method_to_json
 from agent.records import IntervalResult
+from sci import humanize
 from sci.embodied import host_embodied_share
 
 
@@ -91,71 +92,81 @@ def embodied_g(r: IntervalResult) -> float | None:
 
 
 def to_table(r: IntervalResult, top: int = 10) -> str:
-    """A readable summary: components, apps, the top processes."""
+    """A readable summary: components, apps, the top processes (``humanize`` numbers)."""
     seconds = r.interval_s or 1.0
+    j, w = humanize.joules, humanize.watts
     lines = [
-        f"{r.host}  {iso(r.start)} → {iso(r.end)}  ({r.interval_s:.2f} s)",
+        f"{r.host}  {iso(r.start)} → {iso(r.end)}  ({humanize.seconds(r.interval_s)})",
         "",
-        f"{'component':<12}{'source':<8}{'joules':>12}{'watts':>10}",
+        f"{'component':<12}{'source':<8}{'energy':>12}{'power':>12}",
     ]
     for c in r.components:
-        lines.append(f"{c.component:<12}{c.source:<8}{c.joules:>12.3f}{c.joules / seconds:>10.2f}")
-    lines.append(f"{'total':<20}{r.total_joules:>12.3f}{r.total_joules / seconds:>10.2f}")
-    lines.append(f"{'  idle':<20}{r.idle_joules:>12.3f}")
-    lines.append(f"{'  unattributed':<20}{r.unattributed_joules:>12.3f}")
+        lines.append(f"{c.component:<12}{c.source:<8}{j(c.joules):>12}{w(c.joules / seconds):>12}")
+    lines.append(f"{'total':<20}{j(r.total_joules):>12}{w(r.total_joules / seconds):>12}")
+    lines.append(f"{'  idle':<20}{j(r.idle_joules):>12}")
+    lines.append(f"{'  unattributed':<20}{j(r.unattributed_joules):>12}")
     lines += [
         "",
-        f"{'app':<24}{'joules':>12}{'cpu J':>10}{'dram J':>10}{'gpu J':>10}{'static J':>10}",
+        f"{'app':<24}{'energy':>12}{'cpu':>12}{'dram':>12}{'gpu':>12}{'static':>12}",
     ]
     for a in r.apps[:top]:
         lines.append(
-            f"{a.app[:23]:<24}{a.joules:>12.3f}{a.cpu_joules:>10.3f}"
-            f"{a.dram_joules:>10.3f}{a.gpu_joules:>10.3f}{a.static_joules:>10.3f}"
+            f"{a.app[:23]:<24}{j(a.joules):>12}{j(a.cpu_joules):>12}"
+            f"{j(a.dram_joules):>12}{j(a.gpu_joules):>12}{j(a.static_joules):>12}"
         )
     if len(r.apps) > top:
         lines.append(f"… and {len(r.apps) - top} more apps")
-    lines += ["", f"{'pid':>8}  {'process':<20}{'app':<20}{'joules':>10}{'cpu s':>8}"]
+    lines += ["", f"{'pid':>8}  {'process':<20}{'app':<20}{'energy':>12}{'cpu time':>10}"]
     for p in r.processes[:top]:
         lines.append(
-            f"{p.pid:>8}  {p.name[:19]:<20}{p.app[:19]:<20}{p.joules:>10.3f}{p.cpu_s:>8.2f}"
+            f"{p.pid:>8}  {p.name[:19]:<20}{p.app[:19]:<20}{j(p.joules):>12}"
+            f"{humanize.seconds(p.cpu_s):>10}"
         )
     if len(r.processes) > top:
         lines.append(f"… and {len(r.processes) - top} more processes")
-    if r.intensity is not None:
-        i = r.intensity
-        flag = ", fallback" if i.fallback else ""
-        flag += f", the value of {i.value_zone}" if i.value_zone else ""
-        lines += [
-            "",
-            f"grid {i.zone}: {i.gco2_per_kwh:.1f} gCO2e/kWh ({i.provider}, {i.signal}{flag})",
-            f"{'app':<24}{'unit':<12}{'units':>8}{'carbon mg':>12}{'SCI mg/unit':>14}",
-        ]
-        for s in sorted(r.sci, key=lambda s: s.carbon_g, reverse=True)[:top]:
-            score = f"{s.sci * 1000:>14.4f}" if s.sci is not None else f"{'no units':>14}"
-            lines.append(
-                f"{s.app[:23]:<24}{(s.unit or '-')[:11]:<12}{s.units:>8g}"
-                f"{s.carbon_g * 1000:>12.4f}{score}"
-            )
+    lines += _carbon_lines(r, top)
     modelled = [c for c in r.components if c.source == "model"]
     if modelled:
         lines += ["", "note: components with source=model are estimated by the power model:"]
         lines += [f"  {c.component}: {c.model}" for c in modelled]
     if r.method is not None:
-        grams = embodied_g(r) or 0.0
-        lines += ["", f"embodied: {grams:.4f} g this interval ({r.method.embodied_basis})"]
+        grams = humanize.grams(embodied_g(r) or 0.0)
+        lines += ["", f"embodied: {grams} CO2e this interval ({r.method.embodied_basis})"]
     return "\n".join(lines)
+
+
+def _carbon_lines(r: IntervalResult, top: int) -> list[str]:
+    """The grid intensity and each app's carbon and SCI (none without an intensity)."""
+    if r.intensity is None:
+        return []
+    i = r.intensity
+    flag = ", fallback" if i.fallback else ""
+    flag += f", the value of {i.value_zone}" if i.value_zone else ""
+    lines = [
+        "",
+        f"grid {i.zone}: {humanize.intensity(i.gco2_per_kwh)} ({i.provider}, {i.signal}{flag})",
+        f"{'app':<24}{'unit':<12}{'units':>10}{'carbon CO2e':>14}{'SCI per unit':>14}",
+    ]
+    for s in sorted(r.sci, key=lambda s: s.carbon_g, reverse=True)[:top]:
+        score = humanize.grams(s.sci) if s.sci is not None else "no units"
+        lines.append(
+            f"{s.app[:23]:<24}{(s.unit or '-')[:11]:<12}{humanize.number(s.units):>10}"
+            f"{humanize.grams(s.carbon_g):>14}{score:>14}"
+        )
+    return lines
 
 
 def summary_line(r: IntervalResult, top: int = 3) -> str:
     """One line per interval for ``run --print``: watts per component, top apps."""
     seconds = r.interval_s or 1.0
-    parts = " ".join(f"{c.component}={c.joules / seconds:.1f}W" for c in r.components)
-    apps = ", ".join(f"{a.app} {a.joules:.2f}J" for a in r.apps[:top]) or "none"
+    j = humanize.joules
+    parts = " ".join(f"{c.component}={humanize.watts(c.joules / seconds)}" for c in r.components)
+    apps = ", ".join(f"{a.app} {j(a.joules)}" for a in r.apps[:top]) or "none"
     line = (
-        f"{r.end.strftime('%H:%M:%S')} {r.total_joules:8.2f} J in {r.interval_s:.1f}s [{parts}]"
-        f" idle {r.idle_joules:.2f}J unattributed {r.unattributed_joules:.2f}J | {apps}"
+        f"{r.end.strftime('%H:%M:%S')} {j(r.total_joules):>9} in {humanize.seconds(r.interval_s)}"
+        f" [{parts}] idle {j(r.idle_joules)} unattributed {j(r.unattributed_joules)} | {apps}"
     )
     if r.intensity is not None:
         carbon = sum(s.carbon_g for s in r.sci)
-        line += f" | {carbon * 1000:.3f} mgCO2e @ {r.intensity.gco2_per_kwh:.0f} g/kWh"
+        line += f" | {humanize.grams(carbon)} CO2e @ {humanize.intensity(r.intensity.gco2_per_kwh)}"
     return line

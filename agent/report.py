@@ -23,8 +23,9 @@ from agent.config import Config
 from agent.embodied import HOW_TO_SET
 from agent.grid.builtin import stored_value_zone
 from agent.method import describe, method_from_json
+from sci import humanize
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_DURATION = re.compile(r"^([-+]?\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LEFT_OUT = (
     "network transfer (not measured)",
@@ -43,7 +44,12 @@ def parse_since(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match:
         raise ReportError(f"--since: expected a duration like 15m, 24h or 7d, got {text!r}")
-    return timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ReportError(
+            f"--since: must be a positive duration such as 15m, 24h or 7d, got {text!r}"
+        )
+    return timedelta(seconds=seconds)
 
 
 def parse_time(text: str, option: str) -> datetime:
@@ -86,34 +92,53 @@ class SciReport:
             not m["method"]["embodied_basis"].startswith("configured") for m in self.methods
         )
 
+    @property
+    def sci_undefined_reason(self) -> str | None:
+        """Why there is no score (``None`` when there is one), as a sentence."""
+        if self.sci_g_per_unit is not None:
+            return None
+        if self.app.startswith("_"):
+            return f"{self.app} is the host's energy no application claims: it has no unit"
+        if not self.unit:
+            return (
+                f"app {self.app} has no functional unit configured; add"
+                f' `unit = "request"` to its [[apps]] rule'
+            )
+        return f"no {self.unit} was counted for app {self.app} in the period"
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        """Raw numbers; a null score comes with ``sci_undefined_reason``."""
+        return json.dumps(
+            asdict(self) | {"sci_undefined_reason": self.sci_undefined_reason}, indent=2
+        )
 
     def to_markdown(self) -> str:
+        """The report for people: SI prefixes with units, never scientific notation."""
         unit = self.unit or "(no functional unit configured)"
         score = (
-            f"{self.sci_g_per_unit:.6g} gCO2e per {unit}"
+            f"SCI = {humanize.grams(self.sci_g_per_unit)} CO2e per {unit}"
             if self.sci_g_per_unit is not None
-            else f"undefined: no {unit} counted in the period"
+            else f"SCI: not defined — {self.sci_undefined_reason}"
         )
         intensity = (
-            f"{self.intensity_gco2_per_kwh:.1f} gCO2e/kWh (time-weighted)"
+            f"{humanize.intensity(self.intensity_gco2_per_kwh)} (time-weighted)"
             if self.intensity_gco2_per_kwh is not None
             else "n/a"
         )
         lines = [
             f"# SCI report: {self.app}",
             "",
-            f"**SCI = {score}**",
+            f"**{score}**",
             "",
-            f"- Period: {self.period_start} → {self.period_end} ({self.intervals} intervals)",
+            f"- Period: {self.period_start} → {self.period_end} (the app's first and last data)",
+            f"- Intervals: {self._intervals_text()}",
             f"- Hosts: {', '.join(self.hosts)}",
-            f"- Functional unit (R): {unit}; counted: {self.units:g}",
-            f"- Energy (E): {self.energy_kwh:.6g} kWh",
+            f"- Functional unit (R): {unit}; counted: {humanize.number(self.units)}",
+            f"- Energy (E): {humanize.kwh(self.energy_kwh)}",
             f"- Grid intensity (I): {intensity}",
-            f"- Operational carbon (E × I): {self.operational_g:.6g} g",
-            f"- Embodied carbon (M): {self.embodied_g:.6g} g",
-            f"- Total carbon: {self.carbon_g:.6g} g",
+            f"- Operational carbon (E × I): {humanize.grams(self.operational_g)} CO2e",
+            f"- Embodied carbon (M): {humanize.grams(self.embodied_g)} CO2e",
+            f"- Total carbon: {humanize.grams(self.carbon_g)} CO2e",
             "",
             "## Software boundary",
             "",
@@ -141,6 +166,16 @@ class SciReport:
         ]
         return "\n".join(lines) + "\n"
 
+    def _intervals_text(self) -> str:
+        """The app's interval count beside the grid's, each labelled."""
+        ran = f"{self.app} ran in {self.intervals} of them"
+        grid = sum(int(s["intervals"]) for s in self.intensity_sources)
+        if not grid:
+            return f"{self.app} ran in {self.intervals}"
+        return (
+            f"{grid} in the window asked for (every interval with a grid intensity,"
+            f" whether the app ran or not); {ran}"
+        )
 
     def _methods_markdown(self) -> list[str]:
         if not self.methods:
@@ -258,6 +293,8 @@ def assemble(
     The score is Σ carbon / Σ units; ``components`` are the (component, source) pairs
     seen in the window, which make the software boundary. ``methods`` are the recorded
     methods in force (the store's); ``None`` means the database keeps none (InfluxDB).
+    ``intervals`` counts the intervals the app ran in (the grid's counts, in
+    ``intensity_sources``, are of every interval in the window).
     """
     measured: list[str] = []
     modelled: list[str] = []
@@ -274,7 +311,7 @@ def assemble(
         period_end=iso_ms(last_ms),
         hosts=hosts,
         intervals=intervals,
-        sci_g_per_unit=carbon / units if units > 0 else None,
+        sci_g_per_unit=carbon / units if units > 0 and unit else None,  # no unit, no score
         carbon_g=carbon,
         energy_kwh=energy_kwh,
         intensity_gco2_per_kwh=intensity,
@@ -349,10 +386,10 @@ def methodology(config: Config, methods: list[dict[str, Any]] | None = None) -> 
         "PUE": config.sci.pue,
         "grid zone": config.grid.zone or config.grid.region or "default",
         "intensity providers (in order)": ", ".join(config.grid.providers),
-        "embodied emissions (TE)": f"{te:g} kgCO2e (configured)"
+        "embodied emissions (TE)": f"{humanize.number(te, 6)} kgCO2e (configured)"
         if te is not None
         else f"the default for the host's kind (see docs/sci-methodology.md); {HOW_TO_SET}",
-        "expected lifespan (EL)": f"{config.embodied.lifespan_years:g} years",
+        "expected lifespan (EL)": f"{humanize.number(config.embodied.lifespan_years)} years",
         "embodied share (RR/ToR)": "the app's share of the host's CPU capacity"
         if policy == "capacity"
         else "the app's share of the CPU time apps used"

@@ -1,14 +1,16 @@
 """Numbers for people: one format everywhere, SI prefixes with units, never ``1e-05``.
 
 Four significant digits at most, trailing zeros dropped; the prefix is chosen so the
-number reads between 1 and 1,000 (``0.4584 mg`` is written ``458.4 µg``).
+number reads between 1 and 1,000 (``0.4584 mg`` is written ``458.4 µg``), down to
+pico; below a pico-unit a figure is floating-point residue and reads ``0``.
 """
 
 from __future__ import annotations
 
 import math
 
-_SMALL = (("", 1.0), ("m", 1e-3), ("µ", 1e-6), ("n", 1e-9))
+_SMALL = (("", 1.0), ("m", 1e-3), ("µ", 1e-6), ("n", 1e-9), ("p", 1e-12))
+NOISE = 1e-12  # below a pico-unit a figure is floating-point residue (13.98 J - 13.98 J): 0
 
 
 def number(value: float, digits: int = 4) -> str:
@@ -22,15 +24,15 @@ def number(value: float, digits: int = 4) -> str:
 
 def _prefixed(value: float, unit: str, large: tuple[tuple[str, float], ...]) -> str:
     size = abs(value)
-    if size == 0 or not math.isfinite(value):
-        return f"{number(value)} {unit}"
+    if size < NOISE or not math.isfinite(value):
+        return f"{number(0.0 if size < NOISE else value)} {unit}"
     for prefix, scale in large:
         if size >= scale:
             return f"{number(value / scale)} {prefix}{unit}"
     for prefix, scale in _SMALL:
         if size >= scale * 0.9999:
             return f"{number(value / scale)} {prefix}{unit}"
-    return f"{number(value / 1e-9)} n{unit}"
+    return f"{number(value / 1e-12)} p{unit}"
 
 
 def grams(g: float) -> str:
@@ -65,3 +67,13 @@ def seconds(s: float) -> str:
         return f"{m} min {rest} s" if rest else f"{m} min"
     h, rest = divmod(round(s) // 60, 60)
     return f"{h} h {rest:02d} min"
+
+
+def intensity(g_per_kwh: float) -> str:
+    """Grid carbon intensity as a plain number: ``56.3 gCO2e/kWh``, ``412 gCO2e/kWh``."""
+    return f"{number(g_per_kwh, 3 if abs(g_per_kwh) < 1000 else 4)} gCO2e/kWh"
+
+
+def percent(share: float) -> str:
+    """A share (0..1) as a percentage: ``12.5 %``, ``0.32 %``, ``100 %``."""
+    return f"{number(share * 100, 3)} %"

@@ -45,3 +45,28 @@ def test_energy_power_and_time() -> None:
 def test_never_scientific_notation(value: float) -> None:
     for fmt in (humanize.grams, humanize.joules, humanize.kwh, humanize.watts):
         assert "e-" not in fmt(value) and "e+" not in fmt(value)
+
+
+def test_intensity_and_percent_are_plain_numbers() -> None:
+    assert [humanize.intensity(v) for v in (56.2345, 412.4, 1234.5, 0.0)] == [
+        "56.2 gCO2e/kWh",
+        "412 gCO2e/kWh",
+        "1,234 gCO2e/kWh",
+        "0 gCO2e/kWh",
+    ]
+    assert [humanize.percent(v) for v in (0.125, 0.0032, 1.0, 2e-7)] == [
+        "12.5 %",
+        "0.32 %",
+        "100 %",
+        "0.00002 %",
+    ]
+
+
+def test_pico_and_floating_point_residue() -> None:
+    assert humanize.grams(8.225e-11) == "82.25 pg"
+    residue = (0.1 + 0.2 - 0.3) * 1e-1  # 5.6e-18: what subtracting equal totals leaves
+    assert [humanize.joules(residue), humanize.grams(-4.4e-13), humanize.kwh(1e-16)] == [
+        "0 J",
+        "0 g",
+        "0 Wh",
+    ]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from agent import report
 from agent.attribution import attribute
@@ -15,6 +18,7 @@ from agent.config import AppRule, Config, StoreConfig
 from agent.records import ComponentReading, CpuActivity, IntensityValue, ProcessActivity
 from agent.scoring import Scorer
 from exporters.sqlite_store import SqliteStore
+from sci import humanize
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -71,7 +75,7 @@ def test_report_is_sum_over_sum_and_discloses_the_boundary(tmp_path: Path) -> No
         }
     ]
     md = built.to_markdown()
-    assert "gCO2e per request" in md and "Software boundary" in md and "idle policy" in md
+    assert "mg CO2e per request" in md and "Software boundary" in md and "idle policy" in md
     assert json.loads(built.to_json())["units"] == 101
 
 
@@ -96,3 +100,98 @@ def test_report_cli_formats_and_errors(tmp_path: Path) -> None:
         [*run, "--app", "web", "--since", "yesterday"], capture_output=True, text=True, timeout=60
     )
     assert since.returncode == 1 and "--since" in since.stderr
+
+
+def fill_small(path: Path, unit: str | None, ran: tuple[bool, ...]) -> None:
+    """Tiny intervals (millijoules, micrograms) of ``web``, which runs only where ``ran``."""
+    scorer = Scorer({"web": unit} if unit else {}, 0.001, 4.0, cpu_count=2)
+    results = []
+    for k, runs in enumerate(ran):
+        end = NOW - timedelta(minutes=10 - k)
+        procs = [ProcessActivity(1, 1, "gunicorn", "web", 50, 1 << 20)] if runs else []
+        readings = [ComponentReading("cpu", "cpu", "model", 0.05)]
+        r = attribute("web-1", end - timedelta(seconds=60), end, readings, CpuActivity(50, 100, 2),
+                      procs, 1 << 34)  # fmt: skip
+        grid = IntensityValue("FR", 56.0, "static", "average", end)
+        results.append(scorer.score(r, grid, {"web": 3.0} if runs else {}))
+    store = SqliteStore(path)
+    store.open()
+    store.write(results)
+    store.close()
+
+
+SCIENTIFIC = re.compile(r"\d[eE][-+]?\d")
+
+
+def test_report_numbers_have_si_prefixes_and_never_scientific_notation(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    fill_small(db, "request", (True, True))
+    built = report.build(config(db), "web", NOW - timedelta(hours=1), NOW)
+    assert built.energy_kwh < 1e-4 and built.sci_g_per_unit is not None  # tiny on purpose
+    md = built.to_markdown()
+    assert SCIENTIFIC.search(md) is None and "None" not in md, md
+    assert f"**SCI = {humanize.grams(built.sci_g_per_unit)} CO2e per request**" in md
+    assert humanize.grams(built.sci_g_per_unit).endswith((" µg", " ng", " mg"))
+    assert f"- Energy (E): {humanize.kwh(built.energy_kwh)}\n" in md
+    assert "- Grid intensity (I): 56 gCO2e/kWh (time-weighted)" in md
+    assert f"- Total carbon: {humanize.grams(built.carbon_g)} CO2e\n" in md
+    assert "- Functional unit (R): request; counted: 6\n" in md
+    raw = json.loads(built.to_json())  # JSON keeps raw numbers
+    assert raw["energy_kwh"] == built.energy_kwh and raw["sci_undefined_reason"] is None
+
+
+def test_report_without_a_unit_says_why_in_a_sentence_and_json_gives_the_reason(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "s.db"
+    fill_small(db, None, (True,))
+    cfg = Config(store=StoreConfig(path=str(db)), apps=(AppRule(name="web", exe="x"),))
+    built = report.build(cfg, "web", NOW - timedelta(hours=1), NOW)
+    md = built.to_markdown()
+    assert (
+        "**SCI: not defined — app web has no functional unit configured;"
+        ' add `unit = "request"` to its [[apps]] rule**'
+    ) in md
+    assert "undefined: no" not in md and "counted in the period" not in md
+    raw = json.loads(built.to_json())
+    assert raw["sci_g_per_unit"] is None
+    assert "no functional unit configured" in raw["sci_undefined_reason"]
+    idle = report.build(cfg, "_idle", NOW - timedelta(hours=1), NOW)
+    assert "_idle is the host's energy no application claims" in idle.to_markdown()
+
+
+def test_report_labels_the_apps_intervals_beside_the_periods(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    fill_small(db, "request", (True, False, True))
+    built = report.build(config(db), "web", NOW - timedelta(hours=1), NOW)
+    assert built.intervals == 2 and built.intensity_sources[0]["intervals"] == 3
+    md = built.to_markdown()
+    assert (
+        "- Intervals: 3 in the window asked for (every interval with a grid intensity,"
+        " whether the app ran or not); web ran in 2 of them\n"
+    ) in md
+    assert "(2 intervals)" not in md
+
+
+@pytest.mark.parametrize("since", ["0m", "0s", "-5m", "0.0h"])
+def test_since_must_be_a_positive_duration(since: str) -> None:
+    with pytest.raises(report.ReportError) as err:
+        report.parse_since(since)
+    assert str(err.value).startswith(
+        "--since: must be a positive duration such as 15m, 24h or 7d"
+    )
+
+
+def test_report_cli_refuses_since_zero(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    fill(db)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[store]\npath = "{db}"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(cfg), "report", "--app", "web",
+         "--since", "0m"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "--since: must be a positive duration such as 15m, 24h or 7d" in out.stderr
+    assert "--from must be before --to" not in out.stderr

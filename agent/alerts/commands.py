@@ -19,6 +19,7 @@ from agent.alerts.engine import OUTBOX_FILE, STATE_FILE
 from agent.alerts.formats import human
 from agent.alerts.outbox import Outbox
 from agent.alerts.state import AlertStatus, load_states
+from sci import humanize
 
 
 def list_alerts(cfg: AlertsConfig, host: str) -> str:
@@ -49,7 +50,8 @@ def list_alerts(cfg: AlertsConfig, host: str) -> str:
 def _condition(rule: AlertRuleConfig) -> str:
     scope = f" app={rule.app}" if rule.app else ""
     wait = f" for {rule.for_s:g}s" if rule.for_s else ""
-    return f"{rule.metric}{scope} {rule.op} {rule.threshold:g} over {rule.window_s:g}s{wait}"
+    threshold = humanize.number(rule.threshold, 6)  # 0.00002, never 2e-05
+    return f"{rule.metric}{scope} {rule.op} {threshold} over {rule.window_s:g}s{wait}"
 
 
 def _status_line(status: AlertStatus, rule: AlertRuleConfig) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 from agent.alerts.config import WebhookConfig
 from agent.alerts.model import FIRING, RESOLVED, Notification
 from agent.alerts.signing import webhook_headers
+from sci import humanize
 
 #: The ``version`` of the ``json`` body; bumped only when a field changes meaning.
 SCHEMA_VERSION = 1
@@ -253,7 +254,7 @@ def number(value: float) -> str:
         return text.rstrip("0").rstrip(".") if "." in text else text
     if size == 0:
         return "0"
-    return f"{value:.3g}"
+    return humanize.number(value, 3)  # 0.0000177, never 1.77e-05
 
 
 def duration(seconds: float) -> str:
