@@ -159,7 +159,7 @@ def test_json_body_has_every_documented_field() -> None:
         "reminder": False,
         "test": False,
     }
-    assert "0.0123 gCO2e/unit" in body["text"]
+    assert "12.3 mgCO2e/unit" in body["text"]
     gone = json.loads(render(resolved(n, T0 + 600), hook, T0 + 601).body)
     assert gone["state"] == "resolved"
     assert gone["ended_at"] == "2026-09-21T14:23:20Z"
@@ -172,7 +172,7 @@ def test_slack_text_reads_well_with_units() -> None:
     text = body["text"]
     assert "\n" not in text
     assert "[FIRING]" in text and "sci-high" in text and "web-1" in text and "checkout" in text
-    assert "0.0123 gCO2e/unit" in text and "above threshold 0.01 gCO2e/unit" in text
+    assert "12.3 mgCO2e/unit" in text and "above threshold 10 mgCO2e/unit" in text
     assert "over 5 min" in text
     assert text.endswith("<https://dash.example/app?app=checkout|Dashboard>")
     watts = notification(metric="host_watts", app=None, value=84.2468, threshold=80.0)
@@ -184,7 +184,7 @@ def test_slack_text_reads_well_with_units() -> None:
     none = json.loads(render(notification(value=None), hook, T0).body)["text"]
     assert "None" not in none and "no data" in none
     gone = json.loads(render(resolved(notification(), T0 + 60), hook, T0 + 60).body)["text"]
-    assert "[RESOLVED]" in gone and "0.008 gCO2e/unit" in gone
+    assert "[RESOLVED]" in gone and "8 mgCO2e/unit" in gone
 
 
 def test_slack_escapes_its_control_characters() -> None:
@@ -250,8 +250,8 @@ def test_alertmanager_alert_labels_annotations_and_times() -> None:
         "severity": "warning", "metric": "sci",
     }
     assert alert["annotations"]["summary"] == "SCI per request is too high"
-    assert alert["annotations"]["value"] == "0.0123 gCO2e/unit"
-    assert alert["annotations"]["threshold"] == "0.01 gCO2e/unit"
+    assert alert["annotations"]["value"] == "12.3 mgCO2e/unit"
+    assert alert["annotations"]["threshold"] == "10 mgCO2e/unit"
     assert "sci-high" in alert["annotations"]["description"]
     assert alert["startsAt"] == rfc3339(T0 - 120)
     assert alert["endsAt"] == rfc3339(T0 + 10 + ALERTMANAGER_HOLD_S)

@@ -64,8 +64,8 @@ def test_firing_is_held_then_resolved(alertmanager: AlertmanagerServer, outbox: 
             "severity": "warning", "metric": "sci",
         }
         assert alert["annotations"]["summary"] == "SCI per request is too high"
-        assert alert["annotations"]["value"] == "0.0123 gCO2e/unit"
-        assert alert["annotations"]["threshold"] == "0.01 gCO2e/unit"
+        assert alert["annotations"]["value"] == "12.3 mgCO2e/unit"
+        assert alert["annotations"]["threshold"] == "10 mgCO2e/unit"
         assert alert["generatorURL"] == firing.dashboard_url
         assert abs(unix(alert["startsAt"]) - firing.started_at) < 1
         assert abs(unix(alert["endsAt"]) - (time.time() + ALERTMANAGER_HOLD_S)) < 10

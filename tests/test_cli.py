@@ -102,7 +102,7 @@ def test_once_table_and_run_print_line_use_si_prefixes_never_scientific_notation
 def test_alerts_and_doctor_print_small_figures_without_scientific_notation(
     tmp_path: Path,
 ) -> None:
-    assert human("sci", 1.77291e-05, "request") == "0.0000177 gCO2e/request"
+    assert human("sci", 1.77291e-05, "request") == "17.73 µgCO2e/request"
     rule = AlertRuleConfig(name="tiny", metric="sci", threshold=2e-05, app="web")
     listed = list_alerts(AlertsConfig(state_dir=str(tmp_path), rules=(rule,)), "h")
     assert "sci app=web > 0.00002 over 300s" in listed, listed

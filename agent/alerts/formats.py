@@ -230,7 +230,7 @@ def unit_of(metric: str, functional_unit: str | None = None) -> str:
 
 
 def human(metric: str, value: float | None, functional_unit: str | None = None) -> str:
-    """``value`` with its unit for people: ``84.2 W``, ``+23.5 %``, ``0.0123 gCO2e/request``."""
+    """``value`` with its unit for people: ``84.2 W``, ``+23.5 %``, ``12.3 mgCO2e/request``."""
     if value is None or not math.isfinite(value):
         return "no data"
     if metric == "sci_change_pct":
@@ -239,6 +239,9 @@ def human(metric: str, value: float | None, functional_unit: str | None = None) 
         return duration(value)
     if metric == "spool_bytes":
         return _bytes(value)
+    if metric == "sci":  # SI prefixes: 17.7 µgCO2e/request, never 0.0000177
+        grams = humanize.grams(value)  # "17.7 µg"
+        return f"{grams}CO2e/{functional_unit or 'unit'}"
     unit = unit_of(metric, functional_unit)
     return f"{number(value)} {unit}" if unit else number(value)
 
