@@ -204,7 +204,7 @@ def test_fleet(run_app: object, store: Path, end: int, kind: str) -> None:
     assert set(data.HOSTILE_APPS) <= set(table["app"])
     # an app without a unit has no SCI: left out of the table, named in a note, never None
     assert "cron" not in set(table["app"])
-    assert "None" not in table.astype(str).to_numpy().ravel().tolist()
+    assert not {"None", "nan"} & {str(x) for x in table.to_numpy().ravel()}
     assert "no functional unit counted: cron" in captions(at)
     # the carbon headline says how it splits, as the Application page does
     operational = data.sci_sum(store, "operational_g", rng)
@@ -361,7 +361,7 @@ def test_numbers_read_as_people_write_them(run_app: object, page: str | None) ->
         shown = [str(m.value) for m in at.metric] + [str(m.label) for m in at.metric]
         shown += [str(c.value) for c in at.caption]
         for frame in at.dataframe:
-            shown += frame.value.astype(str).to_numpy().ravel().tolist()
+            shown += [str(x) for x in frame.value.to_numpy().ravel()]
         bad = [x for x in shown if BAD_NUMBER.search(x)]
         assert not bad, (kind, bad)
 
