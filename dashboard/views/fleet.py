@@ -114,7 +114,7 @@ def fleet() -> None:
             hide_index=True,
             column_config={
                 "change": st.column_config.TextColumn(help="SCI versus the previous period"),
-                "units": st.column_config.NumberColumn(format="%d"),
+                "units": st.column_config.NumberColumn(format="localized"),
             },
             key="fleet_sci",
         )
