@@ -17,8 +17,15 @@ import streamlit as st
 from dashboard import ui
 
 VIEWS = Path(__file__).resolve().parent / "views"
+#: The favicon, inline: Streamlit turns SVG markup into a data: URL. A ``:material/…:``
+#: or emoji icon would be fetched from a font CDN (a request leaked, and none offline).
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<path d="M2 14C2 6 7 2 14 2c0 7-4 12-12 12z" fill="#2E8B57"/>'
+    '<path d="M3 13 10 6" stroke="#fff" stroke-width="1.2"/></svg>'
+)
 
-st.set_page_config(page_title="sci-agent", page_icon=":material/eco:", layout="wide")
+st.set_page_config(page_title="sci-agent", page_icon=ICON, layout="wide")
 settings = ui.settings()
 ui.sidebar(settings, ui.source(settings))
 page = st.navigation(

@@ -52,7 +52,14 @@ def style(fig: go.Figure, title: str, y_title: str, x_title: str = TIME_AXIS) ->
         colorway=PALETTE,
     )
     fig.update_xaxes(title_text=plotly(x_title), showgrid=True)
-    fig.update_yaxes(title_text=plotly(y_title), rangemode="tozero", showgrid=True)
+    # plain ticks in the axis title's unit: never "500µ" on a g axis, never "1e-05"
+    fig.update_yaxes(
+        title_text=plotly(y_title),
+        rangemode="tozero",
+        showgrid=True,
+        exponentformat="none",
+        separatethousands=True,
+    )
     return fig
 
 
@@ -100,8 +107,10 @@ def lines(
     y_title: str,
     dash: str | None = None,
     bucket_ms: int | None = None,
+    dash_map: dict[str, str] | None = None,
 ) -> go.Figure:
-    """One line per ``color`` value (or one line), broken where a series has no data."""
+    """One line per ``color`` value (or one line), broken where a series has no data;
+    ``dash_map`` gives a ``dash`` value its line style (``"solid"``, ``"dot"``)."""
     if bucket_ms:
         df = with_gaps(df, color, bucket_ms)
     fig = px.line(
@@ -110,6 +119,7 @@ def lines(
         y=y,
         color=color,
         line_dash=dash,
+        line_dash_map={plotly(k): v for k, v in (dash_map or {}).items()},
         color_discrete_sequence=PALETTE,
     )
     fig.update_traces(line={"width": 1.8})
@@ -136,10 +146,11 @@ def ranking(
             marker_color=color,
             text=text,
             textposition="auto",
-            hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+            hovertemplate="%{y}: %{text}<extra></extra>" if text else "%{y}: %{x}<extra></extra>",
         )
     )
     fig = style(fig, title, "", x_title)
     fig.update_layout(hovermode="closest", height=max(HEIGHT, 60 + 28 * len(data)))
     fig.update_yaxes(title_text="", rangemode=None, showgrid=False, automargin=True)
+    fig.update_xaxes(exponentformat="none", separatethousands=True)
     return fig

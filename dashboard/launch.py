@@ -1,8 +1,9 @@
 """``sci-agent dashboard``: run the Streamlit app as a child process.
 
 ``python -m streamlit run dashboard/app.py --server.address HOST --server.port N
---server.headless true --browser.gatherUsageStats false -- --config PATH``; SIGTERM and
-SIGINT are passed on, and the child's exit status is returned.
+--server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
+-- --config PATH``; SIGTERM and SIGINT are passed on, and the child's exit status is
+returned. ``viewer`` hides Streamlit's "Deploy" button and developer menu.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def command(config_path: str | None, port: int, host: str) -> list[str]:
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",  # no "Deploy" button, no developer menu
     ]  # fmt: skip
     if config_path:
         argv += ["--", "--config", str(Path(config_path).resolve())]

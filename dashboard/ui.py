@@ -32,6 +32,7 @@ from dashboard.timerange import (
     fmt_ms,
     now_ms,
 )
+from sci import humanize
 
 #: A host is flagged as stopped after this many of its intervals with no data (and 30 s).
 STALE_INTERVALS = 3
@@ -206,22 +207,42 @@ class View:
     def q(self, method: str, *args: Any) -> Any:
         return query(self.src, method, *args)
 
+    def bucket_seconds(
+        self, df: pd.DataFrame, hosts: Sequence[str] | None = None, rng: TimeRange | None = None
+    ) -> pd.Series:
+        """The seconds of each row's bucket that have data: inside the range (``rng``,
+        default the page's), and not after the newest data of ``hosts``; NaN for none."""
+        rng = rng or self.rng
+        known = self.hosts if hosts is None else self.hosts[self.hosts["host"].isin(hosts)]
+        newest = int(known["last_ms"].max()) if not known.empty else rng.end_ms
+        start = df["time"].astype("datetime64[ms]").astype("int64")
+        lo = start.clip(lower=rng.start_ms)
+        hi = (start + rng.bucket_ms).clip(upper=min(rng.end_ms, newest))
+        return ((hi - lo) / 1000).where(hi > lo)
+
     def per_second(
         self, df: pd.DataFrame, columns: Sequence[str], hosts: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Sums per bucket → rates: each divided by the seconds of its bucket that have data
-        (inside the range, and not after the newest data of ``hosts``), so the first and
-        the still-filling last bucket read true instead of dipping."""
-        known = self.hosts if hosts is None else self.hosts[self.hosts["host"].isin(hosts)]
-        newest = int(known["last_ms"].max()) if not known.empty else self.rng.end_ms
-        start = df["time"].astype("datetime64[ms]").astype("int64")
-        lo = start.clip(lower=self.rng.start_ms)
-        hi = (start + self.rng.bucket_ms).clip(upper=min(self.rng.end_ms, newest))
-        seconds = ((hi - lo) / 1000).where(hi > lo)
+        (``bucket_seconds``), so the first and the still-filling last bucket read true
+        instead of dipping."""
+        seconds = self.bucket_seconds(df, hosts)
         out = df.copy()
         for column in columns:
             out[column] = df[column] / seconds
         return out.dropna(subset=list(columns))
+
+    def rate(
+        self, df: pd.DataFrame, column: str, rng: TimeRange | None = None
+    ) -> float:
+        """Σ ``column`` over the seconds that have data (the buckets holding rows), not
+        over the whole range: the mean of what ``per_second`` charts, weighted by time."""
+        if df.empty:
+            return math.nan
+        seconds = self.bucket_seconds(df, None, rng)
+        kept = seconds.notna()
+        total = float(seconds[kept].sum())
+        return float(df.loc[kept, column].sum()) / total if total > 0 else math.nan
 
 
 def view(s: dash_config.Settings, align: bool = True) -> View | None:
@@ -289,7 +310,9 @@ def stale_warnings(v: View, hosts: Sequence[str] | None = None) -> list[str]:
     for row in df[df["stale"]].itertuples():
         age = (v.now_ms - row.last_ms) / 1000
         every = (
-            f"; it reported every {row.interval_s:g} s" if row.interval_s == row.interval_s else ""
+            f"; it reported every {fmt_seconds(row.interval_s)}"
+            if row.interval_s == row.interval_s
+            else ""
         )
         st.warning(
             f"**{md(row.host)} stopped reporting**: last data {fmt_ms(row.last_ms)} UTC "
@@ -332,6 +355,19 @@ def totals(series: pd.DataFrame) -> pd.Series:
     )
 
 
+def first_app(names: list[str], totals: pd.DataFrame) -> str:
+    """The app a first visit opens on: the one with units and the most carbon, else the
+    one with the most energy, else the first name (never an app without an SCI when
+    one has it)."""
+    rows = totals[totals["app"].isin(names)]
+    counted = rows[rows["units"] > 0]
+    if not counted.empty:
+        return str(counted.sort_values(["carbon_g", "app"], ascending=[False, True]).iloc[0]["app"])
+    if not rows.empty:
+        return str(rows.sort_values(["energy_kwh", "app"], ascending=[False, True]).iloc[0]["app"])
+    return names[0]
+
+
 def real_apps(names: Sequence[str]) -> list[str]:
     """App names without the pseudo-apps (``_idle``, ``_unattributed``)."""
     return [a for a in names if not str(a).startswith(PSEUDO_PREFIX)]
@@ -340,41 +376,75 @@ def real_apps(names: Sequence[str]) -> list[str]:
 # -- number formats -------------------------------------------------------------------------
 
 
-def fmt_energy(kwh: float) -> str:
-    """``812.4 Wh``, ``12.35 kWh``, ``3.210 MWh``."""
-    if kwh != kwh:
-        return "–"
-    if abs(kwh) < 1:
-        return f"{kwh * 1000:.4g} Wh"
-    if abs(kwh) < 1000:
-        return f"{kwh:.4g} kWh"
-    return f"{kwh / 1000:.4g} MWh"
+def _missing(value: float | None) -> bool:
+    return value is None or value != value or not math.isfinite(value)
 
 
-def fmt_grams(g: float) -> str:
-    """``812.4 g``, ``12.35 kg``, ``3.210 t`` (CO2e)."""
-    if g != g:
-        return "–"
-    if abs(g) < 1000:
-        return f"{g:.4g} g"
-    if abs(g) < 1_000_000:
-        return f"{g / 1000:.4g} kg"
-    return f"{g / 1_000_000:.4g} t"
+def fmt_energy(kwh: float | None) -> str:
+    """``635 µWh``, ``812.4 Wh``, ``12.35 kWh`` (``sci.humanize``, as the CLI writes it)."""
+    return "–" if kwh is None or _missing(kwh) else humanize.kwh(kwh)
 
 
-def fmt_power(watts: float) -> str:
-    if watts != watts:
-        return "–"
-    return f"{watts:.4g} W" if abs(watts) < 1000 else f"{watts / 1000:.4g} kW"
+def fmt_grams(g: float | None) -> str:
+    """``458.4 µg``, ``812.4 g``, ``12.35 kg``, ``3.21 t`` (CO2e)."""
+    return "–" if g is None or _missing(g) else humanize.grams(g)
+
+
+def fmt_power(watts: float | None) -> str:
+    """``350 mW``, ``84.2 W``, ``1.2 kW``."""
+    return "–" if watts is None or _missing(watts) else humanize.watts(watts)
 
 
 def fmt_sci(value: float | None) -> str:
-    """Grams of CO2e per unit: ``0.0123 g``, ``0.405 mg`` (below 10 mg)."""
-    if value is None or value != value:
+    """Grams of CO2e per unit: ``12.3 mg``, ``405 µg``; ``–`` when there is no SCI."""
+    return fmt_grams(value)
+
+
+def fmt_number(value: float | None) -> str:
+    """A plain number, four significant digits, never ``1e-05``; ``–`` when missing."""
+    return "–" if value is None or _missing(value) else humanize.number(value)
+
+
+def fmt_seconds(value: float | None) -> str:
+    """An interval for people: ``5 s`` (not ``4.99998 s``), ``2 min 5 s``."""
+    if value is None or _missing(value):
         return "–"
-    if abs(value) >= 0.01:
-        return f"{value:.4g} g"
-    return f"{value * 1000:.4g} mg"
+    return humanize.seconds(round(value) if value >= 1 else value)
+
+
+#: Mass prefixes an axis may use: (label, grams per label unit).
+MASS_SCALES = (("µg", 1e-6), ("mg", 1e-3), ("g", 1.0), ("kg", 1e3), ("t", 1e6))
+#: Energy prefixes an axis may use: (label, kWh per label unit).
+ENERGY_SCALES = (("µWh", 1e-9), ("mWh", 1e-6), ("Wh", 1e-3), ("kWh", 1.0), ("MWh", 1e3))
+
+
+def scale_for(
+    values: Sequence[float] | pd.Series, scales: Sequence[tuple[str, float]]
+) -> tuple[str, float]:
+    """The prefix that puts the biggest value between 1 and 1,000 (as the headline's
+    formatter does), so a chart's axis and its headline say the same unit."""
+    finite = [abs(float(x)) for x in values if x == x and math.isfinite(float(x))]
+    biggest = max(finite, default=0.0)
+    chosen = next((s for s in scales if s[1] == 1.0), scales[0])
+    if biggest <= 0:
+        return chosen
+    for label, factor in scales:
+        if biggest >= factor * 0.9999:
+            chosen = (label, factor)
+    if biggest < scales[0][1]:
+        chosen = scales[0]
+    return chosen
+
+
+def carbon_split(operational_g: float, embodied_g: float) -> str:
+    """``Operational 2.359 g (21%) · embodied 8.849 g (79%)``."""
+    total = operational_g + embodied_g
+    if not total or total != total:
+        return f"Operational {fmt_grams(operational_g)} · embodied {fmt_grams(embodied_g)}"
+    return (
+        f"Operational {fmt_grams(operational_g)} ({operational_g / total:.0%}) · "
+        f"embodied {fmt_grams(embodied_g)} ({embodied_g / total:.0%})"
+    )
 
 
 def plural(unit: str) -> str:

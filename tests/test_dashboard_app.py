@@ -3,11 +3,16 @@ influxd holding the same data: real figures, honest states, hostile names."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
+import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import streamlit as st
@@ -18,6 +23,7 @@ from agent.config import Config
 from dashboard import ui
 from dashboard.escape import md, report_markdown
 from dashboard.export import report_csv
+from dashboard.sample_data import SampleSpec, fill_store
 from dashboard.timerange import TimeRange, fmt_ms
 from tests import dashboard_data as data
 from tests import servers
@@ -26,6 +32,10 @@ from tests.servers import InfluxdServer
 influxd = servers.influxd
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 KINDS = ["store", "influxdb"]
+#: A first run: 15 minutes of data on one model-estimated host; "agent" (first by name)
+#: counts no unit, the others count requests, jobs or inferences.
+FRESH_APPS = ("web", "api", "batch", "ml", "agent")
+FRESH_S = 900
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +47,24 @@ def end() -> int:
 def store(tmp_path_factory: pytest.TempPathFactory, end: int) -> Path:
     path = tmp_path_factory.mktemp("app-store") / "store.db"
     data.fill(path, end)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory, end: int) -> Path:
+    """A store as a first run leaves it: the last hour holds 15 minutes of data."""
+    path = tmp_path_factory.mktemp("fresh-store") / "store.db"
+    spec = SampleSpec(
+        hosts=1,
+        apps=len(FRESH_APPS),
+        days=FRESH_S / 86400,
+        interval_s=data.INTERVAL_S,
+        end_ms=end,
+        model_hosts=1,
+        stale_hosts=0,
+        app_names=FRESH_APPS,
+    )
+    fill_store(path, spec)
     return path
 
 
@@ -60,6 +88,7 @@ def configs(
     influxd: InfluxdServer,
     end: int,
     forecast_csv: tuple[Path, datetime],
+    fresh: Path,
 ) -> dict[str, Path]:
     data.fill_influx(influxd, end)
     influxd.create_database("nothing_yet")  # created, no agent has written yet
@@ -70,6 +99,7 @@ def configs(
         "store": data.config_toml(store, extra=grid),
         "influxdb": data.config_toml(store, influx=influxd, extra=grid),
         "empty-store": data.config_toml(folder / "missing.db"),
+        "fresh": data.config_toml(fresh),
         "empty-influxdb": data.config_toml(folder / "missing.db", influx=influxd).replace(
             f'influx_database = "{influxd.database}"', 'influx_database = "nothing_yet"'
         ),
@@ -115,6 +145,24 @@ def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
 
+def figure(at: AppTest, key: str) -> dict[str, Any]:
+    """The Plotly figure of the chart with ``key``."""
+    found = [c for c in at.get("plotly_chart") if key in c.proto.id]
+    assert found, f"no chart {key!r}"
+    spec: dict[str, Any] = json.loads(found[0].proto.spec)
+    return spec
+
+
+def values(array: Any) -> list[float]:
+    """A Plotly array: a list, or ``{"dtype", "bdata"}`` (base64 of the numbers)."""
+    if isinstance(array, dict):
+        import numpy as np
+
+        raw = base64.b64decode(array["bdata"])
+        return [float(x) for x in np.frombuffer(raw, dtype=np.dtype(array["dtype"]))]
+    return [float("nan") if x is None else float(x) for x in array]
+
+
 def last_range(at: AppTest) -> TimeRange:
     rng = at.session_state["last_range"]
     assert isinstance(rng, TimeRange)
@@ -151,8 +199,18 @@ def test_fleet(run_app: object, store: Path, end: int, kind: str) -> None:
     units = data.sci_sum(store, "units", rng, app="web")
     web_carbon = data.sci_sum(store, "operational_g + embodied_g", rng, app="web")
     assert web["unit"] == "request"
-    assert web["SCI (mg/unit)"] == pytest.approx(web_carbon / units * 1000, rel=1e-9)
+    assert web["SCI per unit"] == ui.fmt_sci(web_carbon / units)
+    assert web["carbon"] == ui.fmt_grams(web_carbon)
     assert set(data.HOSTILE_APPS) <= set(table["app"])
+    # an app without a unit has no SCI: left out of the table, named in a note, never None
+    assert "cron" not in set(table["app"])
+    assert not {"None", "nan"} & {str(x) for x in table.to_numpy().ravel()}
+    assert "no functional unit counted: cron" in captions(at)
+    # the carbon headline says how it splits, as the Application page does
+    operational = data.sci_sum(store, "operational_g", rng)
+    embodied = data.sci_sum(store, "embodied_g", rng)
+    assert ui.carbon_split(operational, embodied) in captions(at)
+    assert f"Operational {ui.fmt_grams(operational)} (" in captions(at)
 
 
 def test_fleet_host_filter(run_app: object, store: Path) -> None:
@@ -181,11 +239,14 @@ def test_host(run_app: object, store: Path, kind: str) -> None:
     assert at.selectbox(key="host_pick").value == "host-01"
     assert ui.MODEL_NOTE in captions(at)
     assert charts(at) == 3
+    assert [m.label for m in at.metric][1] == "Energy (estimated)"  # cpu, dram: the model
+    assert metric(at, "Interval") == "1 min"
 
     at.selectbox(key="host_pick").set_value("host-02").run()
     ok(at)
     assert ui.MODEL_NOTE not in captions(at)
     assert "gpu0 (nvml)" in captions(at)
+    assert metric(at, "Energy measured").endswith("Wh")
 
     at.selectbox(key="host_pick").set_value(data.HOSTILE_HOST).run()
     ok(at)
@@ -228,6 +289,14 @@ def test_application(run_app: object, store: Path, kind: str) -> None:
         delta = next(m for m in at.metric if m.label == f"SCI per {unit}").delta
         assert delta == ui.change(carbon / units, carbon_before / units_before)
         assert charts(at) == 4
+        sci = figure(at, "app_sci")
+        headline_unit = metric(at, f"SCI per {unit}").split()[-1]  # "mg"
+        assert sci["layout"]["yaxis"]["title"]["text"] == f"{headline_unit} CO2e per request"
+        assert sci["layout"]["yaxis"]["exponentformat"] == "none"  # no "500µ" ticks
+        dashes = {t["name"]: t["line"]["dash"] for t in sci["data"]}
+        assert dashes == {"this period": "solid", "previous period": "dot"}
+        components = figure(at, "app_components")["layout"]["yaxis"]["title"]["text"]
+        assert components.startswith("Energy (") and components.endswith("Wh)"), components
     assert ui.MODEL_NOTE in captions(at)  # web runs on host-01, estimated by the model
 
 
@@ -241,6 +310,75 @@ def test_application_units_and_no_unit(run_app: object) -> None:
     assert metric(at, "SCI") == "–"
     assert any("has no functional unit" in str(i.value) for i in at.info)
     assert charts(at) == 2  # energy by component, operational versus embodied
+
+
+def test_application_on_a_first_run(run_app: object, fresh: Path) -> None:
+    """15 minutes of data in the last hour: the page opens on the app with units and the
+    most carbon (not "agent", first by name, which has no SCI), and its units per second
+    are its units over the time that has data, what the chart shows, not over the hour."""
+    at = run_app("fresh", "views/application.py")  # type: ignore[operator]
+    ok(at)
+    rng = last_range(at)
+    sql = (
+        "SELECT app FROM sci WHERE ts_ms > ? AND ts_ms <= ? GROUP BY app HAVING sum(units) > 0"
+        " ORDER BY sum(operational_g + embodied_g) DESC LIMIT 1"
+    )
+    con = sqlite3.connect(fresh)
+    try:
+        (biggest,) = con.execute(sql, (rng.start_ms, rng.end_ms)).fetchone()
+    finally:
+        con.close()
+    assert biggest != "agent"
+    assert at.selectbox(key="app_pick").value == biggest
+    unit = {"web": "request", "api": "request", "batch": "job", "ml": "inference"}[biggest]
+    assert metric(at, f"SCI per {unit}") != "–"
+    units = data.sci_sum(fresh, "units", rng, app=biggest)
+    shown = float(metric(at, f"{ui.plural(unit).capitalize()} per second").replace(",", ""))
+    over_data = units / FRESH_S
+    # ÷ the data's 15 min, give or take the first bucket (old code: ÷ the hour, 4× less)
+    assert over_data * 0.85 <= shown <= over_data * 1.01, (shown, over_data)
+    ys = [y for y in values(figure(at, "app_units")["data"][0]["y"]) if y == y]
+    assert min(ys) * 0.99 <= shown <= max(ys) * 1.01
+
+    at.switch_page("views/host.py").run()
+    ok(at)
+    assert metric(at, "Energy (estimated)").endswith("Wh")  # every joule is modelled
+    assert "Energy measured" not in [m.label for m in at.metric]
+
+
+#: What a number must never look like on a page: "None", "nan", "1.77e-05".
+BAD_NUMBER = re.compile(r"\bNone\b|\bnan\b|(?<![\w/.-])\d+(\.\d+)?[eE][-+]?\d+\b")
+
+
+@pytest.mark.parametrize(
+    "page", [None, "views/host.py", "views/application.py", "views/grid.py", "views/report.py"]
+)
+def test_numbers_read_as_people_write_them(run_app: object, page: str | None) -> None:
+    """Every metric, caption and table cell: SI prefixes, no "None", no scientific notation."""
+    for kind in ("store", "fresh"):
+        at = run_app(kind, page)  # type: ignore[operator]
+        ok(at)
+        shown = [str(m.value) for m in at.metric] + [str(m.label) for m in at.metric]
+        shown += [str(c.value) for c in at.caption]
+        for frame in at.dataframe:
+            shown += [str(x) for x in frame.value.to_numpy().ravel()]
+        bad = [x for x in shown if BAD_NUMBER.search(x)]
+        assert not bad, (kind, bad)
+
+
+def test_formats_agree_with_the_cli() -> None:
+    """ui's formatters write what ``sci.humanize`` (the CLI) writes; "–" when missing."""
+    from sci import humanize
+
+    assert ui.fmt_sci(0.0002686) == humanize.grams(0.0002686) == "268.6 µg"
+    assert ui.fmt_grams(11.21) == "11.21 g" and ui.fmt_energy(0.06453) == "64.53 Wh"
+    assert ui.fmt_power(0.35) == "350 mW"
+    assert ui.fmt_seconds(4.99998) == "5 s" and ui.fmt_seconds(60.0) == "1 min"
+    assert ui.fmt_number(1.77291e-05) == "0.00001773"
+    assert [ui.fmt_sci(None), ui.fmt_grams(float("nan")), ui.fmt_number(None)] == ["–"] * 3
+    assert ui.scale_for([0.0002686], ui.MASS_SCALES) == ("µg", 1e-6)
+    assert ui.scale_for([0.0012, 0.0004], ui.MASS_SCALES) == ("mg", 1e-3)
+    assert ui.scale_for([0.0643], ui.ENERGY_SCALES) == ("Wh", 1e-3)
 
 
 # -- Grid ------------------------------------------------------------------------------------

@@ -311,7 +311,8 @@ def test_launch_command_binds_loopback_by_default(tmp_path: Path) -> None:
     assert argv[4].endswith("dashboard/app.py")
     assert argv[5:] == [
         "--server.address", "127.0.0.1", "--server.port", "8765", "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--", "--config", str(cfg.resolve()),
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+        "--", "--config", str(cfg.resolve()),
     ]  # fmt: skip
     assert "--" not in launch.command(None, 8501, "0.0.0.0")
 

@@ -4,6 +4,8 @@ Plotly charts and show no exception; screenshots go to ``test-artifacts/dashboar
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -22,6 +24,9 @@ from tests.dashboard_browser import (
     serve_dashboard,
 )
 from tests.servers import free_port
+
+#: What a number must never look like on a page: "None", "nan", "1.77e-05".
+BAD_NUMBER = re.compile(r"\bNone\b|\bnan\b|(?<![\w/.-])\d+(\.\d+)?[eE][-+]?\d+\b")
 
 #: page → (url path, Plotly charts it draws, text it must show)
 PAGES = {
@@ -93,8 +98,40 @@ def test_page_draws_its_charts(server: str, browser: object, page: str) -> None:
     assert not errors, [e.text for e in errors]
     plots = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")  # type: ignore[attr-defined]
     assert len(plots) == expected
+    body = driver.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+    assert not BAD_NUMBER.search(body), BAD_NUMBER.search(body)
+    # the launcher's --client.toolbarMode viewer: no "Deploy" button, no developer menu
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')  # type: ignore[attr-defined]
+    assert "Deploy" not in body
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{page}.png"))  # type: ignore[attr-defined]
+
+
+def test_pages_ask_nothing_of_the_internet(server: str, browser: object) -> None:
+    """Offline: every request a page makes goes to the dashboard itself (or is a data:
+    URL), the favicon included (a ``:material/…:`` page icon is fetched from a font CDN)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get_log("performance")  # type: ignore[attr-defined]  # forget earlier tests' requests
+    for path in ("", "host", "application"):
+        driver.get(f"{server}/{path}")  # type: ignore[attr-defined]
+        WebDriverWait(driver, 30, poll_frequency=0.25).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")  # type: ignore[attr-defined]
+        )
+        time.sleep(1.0)
+        icons = driver.find_elements(By.CSS_SELECTOR, 'link[rel~="icon"]')  # type: ignore[attr-defined]
+        hrefs = [i.get_attribute("href") for i in icons]
+        assert hrefs and all(h.startswith(("data:", server)) for h in hrefs), hrefs
+    urls = []
+    for entry in driver.get_log("performance"):  # type: ignore[attr-defined]
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    assert urls, "no request recorded"
+    outside = [u for u in urls if not u.startswith((server, "data:", "blob:", "ws://127.0.0.1"))]
+    assert not outside, outside
 
 
 def test_grid_over_a_day_marks_fallback_values(server: str, browser: object) -> None:

@@ -13,12 +13,11 @@ settings = ui.settings()
 st.title("Application")
 
 
-def pick_app(names: list[str], key: str = "app_pick") -> str:
-    """An app selectbox that remembers its choice across pages."""
+def pick_app(names: list[str], default: str, key: str = "app_pick") -> str:
+    """An app selectbox that remembers its choice across pages (``default`` at first)."""
     remembered = st.session_state.get("app_choice")
-    app = st.selectbox(
-        "Application", names, index=names.index(remembered) if remembered in names else 0, key=key
-    )
+    chosen = remembered if remembered in names else default
+    app = st.selectbox("Application", names, index=names.index(chosen), key=key)
     st.session_state["app_choice"] = app
     return str(app)
 
@@ -32,7 +31,7 @@ def application() -> None:
     if not names:
         st.info("No application has SCI rows yet on these hosts.")
         return
-    app = pick_app(names)
+    app = pick_app(names, ui.first_app(names, v.q("app_totals", v.filter, v.rng)))
     st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
     estimated = v.q("estimated_components", v.filter, v.rng)
     series = v.q("sci_over_time", v.filter, (app,), v.rng)
@@ -43,13 +42,13 @@ def application() -> None:
     r = ui.totals(series)  # the buckets' sums add up to the period's
     o = ui.totals(old_series) if not old_series.empty else pd.Series(dtype=float)
     unit = r["unit"] if isinstance(r["unit"], str) and r["unit"] else None
+    # units over the seconds that have data (not the whole range): the chart's mean
+    rate = v.rate(series, "units")
+    rate_before = v.rate(old_series, "units", v.rng.previous())
     series = v.per_second(series.assign(units_per_s=series["units"]), ["units_per_s"])
 
     def prev(column: str) -> float:
         return float(o[column]) if column in o else float("nan")
-
-    rate = float(r["units"]) / v.rng.seconds
-    rate_before = prev("units") / v.rng.seconds
     cols = st.columns(4)
     cols[0].metric(
         f"SCI per {md(unit)}" if unit else "SCI",
@@ -60,7 +59,7 @@ def application() -> None:
     )
     cols[1].metric(
         f"{md(ui.plural(unit or 'unit').capitalize())} per second",
-        f"{rate:.4g}",
+        ui.fmt_number(rate),
         ui.change(rate, rate_before),
         delta_color="normal",
     )
@@ -75,7 +74,9 @@ def application() -> None:
         ui.fmt_grams(float(r["carbon_g"])),
         ui.change(float(r["carbon_g"]), prev("carbon_g")),
         delta_color="inverse",
+        help="Operational (E × I) + embodied (M), versus the previous period",
     )
+    cols[3].caption(ui.carbon_split(float(r["operational_g"]), float(r["embodied_g"])))
 
     if unit is None:
         st.info(
@@ -90,14 +91,18 @@ def application() -> None:
                 old_series.assign(time=old_series["time"] + shift, period="previous period")
             )
         lines = pd.concat(parts)
+        # the headline's unit: if it says mg, the axis says mg
+        mass, factor = ui.scale_for([float(r["sci"])], ui.MASS_SCALES)
+        lines = lines.assign(sci=lines["sci"] / factor)
         fig = charts.lines(
             lines,
             "sci",
             "period",
             f"SCI per {unit} (per {ui.bucket_label(v.rng)})",
-            f"g CO2e per {unit}",
+            f"{mass} CO2e per {unit}",
             dash="period",
             bucket_ms=v.rng.bucket_ms,
+            dash_map={"this period": "solid", "previous period": "dot"},
         )
         st.plotly_chart(fig, key="app_sci")
         st.caption(
@@ -123,14 +128,17 @@ def application() -> None:
         used = energy.groupby("component")["joules"].transform("sum") > 0
         energy = energy[used]  # no empty gpu band on hosts without a GPU
         if not energy.empty:
-            watts = v.per_second(energy.assign(watts=energy["joules"]), ["watts"])
+            # energy per bucket, in the prefix its largest stacked bucket reads best in
+            kwh = energy.assign(kwh=energy["joules"] / 3.6e6)
+            stacked = kwh.groupby("time")["kwh"].sum()
+            label, factor = ui.scale_for(stacked, ui.ENERGY_SCALES)
             st.plotly_chart(
                 charts.stacked_area(
-                    watts,
-                    "watts",
+                    kwh.assign(energy=kwh["kwh"] / factor),
+                    "energy",
                     "component",
-                    f"Energy by component (mean per {ui.bucket_label(v.rng)})",
-                    "Power (W)",
+                    f"Energy by component (per {ui.bucket_label(v.rng)})",
+                    f"Energy ({label})",
                     colors=charts.PART_COLORS,
                 ),
                 key="app_components",
@@ -146,6 +154,10 @@ def application() -> None:
         if not split.empty:
             hourly = v.per_second(split, ["operational_g", "embodied_g"])
             hourly[["operational_g", "embodied_g"]] *= 3600
+            mass, factor = ui.scale_for(
+                hourly["operational_g"] + hourly["embodied_g"], ui.MASS_SCALES
+            )
+            hourly[["operational_g", "embodied_g"]] /= factor
             long = hourly.melt("time", var_name="part", value_name="grams")
             long["part"] = long["part"].map(
                 {"operational_g": "operational (E × I)", "embodied_g": "embodied (M)"}
@@ -156,7 +168,7 @@ def application() -> None:
                     "grams",
                     "part",
                     f"Operational versus embodied (mean per {ui.bucket_label(v.rng)})",
-                    "Carbon (g CO2e per hour)",
+                    f"Carbon ({mass} CO2e per hour)",
                     colors={
                         "operational (E × I)": charts.PART_COLORS["operational"],
                         "embodied (M)": charts.PART_COLORS["embodied"],
@@ -164,12 +176,7 @@ def application() -> None:
                 ),
                 key="app_carbon",
             )
-            total = float(r["carbon_g"]) or float("nan")
-            st.caption(
-                f"Operational {ui.fmt_grams(float(r['operational_g']))} "
-                f"({float(r['operational_g']) / total:.0%}) · embodied "
-                f"{ui.fmt_grams(float(r['embodied_g']))} ({float(r['embodied_g']) / total:.0%})"
-            )
+            st.caption(ui.carbon_split(float(r["operational_g"]), float(r["embodied_g"])))
             ui.model_note(estimated)
 
 

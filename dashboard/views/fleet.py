@@ -49,6 +49,9 @@ def fleet() -> None:
         delta_color="inverse",
         help="Operational (E × I) + embodied (M), g CO2e, vs the previous period",
     )
+    cols[3].caption(
+        ui.carbon_split(float(totals["operational_g"].sum()), float(totals["embodied_g"].sum()))
+    )
 
     power = v.q("power_by_component", v.filter, v.rng)
     if not power.empty:
@@ -72,27 +75,29 @@ def fleet() -> None:
     picked = st.multiselect("Applications", names, key="fleet_apps", placeholder="All applications")
     apps = totals[totals["app"].isin(picked or names)]
     left, right = st.columns(2)
+    energy_unit, per_kwh = ui.scale_for(apps["energy_kwh"], ui.ENERGY_SCALES)
+    mass, per_g = ui.scale_for(apps["carbon_g"], ui.MASS_SCALES)
     with left:
         st.plotly_chart(
             charts.ranking(
-                apps.assign(wh=apps["energy_kwh"] * 1000),
-                "wh",
+                apps.assign(energy=apps["energy_kwh"] / per_kwh),
+                "energy",
                 "app",
                 "Energy by application",
-                "Energy (Wh)",
-                fmt=lambda wh: ui.fmt_energy(wh / 1000),
+                f"Energy ({energy_unit})",
+                fmt=lambda x: ui.fmt_energy(x * per_kwh),
             ),
             key="fleet_energy_rank",
         )
     with right:
         st.plotly_chart(
             charts.ranking(
-                apps,
-                "carbon_g",
+                apps.assign(carbon=apps["carbon_g"] / per_g),
+                "carbon",
                 "app",
                 "Carbon by application",
-                "Carbon (g CO2e)",
-                fmt=ui.fmt_grams,
+                f"Carbon ({mass} CO2e)",
+                fmt=lambda x: ui.fmt_grams(x * per_g),
                 color="#8E6C8A",
             ),
             key="fleet_carbon_rank",
@@ -100,48 +105,55 @@ def fleet() -> None:
     ui.model_note(estimated)
 
     st.subheader("SCI per application")
-    table, scale = sci_table(apps, before)
-    st.dataframe(
-        table,
-        hide_index=True,
-        column_config={
-            f"SCI ({scale}/unit)": st.column_config.NumberColumn(format="%.4g"),
-            f"previous ({scale}/unit)": st.column_config.NumberColumn(format="%.4g"),
-            "change": st.column_config.TextColumn(help="SCI versus the previous period"),
-            "carbon (g)": st.column_config.NumberColumn(format="%.4g"),
-            "units": st.column_config.NumberColumn(format="%d"),
-        },
-        key="fleet_sci",
+    table = sci_table(apps, before)
+    if table.empty:
+        st.info("No application in this choice counts functional units, so none has an SCI.")
+    else:
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={
+                "change": st.column_config.TextColumn(help="SCI versus the previous period"),
+                "units": st.column_config.NumberColumn(format="localized"),
+            },
+            key="fleet_sci",
+        )
+    unitless = sorted(str(a) for a in apps[~(apps["units"] > 0)]["app"])
+    note = (
+        f" Not shown, no functional unit counted: {', '.join(md(a) for a in unitless)} "
+        "(give the app's `[[apps]]` rule a `unit` and push counts)."
+        if unitless
+        else ""
     )
     st.caption(
         "SCI = (E × I + M) per R: the period's carbon summed over its units, never a mean of "
-        "interval ratios. ↑ is worse (more carbon per unit)."
+        "interval ratios. ↑ is worse (more carbon per unit)." + note
     )
 
 
-def sci_table(apps: pd.DataFrame, before: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """One row per app: its unit, SCI now and before (in g, or mg when all are below
-    10 mg), and the change; returns the table and the mass unit it uses."""
+def sci_table(apps: pd.DataFrame, before: pd.DataFrame) -> pd.DataFrame:
+    """One row per app that counted units: its unit, SCI now and before, the change, its
+    carbon and units; every figure written as ``ui`` writes it (``12.3 mg``, ``–``)."""
     prev = before.set_index("app")["sci"] if not before.empty else pd.Series(dtype=float)
-    biggest = apps["sci"].abs().max()
-    scale, factor = ("mg", 1000.0) if biggest == biggest and biggest < 0.01 else ("g", 1.0)
     rows = []
-    for r in apps.sort_values("carbon_g", ascending=False).itertuples():
+    counted = apps[apps["units"] > 0]
+    for r in counted.sort_values("carbon_g", ascending=False).itertuples():
         old = float(prev.get(r.app, float("nan")))
         delta = ui.change(r.sci, old)
         arrow = "" if delta is None else ("↑ " if r.sci > old else "↓ ")
         rows.append(
             {
                 "app": r.app,
-                "unit": r.unit or "(none configured)",
-                f"SCI ({scale}/unit)": r.sci * factor,
-                f"previous ({scale}/unit)": old * factor,
+                "unit": r.unit if isinstance(r.unit, str) and r.unit else "–",
+                "SCI per unit": ui.fmt_sci(r.sci),
+                "previous": ui.fmt_sci(old),
                 "change": f"{arrow}{delta}" if delta else "–",
-                "carbon (g)": r.carbon_g,
+                "carbon": ui.fmt_grams(r.carbon_g),
                 "units": r.units,
             }
         )
-    return pd.DataFrame(rows), scale
+    columns = ["app", "unit", "SCI per unit", "previous", "change", "carbon", "units"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 fleet()

@@ -40,11 +40,13 @@ def host_page() -> None:
     cols[0].metric(
         "Power now" if not row["stale"] else "Power (last data)", ui.fmt_power(row["watts"])
     )
-    cols[1].metric("Energy measured", ui.fmt_energy(total_j / 3.6e6))
-    cols[2].metric("Idle share", f"{idle_share:.1%}" if idle_share == idle_share else "–")
-    cols[3].metric(
-        "Interval", f"{row['interval_s']:g} s" if row["interval_s"] == row["interval_s"] else "–"
+    cols[1].metric(
+        energy_label(list(estimated["source"])),
+        ui.fmt_energy(total_j / 3.6e6),
+        help=f"Components: {sources}",
     )
+    cols[2].metric("Idle share", f"{idle_share:.1%}" if idle_share == idle_share else "–")
+    cols[3].metric("Interval", ui.fmt_seconds(float(row["interval_s"])))
     st.caption(f"Components: {sources}")
 
     power = v.q("power_by_component", [host], v.rng)
@@ -95,33 +97,41 @@ def host_page() -> None:
     if top.empty:
         st.info("No per-process rows for this host in the period.")
         return
+    kwh = top["joules"] / 3.6e6
+    energy_unit, per_kwh = ui.scale_for(kwh, ui.ENERGY_SCALES)
     top = top.assign(
         label=[f"{p} ({a})" for p, a in zip(top["process"], top["app"], strict=True)],
-        wh=top["joules"] / 3600,
+        energy=kwh / per_kwh,
+        shown=[ui.fmt_energy(x) for x in kwh],
     )
     st.plotly_chart(
         charts.ranking(
             top,
-            "wh",
+            "energy",
             "label",
             "Top processes by energy",
-            "Energy (Wh)",
-            fmt=lambda wh: ui.fmt_energy(wh / 1000),
+            f"Energy ({energy_unit})",
+            fmt=lambda x: ui.fmt_energy(x * per_kwh),
         ),
         key="host_top",
     )
     ui.model_note(estimated, [host])
     st.dataframe(
-        top[["process", "app", "wh", "cpu_s"]].rename(
-            columns={"wh": "energy (Wh)", "cpu_s": "CPU time (s)"}
+        top[["process", "app", "shown", "cpu_s"]].rename(
+            columns={"shown": "energy", "cpu_s": "CPU time (s)"}
         ),
         hide_index=True,
-        column_config={
-            "energy (Wh)": st.column_config.NumberColumn(format="%.4g"),
-            "CPU time (s)": st.column_config.NumberColumn(format="%.1f"),
-        },
+        column_config={"CPU time (s)": st.column_config.NumberColumn(format="%.1f")},
         key="host_top_table",
     )
+
+
+def energy_label(sources: list[str]) -> str:
+    """``Energy measured`` only when no component is estimated by the power model."""
+    modelled = [s for s in sources if s == "model"]
+    if sources and len(modelled) == len(sources):
+        return "Energy (estimated)"
+    return "Energy (partly estimated)" if modelled else "Energy measured"
 
 
 host_page()

@@ -23,10 +23,12 @@ def report_page() -> None:
         st.info("No application has SCI rows yet.")
         return
     remembered = st.session_state.get("app_choice")
+    if remembered not in names:
+        remembered = ui.first_app(names, v.q("app_totals", None, v.rng))
     app = st.selectbox(
         "Application",
         names,
-        index=names.index(remembered) if remembered in names else 0,
+        index=names.index(remembered),
         key="report_app",
     )
     st.session_state["app_choice"] = app
