@@ -170,8 +170,13 @@ class SciReport:
         """The app's interval count beside the grid's, each labelled."""
         ran = f"{self.app} ran in {self.intervals} of them"
         grid = sum(int(s["intervals"]) for s in self.intensity_sources)
+        if len(self.hosts) > 1 or self.intervals > grid:  # rows of several hosts add up
+            ran = (
+                f"{self.app} has {self.intervals} interval rows, summed over"
+                f" {len(self.hosts)} host{'s' if len(self.hosts) != 1 else ''}"
+            )
         if not grid:
-            return f"{self.app} ran in {self.intervals}"
+            return ran
         return (
             f"{grid} in the window asked for (every interval with a grid intensity,"
             f" whether the app ran or not); {ran}"

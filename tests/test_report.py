@@ -173,6 +173,19 @@ def test_report_labels_the_apps_intervals_beside_the_periods(tmp_path: Path) -> 
     assert "(2 intervals)" not in md
 
 
+def test_two_hosts_never_read_as_an_app_running_in_more_intervals_than_the_window() -> None:
+    built = report.SciReport(
+        app="api", unit="request", period_start="a", period_end="b",
+        hosts=["host-01", "host-02"], intervals=714, sci_g_per_unit=1e-4, carbon_g=1.0,
+        energy_kwh=0.1, intensity_gco2_per_kwh=40.0, operational_g=0.5, embodied_g=0.5,
+        units=10_000.0, intensity_sources=[{"zone": "FR", "provider": "csv",
+        "signal": "average", "intervals": 357, "fallback_intervals": 0}],
+    )  # fmt: skip
+    md = built.to_markdown()
+    assert "ran in 714 of them" not in md  # the dashboard showed "ran in 714" of 357
+    assert "api has 714 interval rows, summed over 2 hosts" in md
+
+
 @pytest.mark.parametrize("since", ["0m", "0s", "-5m", "0.0h"])
 def test_since_must_be_a_positive_duration(since: str) -> None:
     with pytest.raises(report.ReportError) as err:
