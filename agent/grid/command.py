@@ -23,7 +23,7 @@ def intensity_command(
     exit code is 0, a fallback value included. A bad ``--zone``/``--region`` or config
     raises ``ConfigError`` (a ``ValueError``) naming the option or key.
     """
-    chain = build_chain(_override(config, zone, region))
+    chain = build_chain(override(config, zone, region))
     chain.refresh(force=True)
     value = chain.current()
     errors = chain.last_errors
@@ -50,7 +50,8 @@ def describe(value: IntensityValue) -> str:
     return f"for {value.time:%Y-%m-%d %H:%M} UTC"
 
 
-def _override(config: GridConfig, zone: str | None, region: str | None) -> GridConfig:
+def override(config: GridConfig, zone: str | None, region: str | None) -> GridConfig:
+    """``config`` for ``--zone`` or ``--region`` (at most one); ``ConfigError`` naming it."""
     if zone and region:
         raise ConfigError("--zone/--region: give one, not both")
     if zone:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from agent.config import ConfigError, GridConfig
-from agent.grid import ProviderError, build_chain, resolve_region
-from agent.grid.builtin import BuiltinProvider
+from agent.grid import build_chain
 from agent.grid.chain import IntensityChain
+from agent.grid.command import override
 from agent.grid.forecast import Forecast, Window, chain_forecast, forecast_end, greenest_window
 from agent.grid.forecast import window_mean as mean_over
 from agent.records import IntensityValue, utc_now
@@ -194,21 +194,6 @@ def describe_plan(plan: Plan) -> str:
             f"{span(plan.until - plan.now)} asked"
         )
     return "\n".join(lines)
-
-
-def override(config: GridConfig, zone: str | None, region: str | None) -> GridConfig:
-    """``config`` for ``--zone`` or ``--region`` (at most one); ``ConfigError`` naming it."""
-    if zone and region:
-        raise ConfigError("--zone/--region: give one, not both")
-    if zone:
-        try:
-            BuiltinProvider().fetch(zone)  # a zone the last resort knows
-        except ProviderError as exc:
-            raise ConfigError(f"--zone: {exc.message}") from None
-        return replace(config, zone=zone, region=None)
-    if region:
-        return replace(config, zone=resolve_region(region, key="--region"), region=region)
-    return config
 
 
 def _iso(t: datetime) -> str:
