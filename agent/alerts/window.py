@@ -195,8 +195,9 @@ class MetricWindow:
         """Fold intervals (in time order) into every ring."""
         with self._lock:
             for summary in summaries:
-                slots = [(self._slot(app), t) for app, t in summary.apps.items()]
+                slots = []
                 for app, t in summary.apps.items():
+                    slots.append((self._slot(app), t))
                     if t.unit is not None:
                         self._units[app] = t.unit
                 for ring in self._rings.values():
