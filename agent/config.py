@@ -21,73 +21,61 @@ import socket
 import stat
 import tomllib
 import types
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from agent.alerts.config import AlertsConfig, validate_alerts
+from agent.config_check import ConfigError as ConfigError
+from agent.config_check import positive as _positive
+from agent.config_check import redact_url
+from agent.grid.carbonaware import CarbonAwareConfig as CarbonAwareConfig
+from agent.grid.csvfile import CsvGridConfig as CsvGridConfig
+from agent.grid.electricitymaps import ElectricityMapsConfig as ElectricityMapsConfig
+from agent.grid.registry import PROVIDERS as _PROVIDERS
+from agent.grid.ukgrid import UkGridConfig as UkGridConfig
+from agent.grid.watttime import WattTimeConfig as WattTimeConfig
+from agent.plugins import Sections
+from agent.sensors.model import ModelConfig as ModelConfig
+from agent.sensors.nvml import NvmlConfig as NvmlConfig
+from agent.sensors.rapl import RaplConfig as RaplConfig
+from agent.sensors.registry import SENSORS
+from exporters.sinks import SINKS
+from exporters.sinks.influxdb import INFLUX_APIS as INFLUX_APIS
+from exporters.sinks.influxdb import InfluxConfig as InfluxConfig
+from exporters.sinks.influxdb import validate_influx as validate_influx
+from exporters.sinks.jsonl import JsonlConfig as JsonlConfig
+from exporters.sinks.store import StoreConfig as StoreConfig
 from sci.embodied import DEFAULT_LIFESPAN_YEARS
+
+# The sections of plugins (``RaplConfig``, ``InfluxConfig``…) are imported above so that
+# ``from agent.config import RaplConfig`` goes on working; each lives beside its plugin.
 
 ENV_CONFIG = "SCI_AGENT_CONFIG"
 
+_redact_url = redact_url  # the name ``agent.cli`` uses
+
 log = logging.getLogger("sci_agent.config")
 
-PROVIDERS = ("static", "builtin", "electricitymaps", "ukgrid", "watttime", "carbonaware", "csv")
 IDLE_POLICIES = ("capacity", "full", "separate", "proportional")  # proportional: old name of full
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the key and what is wrong."""
+@dataclass(frozen=True, init=False)
+class SensorsConfig(Sections):
+    """``[sensors]``: one ``[sensors.NAME]`` table per registered sensor, and these keys."""
 
-
-@dataclass(frozen=True)
-class RaplConfig:
-    enabled: bool = True
-    root: str = "/sys/class/powercap"
-
-
-@dataclass(frozen=True)
-class NvmlConfig:
-    enabled: bool = True
-    idle_watts: float | None = None  # learned from idle intervals when unset
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Published power-model coefficients for hosts with no energy counters."""
-
-    enabled: bool = True
-    tdp_w: float | None = None  # else looked up from the CPU model name
-    cpu_model: str | None = None  # else read from /proc/cpuinfo
-    # A pair; unset: CCF's row for this CPU's microarchitecture, else CCF's average
-    min_w_per_vcpu: float | None = None
-    max_w_per_vcpu: float | None = None
-    memory_w_per_gb: float = 0.392
-
-
-@dataclass(frozen=True)
-class SensorsConfig:
-    rapl: RaplConfig = field(default_factory=RaplConfig)
-    nvml: NvmlConfig = field(default_factory=NvmlConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     state_dir: str = "var/state"  # learned static floors, kept across restarts
     static_watts: dict[str, float] = field(default_factory=dict)  # component → zero-load W
+
+
+SensorsConfig = SENSORS.compose(SensorsConfig)  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
 class ProcfsConfig:
     root: str = "/proc"
     sys_root: str = "/sys"  # for CPU topology (package of each CPU)
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    enabled: bool = True
-    path: str = "var/sci-agent.db"
-    retention_days: float = 30
-    top_processes: int = 20  # per-process rows kept per interval, plus one "other"
 
 
 @dataclass(frozen=True)
@@ -102,56 +90,21 @@ class AppRule:
     unit: str | None = None  # the functional unit R of its SCI (request, inference…)
 
 
-@dataclass(frozen=True)
-class ElectricityMapsConfig:
-    base_url: str = "https://api.electricitymap.org/v3"
-    token: str | None = None
-    ttl_s: float = 900
+@dataclass(frozen=True, init=False)
+class GridConfig(Sections):
+    """Where the carbon intensity I comes from; ``builtin`` is always the last resort.
 
-
-@dataclass(frozen=True)
-class UkGridConfig:
-    base_url: str = "https://api.carbonintensity.org.uk"
-    region_id: int | None = None  # 1-17 for a DNO region; unset: national
-    postcode: str | None = None  # outward code, e.g. "RG10"
-    ttl_s: float = 900
-
-
-@dataclass(frozen=True)
-class WattTimeConfig:
-    base_url: str = "https://api.watttime.org"
-    username: str | None = None
-    password: str | None = None
-    region: str | None = None  # a WattTime balancing authority, e.g. CAISO_NORTH
-    ttl_s: float = 300
-
-
-@dataclass(frozen=True)
-class CarbonAwareConfig:
-    base_url: str = "http://127.0.0.1:8080"
-    location: str | None = None  # else the grid zone or region
-    ttl_s: float = 900
-
-
-@dataclass(frozen=True)
-class CsvGridConfig:
-    path: str | None = None
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    """Where the carbon intensity I comes from; ``builtin`` is always the last resort."""
+    One ``[grid.NAME]`` table per registered provider that has settings, and these keys.
+    """
 
     zone: str | None = None  # e.g. FR, DE, GB, US-CAL-CISO
     region: str | None = None  # e.g. aws:eu-west-3, gcp:europe-west1, azure:westeurope
     providers: tuple[str, ...] = ("builtin",)
     intensity_gco2_per_kwh: float | None = None  # for the static provider
     timeout_s: float = 5.0
-    electricitymaps: ElectricityMapsConfig = field(default_factory=ElectricityMapsConfig)
-    ukgrid: UkGridConfig = field(default_factory=UkGridConfig)
-    watttime: WattTimeConfig = field(default_factory=WattTimeConfig)
-    carbonaware: CarbonAwareConfig = field(default_factory=CarbonAwareConfig)
-    csv: CsvGridConfig = field(default_factory=CsvGridConfig)
+
+
+GridConfig = _PROVIDERS.compose(GridConfig)  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -199,87 +152,6 @@ class ScrapeConfig:
     interval_s: float = 15.0
 
 
-INFLUX_APIS = ("v1", "v2")
-
-
-@dataclass(frozen=True)
-class InfluxConfig:
-    """An InfluxDB 1.x (``/write``) or 2.x-compatible (``/api/v2/write``) server."""
-
-    enabled: bool = False
-    url: str = "http://127.0.0.1:8086"
-    api: str = "v2"  # "v2": token/org/bucket (InfluxDB 2, 3, Cloud, VictoriaMetrics); "v1"
-    # api = "v2"
-    token: str | None = None
-    org: str | None = None
-    bucket: str | None = None
-    # api = "v1"
-    database: str | None = None
-    retention_policy: str | None = None  # unset: the database's default
-    username: str | None = None
-    password: str | None = None
-    # delivery
-    batch_size: int = 5000  # lines per request
-    flush_interval_s: float = 1.0
-    timeout_s: float = 10.0
-    gzip: bool = True
-    verify_tls: bool = True
-    top_processes: int = 20  # per-process points kept per interval, plus one "other"
-
-
-def validate_influx(cfg: InfluxConfig, prefix: str = "influxdb") -> None:
-    """Check values beyond their types; raise ``ValueError`` naming the key.
-
-    Shapes (url, api, numbers) are checked even while disabled; what a server needs
-    (bucket, org, database) only once ``enabled``: a half-written section that is off
-    does not stop the agent.
-    """
-    if cfg.api not in INFLUX_APIS:
-        raise ValueError(f"{prefix}.api: must be v1 or v2, got {cfg.api!r}")
-    shown = _redact_url(cfg.url)
-    try:
-        parts = urllib.parse.urlsplit(cfg.url)
-    except ValueError as exc:  # an unclosed IPv6 bracket
-        raise ValueError(f"{prefix}.url: not a URL ({exc}): {shown!r}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{prefix}.url: must start with http:// or https://, got {shown!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
-    except ValueError:
-        raise ValueError(f"{prefix}.url: invalid port in {shown!r}") from None
-    if not parts.hostname:
-        raise ValueError(f"{prefix}.url: no host in {shown!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{prefix}.url: must not carry a query or fragment, got {shown!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{prefix}.url: put credentials in token or username/password")
-    if cfg.batch_size < 1:
-        raise ValueError(f"{prefix}.batch_size: must be 1 or more, got {cfg.batch_size}")
-    for key in ("flush_interval_s", "timeout_s"):
-        value = getattr(cfg, key)
-        if not value > 0:
-            raise ValueError(f"{prefix}.{key}: must be greater than 0, got {value}")
-    if cfg.top_processes < 0:
-        raise ValueError(f"{prefix}.top_processes: must be 0 or more")
-    other = "v1" if cfg.api == "v2" else "v2"
-    other_keys = (
-        ("database", "retention_policy", "username", "password")
-        if cfg.api == "v2"
-        else ("token", "org", "bucket")
-    )
-    for key in other_keys:
-        if getattr(cfg, key) is not None:
-            raise ValueError(f'{prefix}.{key}: only used with api = "{other}"')
-    if cfg.password is not None and not cfg.username:
-        raise ValueError(f"{prefix}.username: required when password is set")
-    if not cfg.enabled:
-        return
-    required = ("org", "bucket") if cfg.api == "v2" else ("database",)
-    for key in required:
-        if not getattr(cfg, key):
-            raise ValueError(f'{prefix}.{key}: required by api = "{cfg.api}"')
-
-
 @dataclass(frozen=True)
 class SpoolConfig:
     """The durable buffer between the sampling loop and network sinks."""
@@ -287,13 +159,6 @@ class SpoolConfig:
     dir: str = "var/spool"  # one folder per network sink below it
     max_mb: float = 256
     flush_deadline_s: float = 5.0  # on SIGTERM, flush this long, then keep the rest
-
-
-@dataclass(frozen=True)
-class JsonlConfig:
-    """One JSON object per interval (the ``once --json`` object) to a file or stdout."""
-
-    path: str | None = None  # "-" for stdout; unset: off
 
 
 DASHBOARD_SOURCES = ("store", "influxdb")
@@ -333,26 +198,28 @@ class LogConfig:
     level: str = "info"
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass(frozen=True, init=False)
+class Config(Sections):
+    """The whole configuration: these sections, and one table per registered sink."""
+
     host: str = field(default_factory=socket.gethostname)
     interval_s: float = 5.0
     max_process_names_per_day: int = 200  # distinct process series per host per day, all sinks
     sensors: SensorsConfig = field(default_factory=SensorsConfig)
     procfs: ProcfsConfig = field(default_factory=ProcfsConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
     apps: tuple[AppRule, ...] = ()
     grid: GridConfig = field(default_factory=GridConfig)
     embodied: EmbodiedConfig = field(default_factory=EmbodiedConfig)
     sci: SciConfig = field(default_factory=SciConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     scrape: tuple[ScrapeConfig, ...] = ()
-    influxdb: InfluxConfig = field(default_factory=InfluxConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
-    jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+
+Config = SINKS.compose(Config)  # type: ignore[misc]
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -458,46 +325,24 @@ def _resolve_paths(obj: T, data: Any, base: Path) -> T:
 
 
 def validate(cfg: Config) -> Config:
-    """Check values beyond their types; raise ``ConfigError`` naming the key."""
+    """Check values beyond their types; raise ``ConfigError`` naming the key.
+
+    Each registered plugin checks its own section (``SENSORS``, ``PROVIDERS``, ``SINKS``);
+    the checks of the other sections are the ``_validate_*`` functions below.
+    """
     _check_numbers(cfg, lower=False)  # finite and not too large, before any arithmetic
     _positive("interval_s", cfg.interval_s)
     if not cfg.host.strip():
         raise ConfigError("host: must not be empty")
-    _positive("store.retention_days", cfg.store.retention_days)
-    if cfg.store.top_processes < 0:
-        raise ConfigError("store.top_processes: must be 0 or more")
     if cfg.max_process_names_per_day < 1:
         raise ConfigError("max_process_names_per_day: must be 1 or more")
-    model = cfg.sensors.model
-    for key in ("min_w_per_vcpu", "max_w_per_vcpu", "memory_w_per_gb"):
-        value = getattr(model, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"sensors.model.{key}: must be 0 or more")
-    if (model.min_w_per_vcpu is None) != (model.max_w_per_vcpu is None):
-        missing = "max_w_per_vcpu" if model.max_w_per_vcpu is None else "min_w_per_vcpu"
-        raise ConfigError(
-            f"sensors.model.{missing}: set min_w_per_vcpu and max_w_per_vcpu together"
-        )
-    if model.max_w_per_vcpu is not None and model.max_w_per_vcpu < (model.min_w_per_vcpu or 0):
-        raise ConfigError("sensors.model.max_w_per_vcpu: must be ≥ min_w_per_vcpu")
-    if model.tdp_w is not None:
-        _positive("sensors.model.tdp_w", model.tdp_w)
-    idle = cfg.sensors.nvml.idle_watts
-    if idle is not None and not (math.isfinite(idle) and idle >= 0):
-        raise ConfigError("sensors.nvml.idle_watts: must be a finite number, 0 or more")
-    for component, watts in cfg.sensors.static_watts.items():
-        if not (math.isfinite(watts) and watts >= 0):
-            raise ConfigError(
-                f"sensors.static_watts.{component}: must be a finite number of watts, 0 or more,"
-                f" got {watts}"
-            )
-    if not cfg.sensors.state_dir.strip():
-        raise ConfigError("sensors.state_dir: must not be empty")
-    _validate_scoring(cfg)
-    try:
-        validate_influx(cfg.influxdb)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    _validate_sensors(cfg.sensors)
+    _validate_grid(cfg.grid)
+    _validate_embodied(cfg.embodied)
+    _validate_sci(cfg.sci)
+    _validate_http(cfg.http)
+    _validate_scrape(cfg)
+    SINKS.validate(cfg)
     validate_dashboard(cfg.dashboard)
     try:
         validate_alerts(cfg.alerts)
@@ -514,8 +359,79 @@ def validate(cfg: Config) -> Config:
     _positive("spool.flush_deadline_s", cfg.spool.flush_deadline_s)
     if cfg.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"log.level: must be one of {', '.join(_LOG_LEVELS)}")
+    _validate_apps(cfg.apps)
+    _check_numbers(cfg, lower=True)  # keys without a check of their own above
+    return cfg
+
+
+def _validate_sensors(sensors: SensorsConfig) -> None:
+    for component, watts in sensors.static_watts.items():
+        if not (math.isfinite(watts) and watts >= 0):
+            raise ConfigError(
+                f"sensors.static_watts.{component}: must be a finite number of watts, 0 or more,"
+                f" got {watts}"
+            )
+    if not sensors.state_dir.strip():
+        raise ConfigError("sensors.state_dir: must not be empty")
+    SENSORS.validate(sensors)
+
+
+def _validate_grid(grid: GridConfig) -> None:
+    if grid.zone is not None and grid.region is not None:
+        raise ConfigError("grid.region: give grid.zone or grid.region, not both")
+    if not grid.providers:
+        raise ConfigError("grid.providers: must name at least one provider")
+    if len(set(grid.providers)) != len(grid.providers):
+        raise ConfigError("grid.providers: a provider is listed twice")
+    known = _PROVIDERS.names()
+    for name in grid.providers:
+        if name not in known:
+            raise ConfigError(
+                f"grid.providers: unknown provider {name!r} (one of {', '.join(known)})"
+            )
+    _PROVIDERS.validate(grid)
+    _positive("grid.timeout_s", grid.timeout_s)
+
+
+def _validate_sci(sci: SciConfig) -> None:
+    if sci.idle_policy not in IDLE_POLICIES:
+        raise ConfigError(f"sci.idle_policy: must be one of {', '.join(IDLE_POLICIES)}")
+    if sci.pue < 1.0:
+        raise ConfigError(f"sci.pue: must be 1.0 or more, got {sci.pue}")
+
+
+def _validate_http(http: HttpConfig) -> None:
+    host, _, port = http.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"http.listen: expected HOST:PORT, got {http.listen!r}")
+    if http.max_body_bytes < 64:
+        raise ConfigError("http.max_body_bytes: must be at least 64")
+    cap = http.max_connections
+    if not 1 <= cap <= HTTP_MAX_CONNECTIONS:
+        raise ConfigError(f"http.max_connections: must be 1-{HTTP_MAX_CONNECTIONS}, got {cap}")
+    timeout = http.request_timeout_s
+    if not 0 < timeout <= HTTP_MAX_REQUEST_TIMEOUT_S:  # also refuses nan
+        raise ConfigError(
+            f"http.request_timeout_s: must be greater than 0 and at most"
+            f" {HTTP_MAX_REQUEST_TIMEOUT_S:g} seconds, got {timeout}"
+        )
+
+
+def _validate_scrape(cfg: Config) -> None:
+    units = {rule.name: rule.unit for rule in cfg.apps}
+    for i, scrape in enumerate(cfg.scrape):
+        if scrape.app not in units:
+            raise ConfigError(f"scrape[{i}].app: {scrape.app!r} is not an [[apps]] name")
+        if units[scrape.app] is None:
+            raise ConfigError(f"scrape[{i}].app: app {scrape.app!r} has no unit to count")
+        if not scrape.url.startswith(("http://", "https://")):
+            raise ConfigError(f"scrape[{i}].url: must start with http:// or https://")
+        _positive(f"scrape[{i}].interval_s", scrape.interval_s)
+
+
+def _validate_apps(apps: tuple[AppRule, ...]) -> None:
     seen: set[str] = set()
-    for i, rule in enumerate(cfg.apps):
+    for i, rule in enumerate(apps):
         where = f"apps[{i}]"
         if not _APP_NAME.match(rule.name):
             raise ConfigError(
@@ -533,70 +449,6 @@ def validate(cfg: Config) -> Config:
                 re.compile(rule.cmdline)
             except re.error as exc:
                 raise ConfigError(f"{where}.cmdline: invalid regular expression: {exc}") from None
-    _check_numbers(cfg, lower=True)  # keys without a check of their own above
-    return cfg
-
-
-def _validate_scoring(cfg: Config) -> None:
-    grid = cfg.grid
-    if grid.zone is not None and grid.region is not None:
-        raise ConfigError("grid.region: give grid.zone or grid.region, not both")
-    if not grid.providers:
-        raise ConfigError("grid.providers: must name at least one provider")
-    if len(set(grid.providers)) != len(grid.providers):
-        raise ConfigError("grid.providers: a provider is listed twice")
-    for name in grid.providers:
-        if name not in PROVIDERS:
-            raise ConfigError(
-                f"grid.providers: unknown provider {name!r} (one of {', '.join(PROVIDERS)})"
-            )
-    if "static" in grid.providers and grid.intensity_gco2_per_kwh is None:
-        raise ConfigError("grid.intensity_gco2_per_kwh: required by the static provider")
-    if grid.intensity_gco2_per_kwh is not None and grid.intensity_gco2_per_kwh < 0:
-        raise ConfigError("grid.intensity_gco2_per_kwh: must be 0 or more")
-    if "csv" in grid.providers and not grid.csv.path:
-        raise ConfigError("grid.csv.path: required by the csv provider")
-    if "electricitymaps" in grid.providers and not grid.electricitymaps.token:
-        raise ConfigError("grid.electricitymaps.token: required by the electricitymaps provider")
-    if "watttime" in grid.providers:
-        for key in ("username", "password", "region"):
-            if not getattr(grid.watttime, key):
-                raise ConfigError(f"grid.watttime.{key}: required by the watttime provider")
-    region_id = grid.ukgrid.region_id
-    if region_id is not None and not 1 <= region_id <= 17:
-        raise ConfigError(f"grid.ukgrid.region_id: must be 1-17, got {region_id}")
-    _positive("grid.timeout_s", grid.timeout_s)
-    for name in ("electricitymaps", "ukgrid", "watttime", "carbonaware"):
-        _positive(f"grid.{name}.ttl_s", getattr(grid, name).ttl_s)
-    _validate_embodied(cfg.embodied)
-    _positive("embodied.lifespan_years", cfg.embodied.lifespan_years)
-    if cfg.sci.idle_policy not in IDLE_POLICIES:
-        raise ConfigError(f"sci.idle_policy: must be one of {', '.join(IDLE_POLICIES)}")
-    if cfg.sci.pue < 1.0:
-        raise ConfigError(f"sci.pue: must be 1.0 or more, got {cfg.sci.pue}")
-    host, _, port = cfg.http.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"http.listen: expected HOST:PORT, got {cfg.http.listen!r}")
-    if cfg.http.max_body_bytes < 64:
-        raise ConfigError("http.max_body_bytes: must be at least 64")
-    cap = cfg.http.max_connections
-    if not 1 <= cap <= HTTP_MAX_CONNECTIONS:
-        raise ConfigError(f"http.max_connections: must be 1-{HTTP_MAX_CONNECTIONS}, got {cap}")
-    timeout = cfg.http.request_timeout_s
-    if not 0 < timeout <= HTTP_MAX_REQUEST_TIMEOUT_S:  # also refuses nan
-        raise ConfigError(
-            f"http.request_timeout_s: must be greater than 0 and at most"
-            f" {HTTP_MAX_REQUEST_TIMEOUT_S:g} seconds, got {timeout}"
-        )
-    units = {rule.name: rule.unit for rule in cfg.apps}
-    for i, scrape in enumerate(cfg.scrape):
-        if scrape.app not in units:
-            raise ConfigError(f"scrape[{i}].app: {scrape.app!r} is not an [[apps]] name")
-        if units[scrape.app] is None:
-            raise ConfigError(f"scrape[{i}].app: app {scrape.app!r} has no unit to count")
-        if not scrape.url.startswith(("http://", "https://")):
-            raise ConfigError(f"scrape[{i}].url: must start with http:// or https://")
-        _positive(f"scrape[{i}].interval_s", scrape.interval_s)
 
 
 def _validate_embodied(e: EmbodiedConfig) -> None:
@@ -610,11 +462,7 @@ def _validate_embodied(e: EmbodiedConfig) -> None:
             f"embodied.instance_type: expected a cloud instance type such as m5.large,"
             f" got {e.instance_type!r}"
         )
-
-
-def _positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    _positive("embodied.lifespan_years", e.lifespan_years)
 
 
 def _decode(cls: type[T], data: Any, prefix: str) -> T:
@@ -728,15 +576,6 @@ def _shown(value: Any, secret: bool) -> str:
         return repr(value)
     kind = next((name for t, name in _KINDS if isinstance(value, t)), "a value")
     return f"{kind} (value hidden)"
-
-
-def _redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if "@" not in host:
-        return url
-    return f"{scheme}{sep}***@{host.rpartition('@')[2]}{slash}{path}"
 
 
 def _fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Field[Any], Any]]:

@@ -34,8 +34,6 @@ from agent.scoring import Scorer, share_policy
 from agent.sensors.base import SensorHealth
 from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
 from exporters.base import Sink
-from exporters.influx_sink import build_influx_sink
-from exporters.jsonl import JsonlSink
 from exporters.prometheus import (
     METRICS_PATH,
     AlertStats,
@@ -44,7 +42,8 @@ from exporters.prometheus import (
     metrics_route,
 )
 from exporters.runner import SpoolRunner
-from exporters.sqlite_store import SqliteStore
+from exporters.sinks import SINKS
+from exporters.spooled import SpooledSink
 
 log = logging.getLogger("sci_agent")
 
@@ -125,29 +124,23 @@ class Agent:
         ]
 
     def build_sinks(self) -> list[Sink]:
-        """Every configured sink, unopened: store, /metrics, InfluxDB (spooled), JSON lines.
+        """Every configured sink, unopened: /metrics, then each registered sink that its
+        section turns on (``SINKS``: store, InfluxDB behind its spool, JSON lines), then
+        the alert engine.
 
         Raises ``ConfigError`` for a sink that cannot be built (e.g. a missing package).
         """
         cfg = self.config
         sinks: list[Sink] = []
-        if cfg.store.enabled:
-            sinks.append(
-                SqliteStore(
-                    cfg.store.path,
-                    cfg.store.retention_days,
-                    cfg.store.top_processes,
-                    cfg.max_process_names_per_day,
-                )
-            )
         if self.metrics is not None:
             sinks.append(self.metrics)
-        if cfg.influxdb.enabled:
-            spooled = build_influx_sink(cfg.influxdb, cfg.spool, cfg.max_process_names_per_day)
-            self.runners.append(spooled.runner)
-            sinks.append(spooled)
-        if cfg.jsonl.path:
-            sinks.append(JsonlSink(cfg.jsonl.path))
+        for plugin in SINKS:
+            sink = plugin.factory(cfg)
+            if sink is None:
+                continue
+            if isinstance(sink, SpooledSink):
+                self.runners.append(sink.runner)
+            sinks.append(sink)
         if cfg.alerts.rules:
             sinks.append(self._build_alerts())
             if self.metrics is not None:

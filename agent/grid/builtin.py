@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from agent.grid.base import Provider, ProviderError
 from agent.grid.data import country_intensities, country_names
+from agent.grid.registry import PROVIDERS
 from agent.grid.zones import WORLD, match_zone
 from agent.records import IntensityValue, Signal
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 WORLD_GCO2_PER_KWH = 480.0
 WORLD_YEAR = 2023
@@ -72,3 +77,10 @@ def stored_value_zone(zone: str, provider: str) -> str:
         return match_zone(zone).parent or zone
     except ValueError:
         return zone  # a zone recorded by another version: say no more than it did
+
+
+def _build_builtin(grid: GridConfig, zone: str) -> Provider:
+    return BuiltinProvider()
+
+
+PROVIDERS.register("builtin", _build_builtin, order=20)

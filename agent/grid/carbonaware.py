@@ -16,13 +16,19 @@ as ``average``, the common case; configure the SDK accordingly.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from agent.config import CarbonAwareConfig
+from agent.config_check import ConfigError, positive
 from agent.grid.base import Provider, ProviderError
 from agent.grid.http import http_json, url_with
 from agent.grid.parse import field, intensity, items, timestamp
+from agent.grid.registry import PROVIDERS
+from agent.grid.zones import WORLD
 from agent.records import IntensityValue, Signal
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 
 class CarbonAwareProvider(Provider):
@@ -75,3 +81,43 @@ class CarbonAwareProvider(Provider):
             timeout_s=self._timeout_s,
             provider=self.name,
         )
+
+
+# -- registration: the [grid.carbonaware] section, its check and the factory -------------------
+
+
+@dataclass(frozen=True)
+class CarbonAwareConfig:
+    base_url: str = "http://127.0.0.1:8080"
+    location: str | None = None  # else the grid zone or region
+    ttl_s: float = 900
+
+
+def _validate_carbonaware(grid: GridConfig) -> None:
+    positive("grid.carbonaware.ttl_s", grid.carbonaware.ttl_s)
+
+
+def _build_carbonaware(grid: GridConfig, zone: str) -> Provider:
+    location = grid.carbonaware.location or _azure_region(grid.region)
+    if not location and zone == WORLD:
+        raise ConfigError(
+            "grid.carbonaware.location: required by the carbonaware provider when neither "
+            "grid.zone nor grid.region is set"
+        )
+    return CarbonAwareProvider(grid.carbonaware, grid.timeout_s, location)
+
+
+def _azure_region(region: str | None) -> str | None:
+    """``azure:westeurope`` → ``westeurope``, a location the Carbon Aware SDK knows."""
+    if region and region.strip().lower().startswith("azure:"):
+        return region.strip().lower().partition(":")[2]
+    return None
+
+
+PROVIDERS.register(
+    "carbonaware",
+    _build_carbonaware,
+    section=CarbonAwareConfig,
+    validate=_validate_carbonaware,
+    order=60,
+)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from agent.config import ConfigError, GridConfig
+from agent.config_check import ConfigError
 from agent.grid import ProviderError, build_chain, resolve_region
 from agent.grid.builtin import SOURCE, BuiltinProvider
 from agent.grid.zones import WORLD
 from agent.records import IntensityValue
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 
 def intensity_command(

@@ -15,10 +15,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from agent.config_check import ConfigError
 from agent.grid.base import MAX_GCO2_PER_KWH, Provider, ProviderError, out_of_range
 from agent.grid.parse import parse_time
+from agent.grid.registry import PROVIDERS, require
 from agent.records import IntensityValue, Signal, utc_now
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 REQUIRED = ("time", "gco2_per_kwh")
 
@@ -113,3 +119,26 @@ class CsvProvider(Provider):
 
     def _error(self, line: int, message: str) -> ProviderError:
         return ProviderError(self.name, f"{self.path} line {line}: {message}")
+
+
+# -- registration: the [grid.csv] section, its check and the factory ---------------------------
+
+
+@dataclass(frozen=True)
+class CsvGridConfig:
+    path: str | None = None
+
+
+def _validate_csv(grid: GridConfig) -> None:
+    if "csv" in grid.providers and not grid.csv.path:
+        raise ConfigError("grid.csv.path: required by the csv provider")
+
+
+def _build_csv(grid: GridConfig, zone: str) -> Provider:
+    path: str | None = grid.csv.path
+    require("grid.csv.path", path, "csv")
+    assert path is not None
+    return CsvProvider(path)
+
+
+PROVIDERS.register("csv", _build_csv, section=CsvGridConfig, validate=_validate_csv, order=70)

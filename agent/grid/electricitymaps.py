@@ -17,13 +17,19 @@ keys (``FR``, ``DE``, ``US-CAL-CISO``).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from agent.config import ElectricityMapsConfig
+from agent.config_check import ConfigError, positive
 from agent.grid.base import Provider
 from agent.grid.http import http_json, url_with
 from agent.grid.parse import intensity, items, timestamp
+from agent.grid.registry import PROVIDERS, require
+from agent.grid.zones import WORLD
 from agent.records import IntensityValue, Signal
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 AUTH_HINT = "check [grid.electricitymaps] token"
 
@@ -72,3 +78,36 @@ class ElectricityMapsProvider(Provider):
             signal=self.signal,
             time=timestamp(self.name, point, "datetime"),
         )
+
+
+# -- registration: the [grid.electricitymaps] section, its checks and the factory --------------
+
+
+@dataclass(frozen=True)
+class ElectricityMapsConfig:
+    base_url: str = "https://api.electricitymap.org/v3"
+    token: str | None = None
+    ttl_s: float = 900
+
+
+def _validate_electricitymaps(grid: GridConfig) -> None:
+    if "electricitymaps" in grid.providers and not grid.electricitymaps.token:
+        raise ConfigError("grid.electricitymaps.token: required by the electricitymaps provider")
+    positive("grid.electricitymaps.ttl_s", grid.electricitymaps.ttl_s)
+
+
+def _build_electricitymaps(grid: GridConfig, zone: str) -> Provider:
+    cfg: ElectricityMapsConfig = grid.electricitymaps
+    require("grid.electricitymaps.token", cfg.token, "electricitymaps")
+    if zone == WORLD:
+        raise ConfigError("grid.zone: required by the electricitymaps provider (or grid.region)")
+    return ElectricityMapsProvider(cfg, grid.timeout_s)
+
+
+PROVIDERS.register(
+    "electricitymaps",
+    _build_electricitymaps,
+    section=ElectricityMapsConfig,
+    validate=_validate_electricitymaps,
+    order=30,
+)

@@ -16,11 +16,14 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
-from agent.config import GridConfig
 from agent.grid import build_chain
 from agent.grid.chain import IntensityChain
 from agent.records import IntensityValue
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 #: Providers whose API (or file) gives future values.
 FORECASTING = ("electricitymaps", "ukgrid", "watttime", "carbonaware", "csv")

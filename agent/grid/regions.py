@@ -15,13 +15,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from agent.config import ConfigError, GridConfig
+from agent.config_check import ConfigError
 from agent.grid import build_provider, resolve_region
 from agent.grid.base import Provider, ProviderError
 from agent.grid.chain import IntensityChain
 from agent.grid.schedule import Plan, fetch, plan_window, short_time, span
 from agent.records import IntensityValue
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 MAX_PARALLEL = 8
 
@@ -65,9 +69,9 @@ def region_result(
     config: GridConfig, region: str, zone: str, window: tuple[timedelta, timedelta] | None
 ) -> RegionResult:
     """Fetch one region's value (and forecast when ``window`` = (duration, within))."""
-    grid = replace(
-        config, zone=zone, region=region, carbonaware=replace(config.carbonaware, location=None)
-    )
+    # A configured Carbon Aware location is one place; each region here is its own.
+    sections: dict[str, Any] = {"carbonaware": replace(config.carbonaware, location=None)}
+    grid = replace(config, zone=zone, region=region, **sections)
     providers: list[Provider] = []
     problems: dict[str, str] = {}
     for name in dict.fromkeys(grid.providers):

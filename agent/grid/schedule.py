@@ -17,14 +17,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from agent.config import ConfigError, GridConfig
+from agent.config_check import ConfigError
 from agent.grid import build_chain
 from agent.grid.chain import IntensityChain
 from agent.grid.command import override
 from agent.grid.forecast import Forecast, Window, chain_forecast, forecast_end, greenest_window
 from agent.grid.forecast import window_mean as mean_over
 from agent.records import IntensityValue, utc_now
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 #: How long the command waits for the forecast (each provider also has grid.timeout_s).
 FORECAST_TIMEOUT_S = 30.0

@@ -19,16 +19,21 @@ The zone must be in Great Britain (``GB``, ``GBR``, ``UK``); the value keeps the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from agent.config import UkGridConfig
+from agent.config_check import ConfigError, positive
 from agent.grid.base import Provider, ProviderError
 from agent.grid.http import http_json, url_with
 from agent.grid.parse import field, intensity, items, timestamp
+from agent.grid.registry import PROVIDERS
 from agent.grid.zones import country_of
 from agent.records import IntensityValue, Signal, utc_now
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 
 class UkGridProvider(Provider):
@@ -97,3 +102,39 @@ class UkGridProvider(Provider):
         return IntensityValue(
             zone, gco2, self.name, self.signal, timestamp(self.name, period, "from")
         )
+
+
+# -- registration: the [grid.ukgrid] section, its checks and the factory -----------------------
+
+
+@dataclass(frozen=True)
+class UkGridConfig:
+    base_url: str = "https://api.carbonintensity.org.uk"
+    region_id: int | None = None  # 1-17 for a DNO region; unset: national
+    postcode: str | None = None  # outward code, e.g. "RG10"
+    ttl_s: float = 900
+
+
+def _validate_ukgrid(grid: GridConfig) -> None:
+    region_id = grid.ukgrid.region_id
+    if region_id is not None and not 1 <= region_id <= 17:
+        raise ConfigError(f"grid.ukgrid.region_id: must be 1-17, got {region_id}")
+    positive("grid.ukgrid.ttl_s", grid.ukgrid.ttl_s)
+
+
+def _build_ukgrid(grid: GridConfig, zone: str) -> Provider:
+    if _country(zone) not in ("GBR", None):
+        raise ConfigError(f"grid.zone: the ukgrid provider covers Great Britain only, not {zone!r}")
+    return UkGridProvider(grid.ukgrid, grid.timeout_s)
+
+
+def _country(zone: str) -> str | None:
+    try:
+        return country_of(zone)
+    except ValueError:
+        return None  # reported by the chain, which checks the zone against the builtin data
+
+
+PROVIDERS.register(
+    "ukgrid", _build_ukgrid, section=UkGridConfig, validate=_validate_ukgrid, order=40
+)

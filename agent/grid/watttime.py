@@ -21,13 +21,18 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from agent.config import WattTimeConfig
+from agent.config_check import ConfigError, positive
 from agent.grid.base import HttpStatusError, Provider, ProviderError
 from agent.grid.http import http_json, url_with
 from agent.grid.parse import field, intensity, items, timestamp
+from agent.grid.registry import PROVIDERS, require
 from agent.records import IntensityValue, Signal
+
+if TYPE_CHECKING:
+    from agent.config import GridConfig
 
 #: 1 lb = 453.59237 g and 1 MWh = 1000 kWh.
 G_PER_KWH_PER_LBS_PER_MWH = 453.59237 / 1000
@@ -148,3 +153,37 @@ class WattTimeProvider(Provider):
             auth_hint=PLAN_HINT,
             secrets=(token, self._password, self._basic),
         )
+
+
+# -- registration: the [grid.watttime] section, its checks and the factory ---------------------
+
+
+@dataclass(frozen=True)
+class WattTimeConfig:
+    base_url: str = "https://api.watttime.org"
+    username: str | None = None
+    password: str | None = None
+    region: str | None = None  # a WattTime balancing authority, e.g. CAISO_NORTH
+    ttl_s: float = 300
+
+
+_REQUIRED = ("username", "password", "region")
+
+
+def _validate_watttime(grid: GridConfig) -> None:
+    if "watttime" in grid.providers:
+        for key in _REQUIRED:
+            if not getattr(grid.watttime, key):
+                raise ConfigError(f"grid.watttime.{key}: required by the watttime provider")
+    positive("grid.watttime.ttl_s", grid.watttime.ttl_s)
+
+
+def _build_watttime(grid: GridConfig, zone: str) -> Provider:
+    for key in _REQUIRED:
+        require(f"grid.watttime.{key}", getattr(grid.watttime, key), "watttime")
+    return WattTimeProvider(grid.watttime, grid.timeout_s)
+
+
+PROVIDERS.register(
+    "watttime", _build_watttime, section=WattTimeConfig, validate=_validate_watttime, order=50
+)

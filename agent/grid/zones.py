@@ -16,7 +16,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from agent.config import ConfigError
+from agent.config_check import ConfigError
 from agent.grid.data import alpha2_to_alpha3, cloud_regions, country_names
 
 #: The zone used when none is configured: the world average of the builtin data.

@@ -2,27 +2,33 @@
 
 RAPL measures CPU packages, DRAM and psys where it can be read; NVML measures
 NVIDIA GPUs; the power model covers whatever kind no counter measures, labelled
-``source=model``. A sensor that cannot open says why and how to fix it.
+``source=model``. A sensor that cannot open says why and how to fix it. Each sensor
+module registers itself, its ``[sensors.NAME]`` section and its checks in ``SENSORS``
+(``agent.sensors.registry``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from agent.config import Config
 from agent.records import ComponentKind
 from agent.sensors.base import IntervalContext, Sensor, SensorHealth, SensorUnavailable
-from agent.sensors.model import ModelSensor
+from agent.sensors.registry import SENSORS
 from agent.static_power import StaticPowerLearner
 
+if TYPE_CHECKING:
+    from agent.config import Config
+
 __all__ = [
+    "SENSORS",
     "IntervalContext",
     "Sensor",
     "SensorHealth",
     "SensorSet",
     "SensorUnavailable",
+    "learner",
     "open_sensors",
 ]
 
@@ -45,6 +51,34 @@ class SensorSet:
                 out.setdefault(kind, s.name)
         return out
 
+    def covered(self) -> set[ComponentKind]:
+        """Every kind of component an opened sensor measures."""
+        return {kind for s in self.sensors for kind in s.kinds()}
+
+    def disabled(self, name: str) -> None:
+        """Record that sensor ``name`` is switched off in the config."""
+        self.health[name] = SensorHealth(name, reason="disabled in the config")
+
+    def try_open(self, sensor: Sensor, quiet: bool = False) -> bool:
+        """Open ``sensor`` and keep it; else record and log why (at INFO when ``quiet``)."""
+        health = self.health.setdefault(sensor.name, SensorHealth(sensor.name))
+        try:
+            sensor.open()
+        except SensorUnavailable as exc:
+            health.ok, health.reason, health.fix = False, exc.reason, exc.fix
+            level = logging.INFO if quiet else logging.WARNING
+            log.log(
+                level,
+                "sensor %s unavailable: %s%s",
+                sensor.name,
+                exc.reason,
+                f" (fix: {exc.fix})" if exc.fix else "",
+            )
+            return False
+        health.ok = True
+        self.sensors.append(sensor)
+        return True
+
     def close(self) -> None:
         for s in self.sensors:
             try:
@@ -53,66 +87,14 @@ class SensorSet:
                 log.debug("closing sensor %s failed: %s", s.name, exc)
 
 
-def _try_open(sensors: SensorSet, sensor: Sensor, quiet: bool = False) -> bool:
-    health = sensors.health.setdefault(sensor.name, SensorHealth(sensor.name))
-    try:
-        sensor.open()
-    except SensorUnavailable as exc:
-        health.ok, health.reason, health.fix = False, exc.reason, exc.fix
-        level = logging.INFO if quiet else logging.WARNING
-        log.log(
-            level,
-            "sensor %s unavailable: %s%s",
-            sensor.name,
-            exc.reason,
-            f" (fix: {exc.fix})" if exc.fix else "",
-        )
-        return False
-    health.ok = True
-    sensors.sensors.append(sensor)
-    return True
-
-
 def open_sensors(config: Config) -> SensorSet:
-    """Open every enabled sensor; the model fills in what no counter covers."""
+    """Open every registered sensor in order; the model fills in what no counter covers."""
     found = SensorSet()
-    covered: set[ComponentKind] = set()
-    cfg = config.sensors
-    if cfg.rapl.enabled:
-        from agent.sensors.rapl import RaplSensor
-
-        rapl = RaplSensor(cfg.rapl.root, static=_learner(config, "rapl"))
-        # No powercap tree at all is normal on VMs; a tree we cannot read is worth a warning.
-        if _try_open(found, rapl, quiet=not os.path.isdir(cfg.rapl.root)):
-            covered |= rapl.kinds()
-    else:
-        found.health["rapl"] = SensorHealth("rapl", reason="disabled in the config")
-    if cfg.nvml.enabled:
-        from agent.sensors.nvml import NvmlSensor
-
-        nvml = NvmlSensor(idle_watts=cfg.nvml.idle_watts, static=_learner(config, "nvml"))
-        if _try_open(found, nvml, quiet=True):
-            covered |= nvml.kinds()
-            found.details["nvml"] = ", ".join(
-                f"gpu{d.index} {d.name} {d.uuid}" for d in nvml.devices
-            )
-    else:
-        found.health["nvml"] = SensorHealth("nvml", reason="disabled in the config")
-    missing = [k for k in ("cpu", "dram") if k not in covered and not _covered_by_psys(k, covered)]
-    if missing:
-        model = ModelSensor(cfg.model, covers=missing)  # type: ignore[arg-type]
-        if _try_open(found, model):
-            found.details["model"] = f"{model.method}; covers {', '.join(missing)}"
-            if "cpu" in missing:
-                log.info("measuring CPU with the power model: %s", model.method)
+    for plugin in SENSORS:
+        plugin.factory(found, config)
     return found
 
 
-def _learner(config: Config, sensor: str) -> StaticPowerLearner:
+def learner(config: Config, sensor: str) -> StaticPowerLearner:
     """The static-power learner of a counter sensor, with its saved state and overrides."""
     return StaticPowerLearner(sensor, config.sensors.state_dir, config.sensors.static_watts)
-
-
-def _covered_by_psys(kind: str, covered: set[ComponentKind]) -> bool:
-    """psys (whole platform) includes DRAM when RAPL has no separate DRAM zone."""
-    return kind == "dram" and "psys" in covered

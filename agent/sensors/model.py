@@ -20,13 +20,17 @@ DRAM zone wins over it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.config import ModelConfig
+from agent.config_check import ConfigError, positive
 from agent.records import ComponentKind, ComponentReading
 from agent.sensors.base import IntervalContext, SensorUnavailable
 from agent.sensors.ccf import Processor, ccf_row
+from agent.sensors.registry import SENSORS
 from agent.sensors.tdp import lookup_tdp_row
 from sci.power import (
     CCF_MAX_W_PER_VCPU,
@@ -38,6 +42,12 @@ from sci.power import (
     teads_static_watts,
     teads_watts,
 )
+
+if TYPE_CHECKING:
+    from agent.config import Config, SensorsConfig
+    from agent.sensors import SensorSet
+
+log = logging.getLogger("sci_agent.sensors")
 
 GB = 1_000_000_000
 
@@ -205,3 +215,59 @@ class ModelSensor:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+# -- registration: the [sensors.model] section, its checks and the factory ---------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Published power-model coefficients for hosts with no energy counters."""
+
+    enabled: bool = True
+    tdp_w: float | None = None  # else looked up from the CPU model name
+    cpu_model: str | None = None  # else read from /proc/cpuinfo
+    # A pair; unset: CCF's row for this CPU's microarchitecture, else CCF's average
+    min_w_per_vcpu: float | None = None
+    max_w_per_vcpu: float | None = None
+    memory_w_per_gb: float = 0.392
+
+
+def _validate_model(sensors: SensorsConfig) -> None:
+    model: ModelConfig = sensors.model
+    for key in ("min_w_per_vcpu", "max_w_per_vcpu", "memory_w_per_gb"):
+        value = getattr(model, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"sensors.model.{key}: must be 0 or more")
+    if (model.min_w_per_vcpu is None) != (model.max_w_per_vcpu is None):
+        missing = "max_w_per_vcpu" if model.max_w_per_vcpu is None else "min_w_per_vcpu"
+        raise ConfigError(
+            f"sensors.model.{missing}: set min_w_per_vcpu and max_w_per_vcpu together"
+        )
+    if model.max_w_per_vcpu is not None and model.max_w_per_vcpu < (model.min_w_per_vcpu or 0):
+        raise ConfigError("sensors.model.max_w_per_vcpu: must be ≥ min_w_per_vcpu")
+    if model.tdp_w is not None:
+        positive("sensors.model.tdp_w", model.tdp_w)
+
+
+def _open_model(found: SensorSet, config: Config) -> None:
+    """The model, for the CPU and DRAM no counter opened before it covers (if any)."""
+    covered = found.covered()
+    missing: list[ComponentKind] = [
+        k for k in ("cpu", "dram") if k not in covered and not _covered_by_psys(k, covered)
+    ]
+    if not missing:
+        return
+    model = ModelSensor(config.sensors.model, covers=missing)
+    if found.try_open(model):
+        found.details["model"] = f"{model.method}; covers {', '.join(missing)}"
+        if "cpu" in missing:
+            log.info("measuring CPU with the power model: %s", model.method)
+
+
+def _covered_by_psys(kind: str, covered: set[ComponentKind]) -> bool:
+    """psys (whole platform) includes DRAM when RAPL has no separate DRAM zone."""
+    return kind == "dram" and "psys" in covered
+
+
+SENSORS.register("model", _open_model, section=ModelConfig, validate=_validate_model, order=90)

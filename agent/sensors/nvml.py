@@ -54,14 +54,22 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agent.config_check import ConfigError
 from agent.records import ComponentKind, ComponentReading, GpuUsage
+from agent.sensors import learner
 from agent.sensors.base import IntervalContext, SensorUnavailable
+from agent.sensors.registry import SENSORS
 from agent.static_power import StaticPowerLearner
+
+if TYPE_CHECKING:
+    from agent.config import Config, SensorsConfig
+    from agent.sensors import SensorSet
 
 log = logging.getLogger("sci_agent.sensors.nvml")
 
@@ -494,3 +502,32 @@ def _is(nvml: Any, exc: BaseException, *names: str) -> bool:
 
 def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+# -- registration: the [sensors.nvml] section, its check and the factory -----------------------
+
+
+@dataclass(frozen=True)
+class NvmlConfig:
+    enabled: bool = True
+    idle_watts: float | None = None  # learned from idle intervals when unset
+
+
+def _validate_nvml(sensors: SensorsConfig) -> None:
+    idle = sensors.nvml.idle_watts
+    if idle is not None and not (math.isfinite(idle) and idle >= 0):
+        raise ConfigError("sensors.nvml.idle_watts: must be a finite number, 0 or more")
+
+
+def _open_nvml(found: SensorSet, config: Config) -> None:
+    """Open NVML unless disabled (pynvml is imported only here); no GPU is logged at INFO."""
+    cfg: NvmlConfig = config.sensors.nvml
+    if not cfg.enabled:
+        found.disabled("nvml")
+        return
+    nvml = NvmlSensor(idle_watts=cfg.idle_watts, static=learner(config, "nvml"))
+    if found.try_open(nvml, quiet=True):
+        found.details["nvml"] = ", ".join(f"gpu{d.index} {d.name} {d.uuid}" for d in nvml.devices)
+
+
+SENSORS.register("nvml", _open_nvml, section=NvmlConfig, validate=_validate_nvml, order=20)

@@ -43,10 +43,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.records import ComponentKind, ComponentReading, CpuActivity
+from agent.sensors import learner
 from agent.sensors.base import IntervalContext, SensorUnavailable
+from agent.sensors.registry import SENSORS
 from agent.static_power import StaticPowerLearner
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.sensors import SensorSet
 
 log = logging.getLogger("sci_agent.sensors.rapl")
 
@@ -339,3 +346,26 @@ def _close_all(zones: list[_Zone]) -> None:
             with contextlib.suppress(OSError):
                 os.close(zone.fd)
             zone.fd = -1
+
+
+# -- registration: the [sensors.rapl] section and the factory ----------------------------------
+
+
+@dataclass(frozen=True)
+class RaplConfig:
+    enabled: bool = True
+    root: str = "/sys/class/powercap"
+
+
+def _open_rapl(found: SensorSet, config: Config) -> None:
+    """Open RAPL unless disabled; a missing powercap tree (a VM) is logged at INFO only."""
+    cfg: RaplConfig = config.sensors.rapl
+    if not cfg.enabled:
+        found.disabled("rapl")
+        return
+    rapl = RaplSensor(cfg.root, static=learner(config, "rapl"))
+    # No powercap tree at all is normal on VMs; a tree we cannot read is worth a warning.
+    found.try_open(rapl, quiet=not os.path.isdir(cfg.root))
+
+
+SENSORS.register("rapl", _open_rapl, section=RaplConfig, order=10)
