@@ -50,6 +50,9 @@ log = logging.getLogger("sci_agent")
 #: On stop, delivery goes on this long for notifications already due; the rest waits.
 ALERT_FLUSH_S = 3.0
 
+#: Where /metrics sits among the registered sinks' ``order`` (after the store's 10).
+METRICS_ORDER = 20
+
 #: Top-level config keys a reload applies live; every other key needs a restart.
 LIVE_KEYS = frozenset(
     {"interval_s", "log", "apps", "grid", "embodied", "sci", "scrape", "dashboard", "alerts"}
@@ -124,23 +127,22 @@ class Agent:
         ]
 
     def build_sinks(self) -> list[Sink]:
-        """Every configured sink, unopened: /metrics, then each registered sink that its
-        section turns on (``SINKS``: store, InfluxDB behind its spool, JSON lines), then
-        the alert engine.
+        """Every configured sink, unopened, in the order the loop writes to them: each
+        registered sink its section turns on (``SINKS``: store, InfluxDB behind its
+        spool, JSON lines) with /metrics in its place after the store, then alerts.
 
         Raises ``ConfigError`` for a sink that cannot be built (e.g. a missing package).
         """
         cfg = self.config
-        sinks: list[Sink] = []
+        built: list[tuple[int, Sink]] = []
         if self.metrics is not None:
-            sinks.append(self.metrics)
+            built.append((METRICS_ORDER, self.metrics))
         for plugin in SINKS:
             sink = plugin.factory(cfg)
-            if sink is None:
-                continue
-            if isinstance(sink, SpooledSink):
-                self.runners.append(sink.runner)
-            sinks.append(sink)
+            if sink is not None:
+                built.append((plugin.order, sink))
+        sinks = [sink for _, sink in sorted(built, key=lambda pair: pair[0])]
+        self.runners.extend(s.runner for s in sinks if isinstance(s, SpooledSink))
         if cfg.alerts.rules:
             sinks.append(self._build_alerts())
             if self.metrics is not None:
