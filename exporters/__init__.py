@@ -1,1 +1,1 @@
-"""Sinks that receive each interval's results: the embedded store, and later network sinks."""
+"""Sinks that receive each interval's results; ``exporters.sinks`` registers the configurable ones."""

@@ -7,7 +7,7 @@
   ``[{"location", "generatedAt", "forecastData": [{"location", "timestamp", "duration",
   "value"}, ...], "optimalDataPoints": [...], ...}]``; the points of the first one.
 
-The location is ``[grid.carbonaware] location``, else the one ``build_chain`` derives (an
+The location is ``[grid.carbonaware] location``, else the one ``_build_carbonaware`` derives (an
 Azure region name, else the zone); it must be a location the SDK's configuration knows.
 What the numbers mean depends on the SDK's configured data source: Electricity Maps gives
 an average intensity, WattTime a marginal one converted to g/kWh. The signal is reported
