@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 ComponentKind = Literal["cpu", "dram", "gpu", "psys"]
-Source = Literal["rapl", "nvml", "model"]
+Source = str  # the registered name of the sensor that measured it: rapl, nvml, model…
 
 #: Pseudo-app names for the parts of the measured energy no application used.
 IDLE_APP = "_idle"

@@ -1,1 +1,1 @@
-"""Sinks that receive each interval's results; ``exporters.sinks`` registers the configurable ones."""
+"""Sinks that receive each interval's results; ``exporters.sinks`` registers the configured ones."""

@@ -248,7 +248,7 @@ class ConstantSensor:
         return frozenset({"gpu"})
 
     def read(self, ctx):
-        return [ComponentReading("gpu0", "gpu", self.watts * ctx.interval_s, "constant")]
+        return [ComponentReading("gpu0", "gpu", "constant", self.watts * ctx.interval_s)]
 
     def close(self):
         pass
