@@ -6,8 +6,8 @@ Every number must be finite and within the range of its kind (``_LIMITS``); a se
 (``_is_secret``) is never echoed in a message; ``~`` is expanded in path keys
 (``_is_path``), and a relative one written in a config file is made absolute against
 that file's folder (defaults stay relative to the working directory); a file holding
-secrets that others can read draws a warning. An ``[influxdb]`` table present in a file
-is enabled unless it says ``enabled = false``.
+secrets that others can read draws a warning. The table of a sink that is off by default
+(``[influxdb]``) present in a file is enabled unless it says ``enabled = false``.
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def loads(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    implied = _enable_influxdb(data)
+    implied = _enable_present_sinks(data)
     try:
         cfg = _decode(Config, data, "")
         if base_dir is not None:
@@ -282,22 +282,28 @@ def loads(
         return validate(cfg)
     except ConfigError as exc:
         hint = ""
-        if implied and str(exc).startswith("influxdb."):
-            hint = " ([influxdb] is present, so it is on; write enabled = false to keep it off)"
+        for name in implied:
+            if str(exc).startswith(f"{name}."):
+                hint = f" ([{name}] is present, so it is on; write enabled = false to keep it off)"
         raise ConfigError(f"{source}: {exc}{hint}") from None
 
 
-def _enable_influxdb(data: dict[str, Any]) -> bool:
-    """Enable an ``[influxdb]`` table that does not say ``enabled``; True when it did so.
+def _enable_present_sinks(data: dict[str, Any]) -> list[str]:
+    """Enable each table of a sink that is off by default (``[influxdb]``) and does not
+    say ``enabled``; the names of those it enabled.
 
     A configured section is meant: a url without ``enabled = true`` must not export
     nothing in silence.
     """
-    section = data.get("influxdb")
-    if isinstance(section, dict) and "enabled" not in section:
-        data["influxdb"] = {**section, "enabled": True}
-        return True
-    return False
+    enabled = []
+    for plugin in SINKS:
+        section = data.get(plugin.name)
+        if plugin.section is None or not isinstance(section, dict) or "enabled" in section:
+            continue
+        if any(f.name == "enabled" and f.default is False for f in fields(plugin.section)):
+            data[plugin.name] = {**section, "enabled": True}
+            enabled.append(plugin.name)
+    return enabled
 
 
 def _resolve_paths(obj: T, data: Any, base: Path) -> T:

@@ -313,6 +313,7 @@ from exporters.sinks import SINKS
 
 @dataclass(frozen=True)
 class TallyConfig:
+    enabled: bool = False  # off by default: a [tally] table written in a file turns it on
     path: str | None = None
 
 
@@ -334,7 +335,7 @@ class TallySink:
 
 
 def _build(config):
-    return TallySink(config.tally.path) if config.tally.path else None
+    return TallySink(config.tally.path) if config.tally.enabled else None
 
 
 SINKS.register("tally", _build, section=TallyConfig, order=50)
@@ -362,3 +363,16 @@ def test_a_sink_module_alone_adds_a_sink(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["tally"]
     assert (tmp_path / "tally.txt").read_text() == "0\n"
+
+
+def test_a_sink_table_present_turns_on_a_sink_that_is_off_by_default(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        loads('[influxdb]\nurl = "ftp://db"\n')
+    assert str(err.value) == (
+        "<config>: influxdb.url: must start with http:// or https://, got 'ftp://db'"
+        " ([influxdb] is present, so it is on; write enabled = false to keep it off)"
+    )
+    off = loads('[influxdb]\nenabled = false\nurl = "http://db:8086"\n')
+    assert not off.influxdb.enabled
+    on = loads('[influxdb]\nurl = "http://db:8086"\napi = "v1"\ndatabase = "sci"\n')
+    assert on.influxdb.enabled
