@@ -28,10 +28,9 @@ from agent.embodied import host_embodied
 from agent.grid import build_chain
 from agent.loop import Loop
 from agent.method import build_method
-from agent.records import IntervalResult, Method
+from agent.records import IntervalResult, Method, SensorHealth
 from agent.sampler import Sampler
 from agent.scoring import Scorer, share_policy
-from agent.sensors.base import SensorHealth
 from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
 from exporters.base import Sink
 from exporters.influx_sink import build_influx_sink

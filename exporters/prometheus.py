@@ -35,9 +35,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-from agent.records import IDLE_APP, UNATTRIBUTED_APP, IntervalResult
-from agent.sensors.base import SensorHealth
-from agent.units.http_api import Handler, Request, Response
+from agent.httpserver import Handler, Request, Response
+from agent.records import IDLE_APP, UNATTRIBUTED_APP, IntervalResult, SensorHealth
 
 log = logging.getLogger("sci_agent.prometheus")
 
@@ -541,7 +540,7 @@ def _gauge(
 
 
 def metrics_route(sink: MetricsSink) -> Handler:
-    """A ``LocalApi`` handler answering the sink's metrics in the text format 0.0.4.
+    """An ``agent.httpserver`` handler answering the sink's metrics in the text format 0.0.4.
 
     Register it with ``auth=False``: Prometheus scrapes without the bearer token, and
     the metrics hold no secret (the API listens on loopback unless configured not to).

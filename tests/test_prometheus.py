@@ -23,9 +23,9 @@ from agent.records import (
     IntensityValue,
     IntervalResult,
     ProcessActivity,
+    SensorHealth,
 )
 from agent.scoring import Scorer
-from agent.sensors.base import SensorHealth
 from agent.units import LocalApi, UnitCounter
 from exporters.prometheus import CONTENT_TYPE, OVERFLOW_APP, MetricsSink, metrics_route
 

@@ -12,15 +12,14 @@ import os
 from dataclasses import dataclass, field
 
 from agent.config import Config
-from agent.records import ComponentKind
-from agent.sensors.base import IntervalContext, Sensor, SensorHealth, SensorUnavailable
+from agent.records import ComponentKind, SensorHealth
+from agent.sensors.base import IntervalContext, Sensor, SensorUnavailable
 from agent.sensors.model import ModelSensor
 from agent.static_power import StaticPowerLearner
 
 __all__ = [
     "IntervalContext",
     "Sensor",
-    "SensorHealth",
     "SensorSet",
     "SensorUnavailable",
     "open_sensors",
