@@ -38,7 +38,6 @@ from exporters.jsonl import JsonlSink
 from exporters.prometheus import (
     METRICS_PATH,
     AlertStats,
-    ExportStats,
     MetricsSink,
     metrics_route,
 )
@@ -153,7 +152,7 @@ class Agent:
                 self.metrics.alert_stats = self._alert_stats
         if self.metrics is not None and self.runners:
             runners = list(self.runners)
-            self.metrics.export_stats = lambda: [ExportStats(*r.stats()) for r in runners]
+            self.metrics.export_stats = lambda: [r.stats() for r in runners]
         return sinks
 
     def _build_alerts(self) -> AlertEngine:
