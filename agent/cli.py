@@ -23,7 +23,8 @@ from agent.fdreserve import FdReserve, raise_soft_limit
 from agent.journal import setup_logging, under_journald
 from agent.loop import Loop
 from agent.records import IntervalResult
-from agent.render import summary_line, to_json, to_table
+from agent.records_json import to_json
+from agent.render import summary_line, to_table
 from agent.runtime import Agent
 from agent.sdnotify import Notifier, watchdog_period_s
 from exporters.base import Sink

@@ -24,7 +24,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from agent.alerts.config import AlertsConfig, validate_alerts
 from agent.config_check import ConfigError as ConfigError
@@ -58,7 +58,8 @@ _redact_url = redact_url  # the name ``agent.cli`` uses
 
 log = logging.getLogger("sci_agent.config")
 
-IDLE_POLICIES = ("capacity", "full", "separate", "proportional")  # proportional: old name of full
+#: ``[sci] idle_policy``; "proportional" is the old name of "full" (agent.scoring).
+IdlePolicy = Literal["capacity", "full", "separate", "proportional"]
 
 
 @dataclass(frozen=True, init=False)
@@ -121,7 +122,7 @@ class EmbodiedConfig:
 
 @dataclass(frozen=True)
 class SciConfig:
-    idle_policy: str = "capacity"  # or "full", "separate" ("proportional": old name of full)
+    idle_policy: IdlePolicy = "capacity"
     pue: float = 1.0
 
 
@@ -400,8 +401,6 @@ def _validate_grid(grid: GridConfig) -> None:
 
 
 def _validate_sci(sci: SciConfig) -> None:
-    if sci.idle_policy not in IDLE_POLICIES:
-        raise ConfigError(f"sci.idle_policy: must be one of {', '.join(IDLE_POLICIES)}")
     if sci.pue < 1.0:
         raise ConfigError(f"sci.pue: must be 1.0 or more, got {sci.pue}")
 
@@ -517,6 +516,11 @@ def _coerce(hint: Any, value: Any, key: str, secret: bool = False) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected an array of tables ([[{key}]])")
         return tuple(_decode(item, v, f"{key}[{i}].") for i, v in enumerate(value))
+    if origin is Literal:
+        if not isinstance(value, str) or value not in get_args(hint):
+            choices = ", ".join(get_args(hint))
+            raise ConfigError(f"{key}: must be one of {choices}, got {got}")
+        return value
     if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
         return _decode(hint, value, f"{key}.")
     if hint is bool:

@@ -92,7 +92,6 @@ class Loop:
         self.reserve = reserve
         self.cycles = 0  # successful cycles
         self.failed_cycles = 0
-        self.skipped_ticks = 0
         self.last_success_unix: float | None = None
         self._clock = clock
         self._wall_clock = wall_clock
@@ -154,7 +153,6 @@ class Loop:
             if behind > 0:
                 missed = int(behind // self.interval_s) + 1
                 next_tick += missed * self.interval_s
-                self.skipped_ticks += missed
                 if not overrunning:
                     log.warning(
                         "cycle overran the %gs interval; skipped %d tick(s)",

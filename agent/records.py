@@ -2,6 +2,8 @@
 
 sensors → ``ComponentReading`` · procfs → ``ProcessActivity`` ·
 attribution → ``IntervalResult`` (``ProcessEnergy``, ``AppEnergy``) · sinks.
+Each sensor's last outcome is a ``SensorHealth``; the JSON form of an interval is
+``agent.records_json``.
 """
 
 from __future__ import annotations
@@ -262,6 +264,20 @@ class IntervalResult:
         """
         left = self.overhead_left or (self.idle, self.unattributed)
         return (*self.apps, *left)
+
+
+@dataclass(slots=True)
+class SensorHealth:
+    """A sensor's last outcome, updated in place by each read; shown by ``doctor``,
+    the log, ``/metrics`` and the alerts' staleness check."""
+
+    name: str
+    ok: bool = False
+    reason: str = ""
+    fix: str = ""
+    last_success: float | None = None  # unix time of the last good read
+    last_duration_s: float = 0.0
+    errors: int = 0
 
 
 def utc_now() -> datetime:

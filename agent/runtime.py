@@ -28,16 +28,14 @@ from agent.embodied import host_embodied
 from agent.grid import build_chain
 from agent.loop import Loop
 from agent.method import build_method
-from agent.records import IntervalResult, Method
+from agent.records import IntervalResult, Method, SensorHealth
 from agent.sampler import Sampler
 from agent.scoring import Scorer, share_policy
-from agent.sensors.base import SensorHealth
 from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
 from exporters.base import Sink
 from exporters.prometheus import (
     METRICS_PATH,
     AlertStats,
-    ExportStats,
     MetricsSink,
     metrics_route,
 )
@@ -149,7 +147,7 @@ class Agent:
                 self.metrics.alert_stats = self._alert_stats
         if self.metrics is not None and self.runners:
             runners = list(self.runners)
-            self.metrics.export_stats = lambda: [ExportStats(*r.stats()) for r in runners]
+            self.metrics.export_stats = lambda: [r.stats() for r in runners]
         return sinks
 
     def _build_alerts(self) -> AlertEngine:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 from agent.records import (
     IDLE_APP,
@@ -45,20 +46,22 @@ from sci.formula import embodied_carbon, joules_to_kwh, operational_carbon, sci,
 
 log = logging.getLogger("sci_agent.scoring")
 
-SHARE_POLICIES = ("capacity", "full", "separate")
-DEFAULT_POLICY = "capacity"
-_ALIASES = {"proportional": "full"}
+SharePolicy = Literal["capacity", "full", "separate"]
+SHARE_POLICIES: tuple[SharePolicy, ...] = get_args(SharePolicy)
+DEFAULT_POLICY: SharePolicy = "capacity"
+_ALIASES: dict[str, SharePolicy] = {"proportional": "full"}
 _KINDS = ("cpu", "dram", "gpu")
 
 
-def share_policy(name: str) -> str:
+def share_policy(name: str) -> SharePolicy:
     """The policy ``name`` stands for; a deprecated alias is logged; unknown raises."""
     if name in _ALIASES:
         log.warning("sci.idle_policy = %r is deprecated: it is now called %r", name, _ALIASES[name])
         return _ALIASES[name]
-    if name not in SHARE_POLICIES:
-        raise ValueError(f"sci.idle_policy: must be one of {', '.join(SHARE_POLICIES)}")
-    return name
+    for policy in SHARE_POLICIES:
+        if name == policy:
+            return policy
+    raise ValueError(f"sci.idle_policy: must be one of {', '.join(SHARE_POLICIES)}, got {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,7 @@ class Scorer:
         )
 
 
-def _allocate(policy: str, result: IntervalResult, host_m: float) -> _Allocation:
+def _allocate(policy: SharePolicy, result: IntervalResult, host_m: float) -> _Allocation:
     """Hand static energy and embodied carbon to apps under ``policy``."""
     apps = result.apps
     idle = _per_kind(result.idle)

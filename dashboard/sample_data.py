@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
+from typing import Any
 
 from exporters.sqlite_store import SqliteStore
 
@@ -297,7 +298,7 @@ def lines(table: str, rows: Sequence[Row]) -> list[str]:
     out: list[str] = []
     heads: dict[tuple[object, ...], str] = {}
 
-    def head(key: tuple[object, ...], measurement: str, **tags: str | None) -> str:
+    def head(key: tuple[object, ...], measurement: str, **tags: Any) -> str:
         found = heads.get(key)
         if found is None:
             found = heads[key] = _series(measurement, **tags)

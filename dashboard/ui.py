@@ -1,5 +1,6 @@
-"""What every page shares: settings, the data source, cached queries, the sidebar's
-choices, honest states (no data, stale hosts, model estimates) and number formats."""
+"""What every page shares: settings, the data source and its cached queries
+(``View.data``), the sidebar's choices, honest states (no data, stale hosts, model
+estimates) and number formats."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -22,6 +22,7 @@ from dashboard.data.base import DataSource, DataSourceError
 from dashboard.data.influx_source import InfluxClient, InfluxSource
 from dashboard.data.sqlite_source import SqliteSource
 from dashboard.escape import md
+from dashboard.queries import Queries
 from dashboard.timerange import (
     CUSTOM,
     DEFAULT_PRESET,
@@ -50,7 +51,8 @@ def cli_config_path() -> str | None:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--config")
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return args.config
+    path: str | None = args.config
+    return path
 
 
 @st.cache_resource(show_spinner=False)
@@ -103,17 +105,6 @@ def source(s: dash_config.Settings) -> DataSource:
     )
 
 
-@st.cache_data(ttl=600, max_entries=512, show_spinner=False)
-def _cached(_src: DataSource, key: str, method: str, args: tuple[Any, ...]) -> Any:
-    del key  # the source's identity, for the cache key
-    return getattr(_src, method)(*args)
-
-
-def query(src: DataSource, method: str, *args: Any) -> Any:
-    """``src.method(*args)``, cached: ranges end on refresh boundaries, so keys repeat."""
-    return _cached(src, src.cache_key(), method, tuple(args))
-
-
 # -- the sidebar (rendered by app.py, read by the pages) ----------------------------------
 
 
@@ -151,7 +142,7 @@ def sidebar(s: dash_config.Settings, src: DataSource) -> None:
             else:
                 st.error("The range's end must be after its start.")
         try:
-            known = list(query(src, "hosts", round_now(s))["host"])
+            known = list(Queries(src).hosts(round_now(s))["host"])
         except DataSourceError:
             known = []
         chosen = st.multiselect(
@@ -204,8 +195,10 @@ class View:
         """The host filter passed to queries (None: all)."""
         return self.selected
 
-    def q(self, method: str, *args: Any) -> Any:
-        return query(self.src, method, *args)
+    @property
+    def data(self) -> Queries:
+        """The source's queries, typed and cached."""
+        return Queries(self.src)
 
     def bucket_seconds(
         self, df: pd.DataFrame, hosts: Sequence[str] | None = None, rng: TimeRange | None = None

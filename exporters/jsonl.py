@@ -1,6 +1,6 @@
 """A sink writing one JSON object per interval, one per line, to a file or stdout.
 
-Each object is ``agent.render.to_json(result)``, the same stable object as
+Each object is ``agent.records_json.to_json(result)``, the same stable object as
 ``sci-agent once --json``. The file is opened for append and line-buffered; before
 each write the path is checked (one ``os.stat``) and reopened if logrotate or a
 person moved or deleted it, so the new file receives the next lines.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agent.records import IntervalResult
-from agent.render import to_json
+from agent.records_json import to_json
 
 STDOUT = "-"
 

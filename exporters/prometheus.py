@@ -35,9 +35,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-from agent.records import IDLE_APP, UNATTRIBUTED_APP, IntervalResult
-from agent.sensors.base import SensorHealth
-from agent.units.http_api import Handler, Request, Response
+from agent.httpserver import Handler, Request, Response
+from agent.records import IDLE_APP, UNATTRIBUTED_APP, IntervalResult, SensorHealth
+from exporters.runner import RunnerStats
 
 log = logging.getLogger("sci_agent.prometheus")
 
@@ -54,19 +54,8 @@ T = TypeVar("T")
 LabelValues = TypeVar("LabelValues", bound=tuple[str, ...])
 
 
-class ExportStats(NamedTuple):
-    """One network sink's delivery totals since the agent started."""
-
-    sink: str
-    sent_lines: float
-    rejected_lines: float
-    backlog_lines: float
-    retries: float
-    dropped_lines: float = 0.0  # lost to the spool's bound (disk full, or the spool full)
-
-
 SensorHealthSource = Callable[[], Mapping[str, SensorHealth]]
-ExportStatsSource = Callable[[], Iterable[tuple[float | str, ...]]]
+ExportStatsSource = Callable[[], Iterable[RunnerStats]]
 #: (successful cycles, failed cycles, unix time the last successful cycle ended or None)
 CycleStatsSource = Callable[[], tuple[int, int, float | None]]
 #: (sink, up, failed writes, backlog intervals, dropped intervals) per sink
@@ -168,24 +157,18 @@ class MetricsSink:
             return []
         return self._guard("sensor_health", lambda: list(source().values())) or []
 
-    def export_rows(self) -> list[ExportStats]:
+    def export_rows(self) -> list[RunnerStats]:
         """The network sinks' totals now; empty when there is no hook or it failed."""
         source = self.export_stats
         if source is None:
             return []
 
-        def rows() -> list[ExportStats]:
-            return [
-                ExportStats(
-                    str(sink),
-                    float(sent),
-                    float(rejected),
-                    float(backlog),
-                    float(retries),
-                    float(rest[0]) if rest else 0.0,
-                )
-                for sink, sent, rejected, backlog, retries, *rest in source()
-            ]
+        def rows() -> list[RunnerStats]:
+            found = list(source())
+            for row in found:
+                if not isinstance(row, RunnerStats):
+                    raise TypeError(f"expected RunnerStats, got {type(row).__name__}")
+            return found
 
         return self._guard("export_stats", rows) or []
 
@@ -493,32 +476,32 @@ class _Collector:
             "sci_agent_export_sent_lines",
             "Lines the network sink delivered since the agent started.",
             ("sink",),
-            {(r.sink,): r.sent_lines for r in rows},
+            {(r.sink,): float(r.sent_lines) for r in rows},
         )
         yield _counter(
             "sci_agent_export_rejected_lines",
             "Lines the network sink's server refused (dropped) since the agent started.",
             ("sink",),
-            {(r.sink,): r.rejected_lines for r in rows},
+            {(r.sink,): float(r.rejected_lines) for r in rows},
         )
         yield _gauge(
             "sci_agent_export_backlog_lines",
             "Lines waiting in the network sink's spool.",
             ("sink",),
-            {(r.sink,): r.backlog_lines for r in rows},
+            {(r.sink,): float(r.backlog_lines) for r in rows},
         )
         yield _counter(
             "sci_agent_export_dropped_lines",
             "Lines the network sink's spool dropped (its size bound, or a full disk beyond its"
             " in-memory queue) since the agent started.",
             ("sink",),
-            {(r.sink,): r.dropped_lines for r in rows},
+            {(r.sink,): float(r.dropped_lines) for r in rows},
         )
         yield _counter(
             "sci_agent_export_retries",
             "Retried deliveries of the network sink since the agent started.",
             ("sink",),
-            {(r.sink,): r.retries for r in rows},
+            {(r.sink,): float(r.retries) for r in rows},
         )
 
 
@@ -541,7 +524,7 @@ def _gauge(
 
 
 def metrics_route(sink: MetricsSink) -> Handler:
-    """A ``LocalApi`` handler answering the sink's metrics in the text format 0.0.4.
+    """An ``agent.httpserver`` handler answering the sink's metrics in the text format 0.0.4.
 
     Register it with ``auth=False``: Prometheus scrapes without the bearer token, and
     the metrics hold no secret (the API listens on loopback unless configured not to).

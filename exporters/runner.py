@@ -23,6 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from exporters.delivery import AuthError, NetworkSink, RejectedError, RetryableError
 from exporters.spool import Batch, Spool
@@ -33,6 +34,18 @@ BASE_BACKOFF_S = 0.5
 #: Most requests one rejected batch may cost while bisecting; the rest is dropped.
 MAX_BISECT_SENDS = 256
 _LINE_PREVIEW = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerStats:
+    """One network sink's delivery totals since the agent started, for ``/metrics``."""
+
+    sink: str
+    sent_lines: int
+    rejected_lines: int  # refused by the server, dropped
+    backlog_lines: int  # in the spool, not yet delivered
+    retries: int
+    dropped_lines: int = 0  # lost to the spool's bound (disk full, or the spool full)
 
 
 class SpoolRunner:
@@ -89,15 +102,15 @@ class SpoolRunner:
         """Lines in the spool not yet delivered."""
         return self.spool.pending_lines()
 
-    def stats(self) -> tuple[str, float, float, float, float, float]:
-        """(sink, sent, rejected, backlog, retries, dropped lines) for /metrics."""
-        return (
+    def stats(self) -> RunnerStats:
+        """The delivery totals now, for ``/metrics``."""
+        return RunnerStats(
             self.name,
-            float(self.sent_lines),
-            float(self.rejected_lines),
-            float(self.backlog_lines),
-            float(self.retries),
-            float(self.spool.dropped_lines),
+            self.sent_lines,
+            self.rejected_lines,
+            self.backlog_lines,
+            self.retries,
+            self.spool.dropped_lines,
         )
 
     # -- thread control ---------------------------------------------------------------

@@ -23,8 +23,7 @@ of a line back to the start of that line (sent again). A cursor it cannot trust
 (naming a segment past the newest, or a missing one while newer ones are there, or an
 offset past its segment's end) deletes nothing: it is logged with the segments found,
 and everything is sent again from the oldest segment. Lines that are not valid UTF-8
-or hold NUL bytes (a power-loss tail) are skipped when read, logged and counted in
-``corrupt_lines``.
+or hold NUL bytes (a power-loss tail) are skipped when read, and logged.
 
 Bounded: when an append would take the spool over ``max_bytes``, the oldest segments
 are deleted, acknowledged or not; the lost lines are counted (``dropped_lines``,
@@ -122,7 +121,6 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.memory_bytes = memory_bytes
         self.dropped_bytes = 0
-        self.corrupt_lines = 0
         self._dropped_lines = 0
         self._lock = threading.Lock()
         self._segments: dict[int, _Segment] = {}  # ascending sequence numbers
@@ -639,7 +637,6 @@ class Spool:
         for raw in records:
             text = _decode(raw)
             if text is None:
-                self.corrupt_lines += 1
                 log.warning(
                     "spool %s: skipped a corrupt line in %s", self.directory, segment_name(seq)
                 )

@@ -11,7 +11,7 @@ import pytest
 
 from agent.attribution import attribute
 from agent.records import ComponentReading, CpuActivity, IntensityValue, ProcessActivity
-from agent.render import to_json
+from agent.records_json import to_json
 from agent.scoring import Scorer
 from exporters.points import interval_points
 from exporters.prometheus import MetricsSink

@@ -31,7 +31,7 @@ from agent.config import (
 )
 from agent.procfs import PAGE_SIZE
 from agent.records import IntensityValue
-from agent.render import to_json
+from agent.records_json import to_json
 from agent.sampler import Sampler
 from agent.scoring import Scorer
 from tests.powercap_fixtures import one_socket

@@ -266,7 +266,7 @@ def test_watttime_converts_lbs_per_mwh_and_sends_the_token(server: ReplayServer)
     data = server.hits("/v3/forecast")[0]
     assert data.headers["authorization"] == f"Bearer {WT_TOKEN}"
     assert data.query == {"region": ["CAISO_NORTH"], "signal_type": ["co2_moer"]}
-    assert provider.logins == 1  # the token is cached
+    assert len(server.hits("/login")) == 1  # the token is cached
 
 
 def test_lbs_per_mwh_conversion() -> None:
@@ -285,7 +285,7 @@ def test_watttime_expired_token_logs_in_again_once(server: ReplayServer) -> None
     provider = wt(server)
     provider.fetch("X")
     assert provider.fetch("X").gco2_per_kwh == pytest.approx(453.59237)
-    assert provider.logins == 2
+    assert len(server.hits("/login")) == 2
     assert len(server.hits("/v3/forecast")) == 3
 
 
@@ -295,7 +295,7 @@ def test_watttime_second_401_is_an_error(server: ReplayServer) -> None:
     provider = wt(server)
     with pytest.raises(HttpStatusError, match="401 Unauthorized even with a new token"):
         provider.fetch("X")
-    assert provider.logins == 2
+    assert len(server.hits("/login")) == 2
     assert len(server.hits("/v3/forecast")) == 2
 
 
@@ -307,10 +307,10 @@ def test_watttime_renews_the_token_before_30_minutes(server: ReplayServer) -> No
     provider.fetch("X")
     clock.t += 20 * 60
     provider.fetch("X")
-    assert provider.logins == 1
+    assert len(server.hits("/login")) == 1
     clock.t += 6 * 60
     provider.fetch("X")
-    assert provider.logins == 2
+    assert len(server.hits("/login")) == 2
 
 
 def test_watttime_bad_login_never_shows_credentials(

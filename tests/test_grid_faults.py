@@ -342,7 +342,7 @@ def test_once_json_and_the_report_say_whose_value_it_is(tmp_path: Path) -> None:
     from agent.attribution import attribute
     from agent.config import AppRule, Config, StoreConfig
     from agent.records import ComponentReading, CpuActivity, ProcessActivity
-    from agent.render import to_json
+    from agent.records_json import to_json
     from agent.scoring import Scorer
     from exporters.sqlite_store import SqliteStore
 

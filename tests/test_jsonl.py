@@ -10,7 +10,7 @@ import pytest
 
 from agent.attribution import attribute
 from agent.records import ComponentReading, CpuActivity, IntervalResult, ProcessActivity
-from agent.render import to_json
+from agent.records_json import to_json
 from exporters.jsonl import JsonlSink
 
 NOW = datetime.now(UTC).replace(microsecond=0)

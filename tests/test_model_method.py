@@ -33,7 +33,7 @@ from agent.records import (
     IntervalResult,
     SciRecord,
 )
-from agent.render import to_json
+from agent.records_json import to_json
 from agent.sensors.base import IntervalContext
 from agent.sensors.model import CpuInfo, ModelSensor
 from exporters.sqlite_store import SqliteStore

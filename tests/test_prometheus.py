@@ -23,11 +23,12 @@ from agent.records import (
     IntensityValue,
     IntervalResult,
     ProcessActivity,
+    SensorHealth,
 )
 from agent.scoring import Scorer
-from agent.sensors.base import SensorHealth
 from agent.units import LocalApi, UnitCounter
 from exporters.prometheus import CONTENT_TYPE, OVERFLOW_APP, MetricsSink, metrics_route
+from exporters.runner import RunnerStats
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 GRID = IntensityValue("FR", 50.0, "electricitymaps", "average", T0)
@@ -80,8 +81,8 @@ def health() -> dict[str, SensorHealth]:
     }
 
 
-def export_stats() -> list[tuple[str, float, float, float, float]]:
-    return [("influxdb", 1200, 3, 40, 7)]
+def export_stats() -> list[RunnerStats]:
+    return [RunnerStats("influxdb", 1200, 3, 40, 7)]
 
 
 @pytest.fixture
@@ -330,7 +331,7 @@ def test_sink_health_shows_a_failing_store_and_its_backlog(
 
 
 def test_spool_drops_are_exported(sink: MetricsSink, api: LocalApi) -> None:
-    sink.export_stats = lambda: [("influxdb", 100.0, 0.0, 7.0, 2.0, 150.0)]
+    sink.export_stats = lambda: [RunnerStats("influxdb", 100, 0, 7, 2, 150)]
     samples, _ = parse(scrape(api)[0])
     assert value(samples, "sci_agent_export_dropped_lines_total", sink="influxdb") == 150
     assert value(samples, "sci_agent_export_backlog_lines", sink="influxdb") == 7

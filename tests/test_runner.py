@@ -14,7 +14,7 @@ from agent.attribution import attribute
 from agent.records import ComponentReading, CpuActivity, IntervalResult, ProcessActivity
 from exporters.delivery import AuthError, RejectedError, RetryableError
 from exporters.points import interval_points
-from exporters.runner import MAX_BISECT_SENDS, SpoolRunner
+from exporters.runner import MAX_BISECT_SENDS, RunnerStats, SpoolRunner
 from exporters.spool import Spool
 from exporters.spooled import SpooledSink
 from exporters.testing import RecordingNetworkSink
@@ -204,7 +204,7 @@ def test_counters_for_metrics(tmp_path: Path) -> None:
     sink.fail(RetryableError("429"), times=1)
     run_until_empty(runner)
     spool.append(lines(9, 4))
-    assert runner.stats() == ("influxdb", 9.0, 1.0, 4.0, 1.0, 0.0)  # no line dropped
+    assert runner.stats() == RunnerStats("influxdb", 9, 1, 4, 1, 0)  # no line dropped
     spool.close()
 
 

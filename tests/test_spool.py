@@ -102,16 +102,22 @@ def test_a_torn_last_line_is_not_replayed(tmp_path: Path, caplog: pytest.LogCapt
     spool.close()
 
 
-def test_nul_garbage_is_skipped_and_counted(tmp_path: Path) -> None:
+def test_nul_garbage_is_skipped_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with Spool(tmp_path, max_bytes=1 << 20) as spool:
         spool.append(numbered(0, 2))
     (segment,) = tmp_path.glob("*.seg")
     with segment.open("ab") as f:  # what a power loss can leave at a file's end
         f.write(b"\x00\x00\x00\x00\n")
-    with Spool(tmp_path, max_bytes=1 << 20) as spool:
+    with (
+        caplog.at_level(logging.WARNING, logger="sci_agent.spool"),
+        Spool(tmp_path, max_bytes=1 << 20) as spool,
+    ):
         spool.append(numbered(2, 1))
         assert drain(spool) == numbered(0, 3)
-        assert spool.corrupt_lines == 1
+    skipped = [r for r in caplog.records if "skipped a corrupt line" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].levelname == "WARNING"
 
 
 def test_a_cursor_inside_a_line_sends_that_line_again(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import AppRule, Config, HttpConfig
+from agent.httpserver import Request, Response, json_response
 from agent.units import LocalApi, UnitCounter, UnitError, app_units
 from agent.units.counter import MAX_COUNT
-from agent.units.http_api import Request, Response, json_response
 
 UNITS = {"web": "request", "llm": "token"}
 JSON = {"Content-Type": "application/json"}

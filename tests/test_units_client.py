@@ -15,8 +15,8 @@ import pytest
 
 import sci.client as client_mod
 from agent.config import HttpConfig
+from agent.httpserver import HttpError, Request, Response
 from agent.units import LocalApi, UnitCounter
-from agent.units.http_api import HttpError, Request, Response
 from sci.client import UnitsClient
 
 UNITS = {"web": "request", "llm": "token", "batch": "job"}

@@ -72,7 +72,6 @@ class WattTimeProvider(Provider):
         self._token: str | None = None
         self._token_at = 0.0
         self.ttl_s = config.ttl_s
-        self.logins = 0  # for doctor and tests
 
     def fetch(self, zone: str) -> IntensityValue:
         return self._points(zone)[0]
@@ -140,7 +139,6 @@ class WattTimeProvider(Provider):
         if not isinstance(token, str) or not token:
             raise ProviderError(self.name, "login answer has no token")
         self._token, self._token_at = token, self._clock()
-        self.logins += 1
 
     def _get(self, path: str, query: dict[str, str]) -> Any:
         token = self._token or ""

@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.jobs.meter import JobResult
 from agent.method import method_to_json
-from agent.render import iso
+from agent.records_json import iso
 from sci import humanize
 
 J_PER_KWH = 3.6e6

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from agent.records import ComponentKind
-from agent.sensors.base import IntervalContext, Sensor, SensorHealth, SensorUnavailable
+from agent.records import ComponentKind, SensorHealth
+from agent.sensors.base import IntervalContext, Sensor, SensorUnavailable
 from agent.sensors.registry import SENSORS
 from agent.static_power import StaticPowerLearner
 
@@ -25,7 +25,6 @@ __all__ = [
     "SENSORS",
     "IntervalContext",
     "Sensor",
-    "SensorHealth",
     "SensorSet",
     "SensorUnavailable",
     "learner",

@@ -1,4 +1,5 @@
-"""The one interface every energy sensor implements, and its health record."""
+"""The one interface every energy sensor implements, and the timed read that updates
+its health record (``agent.records.SensorHealth``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.records import ComponentKind, ComponentReading, CpuActivity
+from agent.records import ComponentKind, ComponentReading, CpuActivity, SensorHealth
 
 
 class SensorUnavailable(Exception):
@@ -25,19 +26,6 @@ class IntervalContext:
     interval_s: float
     cpu: CpuActivity
     memory_total_bytes: int
-
-
-@dataclass(slots=True)
-class SensorHealth:
-    """Last outcome of a sensor, shown by ``doctor``, the log and later ``/metrics``."""
-
-    name: str
-    ok: bool = False
-    reason: str = ""
-    fix: str = ""
-    last_success: float | None = None  # unix time
-    last_duration_s: float = 0.0
-    errors: int = 0
 
 
 class Sensor(Protocol):

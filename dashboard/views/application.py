@@ -27,15 +27,15 @@ def application() -> None:
     v = ui.view(settings)
     if v is None:
         return
-    names = ui.real_apps(list(v.q("apps", v.filter)["app"]))
+    names = ui.real_apps(list(v.data.apps(v.filter)["app"]))
     if not names:
         st.info("No application has SCI rows yet on these hosts.")
         return
-    app = pick_app(names, ui.first_app(names, v.q("app_totals", v.filter, v.rng)))
+    app = pick_app(names, ui.first_app(names, v.data.app_totals(v.filter, v.rng)))
     st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
-    estimated = v.q("estimated_components", v.filter, v.rng)
-    series = v.q("sci_over_time", v.filter, (app,), v.rng)
-    old_series = v.q("sci_over_time", v.filter, (app,), v.rng.previous())
+    estimated = v.data.estimated_components(v.filter, v.rng)
+    series = v.data.sci_over_time(v.filter, (app,), v.rng)
+    old_series = v.data.sci_over_time(v.filter, (app,), v.rng.previous())
     if series.empty:
         st.info(f"{md(app)} has no SCI rows in this period.")
         return
@@ -122,7 +122,7 @@ def application() -> None:
             key="app_units",
         )
 
-    energy = v.q("energy_by_component", v.filter, app, v.rng)
+    energy = v.data.energy_by_component(v.filter, app, v.rng)
     left, right = st.columns(2)
     with left:
         used = energy.groupby("component")["joules"].transform("sum") > 0
@@ -150,7 +150,7 @@ def application() -> None:
             )
             ui.model_note(estimated)
     with right:
-        split = v.q("operational_vs_embodied", v.filter, app, v.rng)
+        split = v.data.operational_vs_embodied(v.filter, app, v.rng)
         if not split.empty:
             hourly = v.per_second(split, ["operational_g", "embodied_g"])
             hourly[["operational_g", "embodied_g"]] *= 3600

@@ -19,9 +19,9 @@ def fleet() -> None:
         return
     st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
     ui.stale_warnings(v)
-    estimated = v.q("estimated_components", v.filter, v.rng)
-    totals = v.q("app_totals", v.filter, v.rng)
-    before = v.q("app_totals", v.filter, v.rng.previous())
+    estimated = v.data.estimated_components(v.filter, v.rng)
+    totals = v.data.app_totals(v.filter, v.rng)
+    before = v.data.app_totals(v.filter, v.rng.previous())
     live = v.hosts[~v.hosts["stale"]]
 
     energy = float(totals["energy_kwh"].sum())
@@ -53,7 +53,7 @@ def fleet() -> None:
         ui.carbon_split(float(totals["operational_g"].sum()), float(totals["embodied_g"].sum()))
     )
 
-    power = v.q("power_by_component", v.filter, v.rng)
+    power = v.data.power_by_component(v.filter, v.rng)
     if not power.empty:
         per_host = power.groupby(["time", "host"], as_index=False)["watts"].sum()
         st.plotly_chart(

@@ -29,10 +29,10 @@ def grid_page() -> None:
     v = ui.view(settings)
     if v is None:
         return
-    zones = list(v.q("zones")["zone"])
+    zones = list(v.data.zones()["zone"])
     chosen = st.multiselect("Zones", zones, default=zones, key="zone_pick")
     st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
-    data = v.q("intensity_over_time", tuple(chosen), v.rng)
+    data = v.data.intensity_over_time(tuple(chosen), v.rng)
     if data.empty:
         st.info("No grid intensity recorded in this period.")
     else:

@@ -28,8 +28,8 @@ def host_page() -> None:
     st.caption(f"{v.rng.label()} · {md(v.src.describe())}")
     ui.stale_warnings(v, [host])
     row = v.hosts[v.hosts["host"] == host].iloc[0]
-    estimated = v.q("estimated_components", [host], v.rng)
-    split = v.q("idle_vs_active", host, v.rng)
+    estimated = v.data.estimated_components([host], v.rng)
+    split = v.data.idle_vs_active(host, v.rng)
     total_j = float(split[["active_j", "idle_j", "unattributed_j"]].sum().sum())
     idle_share = float(split["idle_j"].sum()) / total_j if total_j else float("nan")
     sources = (
@@ -49,7 +49,7 @@ def host_page() -> None:
     cols[3].metric("Interval", ui.fmt_seconds(float(row["interval_s"])))
     st.caption(f"Components: {sources}")
 
-    power = v.q("power_by_component", [host], v.rng)
+    power = v.data.power_by_component([host], v.rng)
     if power.empty:
         st.info("No power readings for this host in the period.")
     else:
@@ -93,7 +93,7 @@ def host_page() -> None:
         )
         ui.model_note(estimated, [host])
 
-    top = v.q("top_processes", host, v.rng, 10)
+    top = v.data.top_processes(host, v.rng, 10)
     if top.empty:
         st.info("No per-process rows for this host in the period.")
         return

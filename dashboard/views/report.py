@@ -18,13 +18,13 @@ def report_page() -> None:
     v = ui.view(settings, align=False)
     if v is None:
         return
-    names = ui.real_apps(list(v.q("apps", None)["app"]))
+    names = ui.real_apps(list(v.data.apps(None)["app"]))
     if not names:
         st.info("No application has SCI rows yet.")
         return
     remembered = st.session_state.get("app_choice")
     if remembered not in names:
-        remembered = ui.first_app(names, v.q("app_totals", None, v.rng))
+        remembered = ui.first_app(names, v.data.app_totals(None, v.rng))
     app = st.selectbox(
         "Application",
         names,
@@ -34,7 +34,7 @@ def report_page() -> None:
     st.session_state["app_choice"] = app
     st.caption(f"{v.rng.label()} · every host · {md(v.src.describe())}")
     try:
-        report = v.q("sci_report", settings.config, app, v.rng.start_ms, v.rng.end_ms)
+        report = v.data.sci_report(settings.config, app, v.rng.start_ms, v.rng.end_ms)
     except ReportError as exc:
         st.info(md(exc))
         return
