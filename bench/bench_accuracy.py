@@ -32,7 +32,6 @@ Run: ``python bench/bench_accuracy.py [--seconds S] [--interval S] [--no-codecar
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,13 @@ from benchutil import (
     CODECARBON_MISSING,
     Child,
     add_output_args,
-    bench_result,
     bullets,
+    codecarbon_energy,
     codecarbon_setup,
     cpu_clock_s,
     emit,
     import_codecarbon,
+    kill_group,
     log,
     machine_info,
     model_config,
@@ -145,18 +145,9 @@ def cc_wrapper(kind: str, mode: str, interval: float) -> None:
         own = time.process_time() - cpu0
     finally:
         if proc is not None:
-            os.killpg(proc.pid, 9)
+            kill_group(proc.pid)
             proc.wait()
-    data = tracker.final_emissions_data
-    say(
-        "done",
-        {
-            "cpu_j": data.cpu_energy * 3.6e6,
-            "ram_j": data.ram_energy * 3.6e6,
-            "duration_s": data.duration,
-            "tracker_process_cpu_s": own,
-        },
-    )
+    say("done", {**codecarbon_energy(tracker), "tracker_process_cpu_s": own})
 
 
 # -- the agent's run ------------------------------------------------------------------
@@ -559,8 +550,7 @@ def main(argv: list[str]) -> int:
         return 0
     args = parse_args(argv)
     figures = run(args)
-    res = bench_result("bench_accuracy", TITLE, sections(figures), machine=figures["machine"])
-    emit(res, args, figures)
+    emit(args, figures, "bench_accuracy", TITLE, sections(figures))
     return 0
 
 

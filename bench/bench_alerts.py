@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from benchutil import add_output_args, bench_result, emit, machine_info, percentile, section
+from benchutil import add_output_args, emit, machine_info, percentile, section
 
 from agent.alerts.baseline import SciBaseline
 from agent.alerts.config import AlertRuleConfig, AlertsConfig, WebhookConfig
@@ -285,11 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(parser)
     args = parser.parse_args(argv)
     figures = run(args.quick)
-    emit(
-        bench_result("bench_alerts", TITLE, sections(figures), machine=figures["machine"]),
-        args,
-        figures,
-    )
+    emit(args, figures, "bench_alerts", TITLE, sections(figures))
     return 0
 
 

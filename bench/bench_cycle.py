@@ -24,7 +24,6 @@ import atexit
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,10 +35,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from benchutil import (
     add_output_args,
-    bench_result,
     bullets,
     count_pids,
     emit,
+    kill_group,
     log,
     machine_info,
     model_config,
@@ -176,8 +175,7 @@ class IdleProcesses:
                 self._proc.wait(timeout=30)
         finally:
             # Whatever is left of the group (the children, should the helper be gone).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+            kill_group(self._proc.pid)
             self._proc.wait()
 
 
@@ -652,11 +650,7 @@ def main(argv: list[str]) -> int:
         finally:
             idle.close()
     figures["targets"] = targets(figures["cpu"], figures["memory"])
-    emit(
-        bench_result("bench_cycle", TITLE, sections(figures), machine=figures["machine"]),
-        args,
-        figures,
-    )
+    emit(args, figures, "bench_cycle", TITLE, sections(figures))
     return 0
 
 

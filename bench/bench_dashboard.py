@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchutil import ROOT, add_output_args, bench_result, bullets, emit, log, section
+from benchutil import ROOT, add_output_args, bullets, emit, log, section
 
 from dashboard.sample_data import SampleSpec, fill_store, write_influx
 from devtools.servers import InfluxdServer, find_binary
@@ -221,7 +221,7 @@ def sections(f: dict[str, Any]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     figures = measure(args)
-    emit(bench_result("bench_dashboard", TITLE, sections(figures)), args, figures)
+    emit(args, figures, "bench_dashboard", TITLE, sections(figures))
     return 0
 
 

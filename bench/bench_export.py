@@ -53,7 +53,6 @@ from typing import Any
 
 from benchutil import (
     add_output_args,
-    bench_result,
     bullets,
     count_pids,
     cpu_seconds,
@@ -1151,11 +1150,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("sci_agent").setLevel(logging.ERROR)
     with terminate_cleanly(), tempfile.TemporaryDirectory(prefix="sci-bench-export-") as tmp:
         figures = run(args, plan, binary, Path(tmp))
-    emit(
-        bench_result("bench_export", TITLE, sections(figures), machine=figures["machine"]),
-        args,
-        figures,
-    )
+    emit(args, figures, "bench_export", TITLE, sections(figures))
     return 0
 
 

@@ -38,8 +38,8 @@ from benchutil import (
     CODECARBON_MISSING,
     Child,
     add_output_args,
-    bench_result,
     bullets,
+    codecarbon_energy,
     codecarbon_setup,
     count_pids,
     cpu_clock_s,
@@ -132,15 +132,7 @@ def child_codecarbon(interval: float, mode: str) -> None:
     say("ready", codecarbon_setup(cc, tracker))
     sys.stdin.readline()
     tracker.stop()
-    data = tracker.final_emissions_data
-    say(
-        "done",
-        {
-            "cpu_j": data.cpu_energy * 3.6e6,
-            "ram_j": data.ram_energy * 3.6e6,
-            "duration_s": data.duration,
-        },
-    )
+    say("done", codecarbon_energy(tracker))
 
 
 # -- the parent -----------------------------------------------------------------------
@@ -399,8 +391,7 @@ def main(argv: list[str]) -> int:
         return 0
     args = parse_args(argv)
     figures = measure(args)
-    res = bench_result("bench_footprint", TITLE, sections(figures), machine=figures["machine"])
-    emit(res, args, figures)
+    emit(args, figures, "bench_footprint", TITLE, sections(figures))
     return 0
 
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchutil import add_output_args, bench_result, count_pids, emit, machine_info, section
+from benchutil import add_output_args, count_pids, emit, machine_info, section
 
 from agent.config import loads
 from sci import Tracker
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(parser)
     args = parser.parse_args(argv)
     figures = run(10.0 if args.quick else args.seconds, marks=20, interval_s=args.interval)
-    res = bench_result("bench_tracker", TITLE, sections(figures), machine=figures["machine"])
-    emit(res, args, figures)
+    emit(args, figures, "bench_tracker", TITLE, sections(figures))
     return 0
 
 

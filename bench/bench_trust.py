@@ -47,8 +47,8 @@ from benchutil import (
     CLK_TCK,
     ROOT,
     add_output_args,
-    bench_result,
     emit,
+    kill_group,
     log,
     machine_info,
     model_config,
@@ -124,8 +124,7 @@ def spawn(kind: str, *extra: str, **popen: Any) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)
     proc.wait()
 
 
@@ -527,11 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(parser)
     args = parser.parse_args(argv)
     figures = run(args)
-    emit(
-        bench_result("bench_trust", TITLE, sections(figures), machine=figures["machine"]),
-        args,
-        figures,
-    )
+    emit(args, figures, "bench_trust", TITLE, sections(figures))
     return 0 if all(targets(figures).values()) else 1
 
 

@@ -264,8 +264,16 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def emit(res: dict[str, Any], args: argparse.Namespace, figures: Any = None) -> None:
-    """Write ``res`` to ``args.results``/NAME.json and print it (``--json``: ``figures``)."""
+def emit(
+    args: argparse.Namespace,
+    figures: dict[str, Any],
+    name: str,
+    title: str,
+    sections: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The result of benchmark ``name``, written to ``args.results``/NAME.json and printed
+    as Markdown (``--json``: the raw ``figures`` instead); returned."""
+    res = bench_result(name, title, sections, machine=figures.get("machine"))
     if args.results:
         path = Path(args.results, f"{res['name']}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +285,7 @@ def emit(res: dict[str, Any], args: argparse.Namespace, figures: Any = None) -> 
         from render_docs import render_result
 
         print(render_result(res))
+    return res
 
 
 # -- CodeCarbon -----------------------------------------------------------------------
@@ -307,6 +316,17 @@ def codecarbon_setup(cc: ModuleType, tracker: Any) -> dict[str, Any]:
     }
 
 
+def codecarbon_energy(tracker: Any) -> dict[str, float]:
+    """A stopped tracker's CPU and RAM energy (J) and duration (s)."""
+    data = tracker.final_emissions_data
+    kwh = 3.6e6
+    return {
+        "cpu_j": data.cpu_energy * kwh,
+        "ram_j": data.ram_energy * kwh,
+        "duration_s": data.duration,
+    }
+
+
 def offline_tracker(cc: Any, interval: float, mode: str) -> Any:
     """CodeCarbon's offline tracker as both benchmarks run it: France's grid, no file."""
     return cc.OfflineEmissionsTracker(
@@ -319,6 +339,12 @@ def offline_tracker(cc: Any, interval: float, mode: str) -> Any:
 
 
 # -- children that talk line by line ---------------------------------------------------
+
+
+def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """Signal the process group led by ``pid`` (gone already: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 class Child:
@@ -385,8 +411,7 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL the child's whole process group now."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_group(self.proc.pid)
         self.close(timeout_s=5)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -397,16 +422,13 @@ class Child:
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+            kill_group(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                kill_group(self.proc.pid)
                 self.proc.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # what is left of its group
+        kill_group(self.proc.pid)  # what is left of its group
         self._log.close()
 
 

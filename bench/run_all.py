@@ -1,6 +1,7 @@
 """Run every benchmark, then write docs/benchmarks.md from their results files.
 
-Usage: ``python bench/run_all.py [--quick] [--only NAME ...] [--output PATH]``. Each
+Usage: ``python bench/run_all.py [--quick] [--only NAME ...] [--results DIR] [--output PATH]``.
+Each
 script (every ``bench/bench_*.py``, then ``bench/gpu_validation.py``) prints its figures
 and writes ``bench/results/<script>.json``; ``bench/render_docs.py`` then renders every
 results file into the page. NAME is a script's name without ``bench_`` (``cycle``,
@@ -39,16 +40,17 @@ def short_name(stem: str) -> str:
     return "gpu" if stem == "gpu_validation" else stem.removeprefix("bench_")
 
 
-def run(name: str, script: Path, quick: bool) -> int:
+def run(name: str, script: Path, quick: bool, results: str) -> int:
     """Run one benchmark (its Markdown goes to this terminal); its exit status."""
-    argv = [sys.executable, str(script), *(["--quick"] if quick else [])]
-    if name == "dashboard" and quick:
-        quick_dir = str(ROOT / "var" / "bench-dashboard-quick")
-        argv = [sys.executable, str(script), "--days", "1", "--hosts", "2", "--repeat", "1"]
-        argv += ["--workdir", quick_dir]
+    argv = [sys.executable, str(script), "--results", results]
+    if name == "dashboard" and quick:  # a small data set of its own (the big one is kept)
+        argv += ["--days", "0.1", "--hosts", "2", "--repeat", "1"]
+        argv += ["--workdir", str(ROOT / "var" / "bench-dashboard-quick")]
+    elif quick:
+        argv.append("--quick")
     code = subprocess.run(argv, cwd=ROOT, check=False).returncode
     if name == "gpu" and code == EXIT_UNAVAILABLE:  # no GPU or torch here: the recording
-        argv = [sys.executable, str(script), "--replay", TRACE]
+        argv = [sys.executable, str(script), "--replay", TRACE, "--results", results]
         code = subprocess.run(argv, cwd=ROOT, check=False).returncode
     return code
 
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke runs")
     parser.add_argument("--only", nargs="*", choices=list(found))
-    parser.add_argument("--output", default=str(OUTPUT))
+    parser.add_argument("--results", default=str(RESULTS_DIR), help="folder of results files")
+    parser.add_argument("--output", default=str(OUTPUT), help="the page to write")
     args = parser.parse_args(argv)
     status = 0
     for name, script in found.items():
@@ -66,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[bench] {name} …", file=sys.stderr, flush=True)
         started = time.monotonic()
-        code = run(name, script, args.quick)
+        code = run(name, script, args.quick, args.results)
         if code not in (0, EXIT_TARGET_MISSED):
             status = 1
         print(f"[bench] {name}: {time.monotonic() - started:.0f} s, exit {code}", file=sys.stderr)
-    rendered = render(["--results", str(RESULTS_DIR), "--output", args.output])
+    rendered = render(["--results", args.results, "--output", args.output])
     return max(status, rendered)
 
 
