@@ -259,8 +259,8 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     parser.add_argument(
         "--results",
-        default=str(RESULTS_DIR),
-        help="folder of the results file (default bench/results; '' writes none)",
+        default=os.environ.get("BENCH_RESULTS", str(RESULTS_DIR)),
+        help="folder of the results file (default $BENCH_RESULTS or bench/results; '' writes none)",
     )
 
 

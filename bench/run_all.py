@@ -13,6 +13,7 @@ committed results file, so the page still shows its previous figures.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -41,17 +42,19 @@ def short_name(stem: str) -> str:
 
 
 def run(name: str, script: Path, quick: bool, results: str) -> int:
-    """Run one benchmark (its Markdown goes to this terminal); its exit status."""
-    argv = [sys.executable, str(script), "--results", results]
+    """Run one benchmark (its Markdown goes to this terminal); its exit status. The results
+    folder goes by ``BENCH_RESULTS``, the default of every script's ``--results``."""
+    env = {**os.environ, "BENCH_RESULTS": results}
+    argv = [sys.executable, str(script)]
     if name == "dashboard" and quick:  # a small data set of its own (the big one is kept)
         argv += ["--days", "0.1", "--hosts", "2", "--repeat", "1"]
         argv += ["--workdir", str(ROOT / "var" / "bench-dashboard-quick")]
     elif quick:
         argv.append("--quick")
-    code = subprocess.run(argv, cwd=ROOT, check=False).returncode
+    code = subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
     if name == "gpu" and code == EXIT_UNAVAILABLE:  # no GPU or torch here: the recording
-        argv = [sys.executable, str(script), "--replay", TRACE, "--results", results]
-        code = subprocess.run(argv, cwd=ROOT, check=False).returncode
+        argv = [sys.executable, str(script), "--replay", TRACE]
+        code = subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
     return code
 
 
