@@ -1,4 +1,5 @@
-"""Test-wide settings: reproducible property tests in CI, exploring ones locally."""
+"""Test-wide settings: reproducible property tests in CI, exploring ones locally; and the
+real-server fixtures (``tests/server_fixtures.py``) for every test module."""
 
 from __future__ import annotations
 
@@ -6,12 +7,7 @@ import os
 
 from hypothesis import settings
 
-settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
-settings.register_profile("dev", deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
-
-# The real-server fixtures, for every test module (one server per module).
-from tests.server_fixtures import (  # noqa: E402
+from tests.server_fixtures import (
     alertmanager,
     capture_server,
     influxd,
@@ -20,3 +16,7 @@ from tests.server_fixtures import (  # noqa: E402
 )
 
 __all__ = ["alertmanager", "capture_server", "influxd", "tls_capture_server", "victoria_metrics"]
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
