@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/local.toml
 DEMO   ?= 1
 
-.PHONY: run demo test lint bench gpu-validate deps clean
+.PHONY: run demo test lint bench bench-docs gpu-validate deps clean
 
 # `make run` installs only what running needs; the test tools have their own stamp.
 $(BIN)/.run-installed: pyproject.toml
@@ -41,12 +41,18 @@ lint: $(BIN)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## bench: run every benchmark and write docs/benchmarks.md (CodeCarbon is installed for it only)
+## bench: run every benchmark (each writes bench/results/NAME.json), then render
+##        docs/benchmarks.md from the results (CodeCarbon is installed for it only)
 bench: deps $(BIN)/.test-installed
 	$(BIN)/pip install --quiet codecarbon
 	$(BIN)/python bench/run_all.py
 
-## gpu-validate: check NVML energy and attribution on this machine's NVIDIA GPU (needs torch)
+## bench-docs: render docs/benchmarks.md from bench/results/*.json, running nothing
+bench-docs:
+	$(PYTHON) bench/render_docs.py
+
+## gpu-validate: check NVML energy and attribution on this machine's NVIDIA GPU (needs torch);
+##               writes bench/results/gpu_validation.json
 gpu-validate: $(BIN)/.test-installed
 	$(BIN)/python bench/gpu_validation.py
 

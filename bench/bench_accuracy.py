@@ -24,15 +24,14 @@ workload is started by a wrapper that runs an ``OfflineEmissionsTracker`` in
 so the wrapper is the workload's parent), and one more tracker runs in machine mode;
 their figures are printed beside the agent's.
 
+Writes ``bench/results/bench_accuracy.json`` and prints it as Markdown.
 Run: ``python bench/bench_accuracy.py [--seconds S] [--interval S] [--no-codecarbon]
-[--json] [--quick]``.
+[--json] [--results DIR] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -41,28 +40,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_cycle import machine_info
 from benchutil import (
     CLK_TCK,
     CODECARBON_MISSING,
     Child,
+    add_output_args,
+    bullets,
+    codecarbon_energy,
     codecarbon_setup,
-    command_text,
     cpu_clock_s,
-    header,
+    emit,
     import_codecarbon,
+    kill_group,
     log,
+    machine_info,
+    model_config,
     offline_tracker,
     say,
+    section,
     stat_ticks,
-    table,
-    utc_now_text,
 )
 
 if TYPE_CHECKING:
     from agent.records import CpuActivity, IntervalResult
     from agent.sampler import Sampler
 
+TITLE = "Attribution accuracy on workloads of known CPU shares"
+ABOUT = (
+    "A busy loop, a 25 % duty cycle and a spawner of 20 ms processes every 100 ms; "
+    "attributed energy against each workload's own CPU accounting, the unattributed "
+    "bucket, conservation, and CodeCarbon's process mode on the same workloads."
+)
 KINDS = ("full", "quarter", "short")
 MARKER = "sci-bench-wl"
 
@@ -137,18 +145,9 @@ def cc_wrapper(kind: str, mode: str, interval: float) -> None:
         own = time.process_time() - cpu0
     finally:
         if proc is not None:
-            os.killpg(proc.pid, 9)
+            kill_group(proc.pid)
             proc.wait()
-    data = tracker.final_emissions_data
-    say(
-        "done",
-        {
-            "cpu_j": data.cpu_energy * 3.6e6,
-            "ram_j": data.ram_energy * 3.6e6,
-            "duration_s": data.duration,
-            "tracker_process_cpu_s": own,
-        },
-    )
+    say("done", {**codecarbon_energy(tracker), "tracker_process_cpu_s": own})
 
 
 # -- the agent's run ------------------------------------------------------------------
@@ -156,31 +155,11 @@ def cc_wrapper(kind: str, mode: str, interval: float) -> None:
 
 def make_sampler(interval: float) -> Sampler:
     """A sampler with the power model only, naming the workloads by their markers."""
-    from agent.config import (
-        AppRule,
-        Config,
-        ModelConfig,
-        NvmlConfig,
-        RaplConfig,
-        SensorsConfig,
-        StoreConfig,
-        validate,
-    )
+    from agent.config import AppRule
     from agent.sampler import Sampler as _Sampler
 
-    cfg = validate(
-        Config(
-            interval_s=interval,
-            sensors=SensorsConfig(
-                rapl=RaplConfig(enabled=False),
-                nvml=NvmlConfig(enabled=False),
-                model=ModelConfig(enabled=True),
-            ),
-            store=StoreConfig(enabled=False),
-            apps=tuple(AppRule(k, cmdline=rf"{MARKER}={k}\b") for k in KINDS),
-        )
-    )
-    return _Sampler(cfg)
+    apps = tuple(AppRule(k, cmdline=rf"{MARKER}={k}\b") for k in KINDS)
+    return _Sampler(model_config(interval_s=interval, apps=apps))
 
 
 def interval_record(
@@ -311,8 +290,6 @@ def sample(args: argparse.Namespace, pids: dict[str, int]) -> dict[str, Any]:
     finally:
         sampler.close()
     return {
-        "date_utc": utc_now_text(),
-        "command": command_text(),
         "machine": machine_info(),
         "interval_s": args.interval,
         "seconds": elapsed,
@@ -380,32 +357,31 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f} %"
 
 
-def markdown(f: dict[str, Any]) -> str:
+def sections(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """What it measures, per workload, unattributed energy, conservation, CodeCarbon."""
     s, w = f["summary"], f["summary"]["workloads"]
     cc = f["codecarbon"]
     n = len(f["intervals"])
-    lines = header("Attribution accuracy on workloads of known CPU shares", f)
-    lines += [
-        f"- agent: Sampler with the power model ({f['model']}), every {f['interval_s']:g} s, "
+    setup = [
+        f"agent: Sampler with the power model ({f['model']}), every {f['interval_s']:g} s, "
         f"{n} intervals over {f['seconds']:.1f} s; apps named by `[[apps]]` cmdline rules",
-        "- workloads: `full` busy loop; `quarter` busy 5 ms / asleep 15 ms; `short` forks a "
+        "workloads: `full` busy loop; `quarter` busy 5 ms / asleep 15 ms; `short` forks a "
         "process every 100 ms that burns 20 ms of CPU and exits (reaped by the spawner)",
-        f"- truth: /proc/PID/stat of each workload at the agent's sampling instants; "
+        f"truth: /proc/PID/stat of each workload at the agent's sampling instants; "
         f"machine busy CPU over the run {s['busy_cpu_s']:.2f} s; active CPU energy "
         f"(dynamic, above the static floor) {s['active_cpu_j']:.2f} J of {s['cpu_j']:.2f} J CPU "
         "(model)",
     ]
     if cc is None:
-        lines.append(f"- CodeCarbon: {f['codecarbon_skipped'] or CODECARBON_MISSING}")
+        setup.append(f"CodeCarbon: {f['codecarbon_skipped'] or CODECARBON_MISSING}")
     else:
         st = cc["setup"]["full"]
-        lines.append(
-            f"- CodeCarbon {st['version']}: {', '.join(st['hardware'])}; CPU mode "
+        setup.append(
+            f"CodeCarbon {st['version']}: {', '.join(st['hardware'])}; CPU mode "
             f"`{st['cpu_mode']}`, TDP {st['tdp_w']} W over {st['cpu_count']} CPUs "
             "(its fallback: no RAPL here); one process-mode tracker per workload, in the "
             "workload's parent, plus one machine-mode tracker"
         )
-    lines += ["", "## Per workload", ""]
     rows = []
     for k in KINDS:
         x = w[k]
@@ -424,58 +400,61 @@ def markdown(f: dict[str, Any]) -> str:
                 f"**{x['attributed_over_expected']:.3f}**",
             ]
         )
-    lines += table(
-        [
-            "workload",
-            "measured CPU-s (own + reaped children)",
-            "share of busy CPU",
-            "CPU-s the agent saw",
-            "attributed CPU J",
-            "expected CPU J",
-            "share of active CPU energy",
-            "attributed ÷ expected",
-        ],
-        rows,
-    )
     short = w["short"]
     unatt = s["unattributed_cpu_j"]
     reaped_j = short["expected_reaped_j"]
-    lines += [
-        "",
-        "## Unattributed energy and the short-lived processes",
-        "",
-        f"- unattributed CPU energy: **{unatt:.2f} J** "
+    unattributed = [
+        f"unattributed CPU energy: **{unatt:.2f} J** "
         f"({_pct(unatt / s['active_cpu_j'] if s['active_cpu_j'] else 0)} of active); "
         f"expected energy of the reaped short-lived children (spawner's cutime + cstime): "
         f"**{reaped_j:.2f} J**, of which charged to `short`: see the table above",
-        f"- short-lived children caught alive by a scan: {s['short_children_seen']} of "
+        f"short-lived children caught alive by a scan: {s['short_children_seen']} of "
         f"~{round(f['seconds'] / 0.1)} spawned (their ticks went to `short`)",
-        "- how: a process that starts and ends between two scans is never in a scan; its "
+        "how: a process that starts and ends between two scans is never in a scan; its "
         "CPU reaches the spawner's `cutime` when the spawner reaps it, and the agent "
         "charges a live parent the increase of its children's cutime + cstime (less what "
         "its vanished children were already charged while seen). What no live parent "
         "reaped (orphans reaped by init, the children of the interval's last moments not "
         f"yet reaped) stays `unattributed`. The spawner's own CPU: {short['own_cpu_s']:.2f} s.",
-        "- the rest of the unattributed energy: other processes that lived less than an "
+        "the rest of the unattributed energy: other processes that lived less than an "
         "interval (anything on the machine) and interrupt time",
-        f"- other apps (this process, the trackers, anything else running): "
+        f"other apps (this process, the trackers, anything else running): "
         f"{s['other_apps_cpu_j']:.2f} J; most CPU-s: "
         + (", ".join(f"{n} {v:.2f}" for n, v in s["top_other_cpu_s"].items()) or "none"),
-        "",
-        "## Conservation",
-        "",
-        f"- measured − attributed − idle − unattributed, summed over the run: "
+    ]
+    conservation = [
+        f"measured − attributed − idle − unattributed, summed over the run: "
         f"{s['residual_j']:.3e} J of {s['measured_j']:.2f} J measured (CPU alone: "
         f"{s['residual_cpu_j']:.3e} J); max |per interval| {s['max_abs_residual_j']:.3e} J",
-        f"- CPU: {s['cpu_j']:.2f} J = attributed {s['attributed_cpu_j']:.2f} + idle "
+        f"CPU: {s['cpu_j']:.2f} J = attributed {s['attributed_cpu_j']:.2f} + idle "
         f"{s['idle_cpu_j']:.2f} + unattributed {unatt:.2f}",
     ]
+    out = [
+        section("", ABOUT),
+        section("", bullets(setup)),
+        section(
+            "Per workload",
+            columns=[
+                "workload",
+                "measured CPU-s (own + reaped children)",
+                "share of busy CPU",
+                "CPU-s the agent saw",
+                "attributed CPU J",
+                "expected CPU J",
+                "share of active CPU energy",
+                "attributed ÷ expected",
+            ],
+            rows=rows,
+        ),
+        section("Unattributed energy and the short-lived processes", bullets(unattributed)),
+        section("Conservation", bullets(conservation)),
+    ]
     if cc is not None:
-        lines += codecarbon_section(f, cc)
-    return "\n".join(lines)
+        out += codecarbon_section(f, cc)
+    return out
 
 
-def codecarbon_section(f: dict[str, Any], cc: dict[str, Any]) -> list[str]:
+def codecarbon_section(f: dict[str, Any], cc: dict[str, Any]) -> list[dict[str, Any]]:
     w, done = f["summary"]["workloads"], cc["done"]
     st = cc["setup"]["full"]
     per_cpu_w = (
@@ -506,51 +485,45 @@ def codecarbon_section(f: dict[str, Any], cc: dict[str, Any]) -> list[str]:
             ]
         )
     m = done["machine"]
-    lines = [
-        "",
-        '## CodeCarbon, tracking_mode="process", beside the agent',
-        "",
-    ]
-    lines += table(
-        [
-            "workload",
-            "measured CPU-s per s",
-            "CPU-s per s CodeCarbon counted",
-            "of which its tracker's process",
-            "CodeCarbon CPU J",
-            "CodeCarbon RAM J",
-            "its duration (s)",
-            "measured share (of the 3)",
-            "sci-agent share (of the 3)",
-            "CodeCarbon share (of the 3)",
-        ],
-        rows,
-    )
-    lines += [
-        "",
-        f"- machine-mode tracker over the same window: CPU {m['cpu_j']:.2f} J, RAM "
+    notes = [
+        f"machine-mode tracker over the same window: CPU {m['cpu_j']:.2f} J, RAM "
         f"{m['ram_j']:.2f} J in {m['duration_s']:.1f} s (the agent's model: CPU "
         f"{f['summary']['cpu_j']:.2f} J, all components {f['summary']['measured_j']:.2f} J); "
         "one figure for the whole machine, nothing per process",
-        "- process mode tracks the process that runs the tracker and its descendants, "
+        "process mode tracks the process that runs the tracker and its descendants, "
         "polled with psutil (`Process.children(recursive=True)`, `cpu_times()` user + "
         "system) every second and at each measurement. It cannot name or split anything "
         "else: one tracker per workload, in the workload's own process or its parent.",
-        "- a process first seen at a poll contributes 0 for that poll (its CPU before it "
+        "a process first seen at a poll contributes 0 for that poll (its CPU before it "
         "was seen is lost), a process gone by the next poll loses its CPU since the last "
         "one, and reaped children's time (`children_user`, `children_system`) is not "
         "read: the short-lived processes vanish, and their energy goes nowhere (there is "
         "no unattributed bucket and no conservation against a machine total).",
-        "- its CPU power in process mode is TDP × (CPU-s of the tree ÷ seconds) ÷ CPUs, "
+        "its CPU power in process mode is TDP × (CPU-s of the tree ÷ seconds) ÷ CPUs, "
         "with no idle share; the tracker's own threads are counted in the workload's "
         "figure. RAM power is a DIMM-count model of the tree's RSS with a floor of "
         "2 DIMMs × 5 W = 10 W per tracker, whatever the process holds.",
-        "- with RAPL available, CodeCarbon's CPU energy comes from the package counters "
+        "with RAPL available, CodeCarbon's CPU energy comes from the package counters "
         "whatever the tracking mode, so each process-mode tracker reports the whole "
         "package's energy (read from its source: `tracking_mode` only changes the "
         "`cpu_load` estimate and RAM).",
     ]
-    return lines
+    columns = [
+        "workload",
+        "measured CPU-s per s",
+        "CPU-s per s CodeCarbon counted",
+        "of which its tracker's process",
+        "CodeCarbon CPU J",
+        "CodeCarbon RAM J",
+        "its duration (s)",
+        "measured share (of the 3)",
+        "sci-agent share (of the 3)",
+        "CodeCarbon share (of the 3)",
+    ]
+    return [
+        section('CodeCarbon, tracking_mode="process", beside the agent', "", columns, rows),
+        section("", bullets(notes)),
+    ]
 
 
 # -- main -----------------------------------------------------------------------------
@@ -561,7 +534,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=20.0, help="length of the run, s")
     p.add_argument("--interval", type=float, default=1.0, help="the agent's interval, s")
     p.add_argument("--no-codecarbon", action="store_true", help="leave CodeCarbon out")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_args(p)
     p.add_argument("--quick", action="store_true", help="a 5-second run")
     args = p.parse_args(argv)
     if args.quick:
@@ -577,7 +550,7 @@ def main(argv: list[str]) -> int:
         return 0
     args = parse_args(argv)
     figures = run(args)
-    print(json.dumps(figures, indent=2) if args.json else markdown(figures))
+    emit(args, figures, "bench_accuracy", TITLE, sections(figures))
     return 0
 
 

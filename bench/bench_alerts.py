@@ -10,14 +10,13 @@
 - latency from the evaluation that fires to a real loopback receiver holding the
   signed request, through the persistent outbox and a delivery thread.
 
-Usage: ``python bench/bench_alerts.py [--quick] [--json]``.
+Writes ``bench/results/bench_alerts.json`` and prints it as Markdown.
+Usage: ``python bench/bench_alerts.py [--quick] [--json] [--results DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sqlite3
 import statistics
 import sys
@@ -30,9 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from benchutil import ROOT, command_text, table, utc_now_text
-
-sys.path.insert(0, str(ROOT))
+from benchutil import add_output_args, emit, machine_info, percentile, section
 
 from agent.alerts.baseline import SciBaseline
 from agent.alerts.config import AlertRuleConfig, AlertsConfig, WebhookConfig
@@ -48,6 +45,13 @@ from agent.records import (
     SciRecord,
 )
 
+TITLE = "Alert engine cost"
+ABOUT = (
+    "What alerting adds to the agent: the sampling loop's share per interval (the "
+    "engine evaluates on its own thread), one evaluation of 10 rules over a day of "
+    "5 s intervals, the 7-day SCI baseline query, the memory of the windows, and the "
+    "time from a firing evaluation to a signed request at a real receiver."
+)
 APPS = [f"app{i:02d}" for i in range(20)]
 DAY_INTERVALS = 17_280  # one day of 5 s intervals
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -111,7 +115,7 @@ def bench_write(n: int, tmp: Path) -> dict[str, float]:
         times.append(time.perf_counter() - began)
     return {
         "median_us": statistics.median(times) * 1e6,
-        "p99_us": sorted(times)[int(n * 0.99)] * 1e6,
+        "p99_us": percentile(times, 99) * 1e6,
     }
 
 
@@ -233,10 +237,7 @@ def run(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         return {
-            "date_utc": utc_now_text(),
-            "command": command_text(),
-            "machine": f"{platform.node()}, {platform.machine()},"
-            f" Python {platform.python_version()}",
+            "machine": machine_info(),
             "window_intervals": intervals,
             "write": bench_write(500 if quick else 5_000, tmp),
             "evaluate": bench_evaluate(tmp, intervals, 5 if quick else 20),
@@ -245,7 +246,7 @@ def run(quick: bool) -> dict[str, Any]:
         }
 
 
-def markdown(f: dict[str, Any]) -> str:
+def sections(f: dict[str, Any]) -> list[dict[str, Any]]:
     w, e, lat = f["write"], f["evaluate"], f["latency"]
     days = f["window_intervals"] / DAY_INTERVALS
     rows = [
@@ -272,26 +273,19 @@ def markdown(f: dict[str, Any]) -> str:
             f"{lat['median_ms']:.1f} ms median, {lat['max_ms']:.1f} ms max",
         ],
     ]
-    return "\n".join(
-        [
-            "# Alert engine cost",
-            "",
-            f"- date (UTC): {f['date_utc']}",
-            f"- command: `{f['command']}`",
-            f"- machine: {f['machine']}",
-            "",
-            *table(["what", "figure"], rows),
-        ]
-    )
+    return [
+        section("", ABOUT),
+        section("Cost", columns=["what", "figure"], rows=rows),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smaller window and fewer runs")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     figures = run(args.quick)
-    print(json.dumps(figures, indent=2) if args.json else markdown(figures))
+    emit(args, figures, "bench_alerts", TITLE, sections(figures))
     return 0
 
 

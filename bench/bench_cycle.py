@@ -12,8 +12,9 @@ Targets (from the issue; printed, never asserted): a whole cycle costs less CPU
 than the naive scan alone (aim for half); the agent's resident memory stays under
 50 MB; 1,000 cycles with process churn show no memory growth.
 
+Writes ``bench/results/bench_cycle.json`` and prints it as Markdown.
 Run: ``python bench/bench_cycle.py [--procs N] [--cycles N] [--churn-cycles N]
-[--churn-per-cycle K] [--json] [--quick]``.
+[--churn-per-cycle K] [--json] [--results DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -23,26 +24,39 @@ import atexit
 import contextlib
 import json
 import os
-import platform
-import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from benchutil import (
+    add_output_args,
+    bullets,
+    count_pids,
+    emit,
+    kill_group,
+    log,
+    machine_info,
+    model_config,
+    section,
+    stats,
+    status_mb,
+)
 
 if TYPE_CHECKING:
     from agent.sampler import Sampler
     from exporters.sqlite_store import SqliteStore
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+TITLE = "Agent cycle versus a naive psutil scan, 1,000 idle processes"
+ABOUT = (
+    "Targets (core agent issue): a whole cycle costs less CPU than a naive "
+    "`psutil.process_iter` scan alone (aim: half); resident memory under 50 MB; no "
+    "memory growth over 1,000 cycles with process churn."
+)
 
 RSS_TARGET_MB = 50.0
 GROWTH_TOLERANCE_MB = 1.0  # what "no memory growth" allows for allocator noise
@@ -89,10 +103,6 @@ for pid in children:
 for pid in children:
     os.waitpid(pid, 0)
 """
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # -- idle processes -------------------------------------------------------------------
@@ -165,8 +175,7 @@ class IdleProcesses:
                 self._proc.wait(timeout=30)
         finally:
             # Whatever is left of the group (the children, should the helper be gone).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+            kill_group(self._proc.pid)
             self._proc.wait()
 
 
@@ -175,43 +184,18 @@ class IdleProcesses:
 
 def make_agent(store_dir: str) -> tuple[Sampler, SqliteStore]:
     """A sampler (model sensor only: no RAPL, no NVML) and an unopened store."""
-    from agent.config import (
-        Config,
-        ModelConfig,
-        NvmlConfig,
-        RaplConfig,
-        SensorsConfig,
-        StoreConfig,
-        validate,
-    )
+    from agent.config import StoreConfig
     from agent.sampler import Sampler
     from exporters.sqlite_store import SqliteStore
 
     db = os.path.join(store_dir, "sci-agent.db")
-    cfg = validate(
-        Config(
-            sensors=SensorsConfig(
-                rapl=RaplConfig(enabled=False),
-                nvml=NvmlConfig(enabled=False),
-                model=ModelConfig(enabled=True),
-            ),
-            store=StoreConfig(path=db),
-        )
-    )
+    cfg = model_config(store=StoreConfig(path=db))
     store = SqliteStore(db, cfg.store.retention_days, cfg.store.top_processes)
     return Sampler(cfg), store
 
 
 def rss_mb(field: str = "VmRSS") -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def count_proc_pids() -> int:
-    return sum(1 for e in os.listdir("/proc") if e.isdigit())
+    return status_mb("self", field)
 
 
 # -- CPU timing, in this process ------------------------------------------------------
@@ -230,15 +214,6 @@ def _naive_scan(psutil: Any) -> int:
         names.add((info["pid"], info["create_time"], info["name"]))
         n += 1
     return n
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def time_cycles(cycles: int, store_dir: str) -> dict[str, Any]:
@@ -322,7 +297,7 @@ def time_cycles(cycles: int, store_dir: str) -> dict[str, Any]:
     ms = 1000.0
 
     def row(values: list[float], wall: list[float] | None = None) -> dict[str, float]:
-        st = {k: v * ms for k, v in _stats(values).items()}
+        st = {k: v for k, v in stats(values, ms).items() if k in ("mean", "median", "min", "max")}
         st["us_per_process"] = statistics.median(values) * 1e6 / procs
         if wall is not None:
             st["wall_median"] = statistics.median(wall) * ms
@@ -421,7 +396,7 @@ def memory_child(store_dir: str, cycles: int, warmup: int) -> None:
         "trace": trace,
         "sqlite_cache_cap_mb": sqlite_cache_cap_mb(store),
         "known_end": len(sampler.scanner._known),
-        "live_end": count_proc_pids(),
+        "live_end": count_pids(),
         "cycles_done": len(cpu),
         "cycle_cpu_ms_mean": statistics.fmean(cpu) * 1000,
         "cycle_cpu_ms_median": statistics.median(cpu) * 1000,
@@ -488,33 +463,6 @@ def measure_memory(
 # -- report ---------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    try:
-        import psutil
-
-        psutil_version = psutil.__version__
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        psutil_version = "missing"
-    return {
-        "platform": platform.platform(),
-        "cpu_model": model,
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "memory_gb": round(mem_gb, 1),
-        "python": platform.python_version(),
-        "psutil": psutil_version,
-    }
-
-
 def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -558,89 +506,106 @@ def targets(cpu: dict[str, Any], mem: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def markdown(figures: dict[str, Any]) -> str:
-    m, cpu, mem = figures["machine"], figures["cpu"], figures["memory"]
+def sections(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """The result's sections: what it measures, CPU per cycle, memory, targets."""
+    cpu, mem = figures["cpu"], figures["memory"]
     warm, end = mem["warm"], mem["end"]
     cap_mb = mem["sqlite_cache_cap_mb"]
     cap = f"{cap_mb:.2f} MB" if cap_mb is not None else "unknown"
-    lines = [
-        "# sci-agent cycle benchmark",
-        "",
-        f"- date (UTC): {figures['date_utc']}",
-        f"- command: `{figures['command']}`",
-        f"- machine: {m['platform']}; {m['cpu_model']}; nproc {m['nproc']} "
-        f"({m['cpus_usable']} usable); {m['memory_gb']} GiB RAM",
-        f"- python {m['python']}, psutil {m['psutil']}",
-        f"- idle processes spawned: {figures['procs']}; processes on the host during timing: "
+    setup = (
+        f"idle processes spawned: {figures['procs']}; processes on the host during timing: "
         f"{cpu['processes_scanned_median']:.0f} (agent), "
-        f"{cpu['naive_processes_median']:.0f} (psutil)",
-        "",
-        f"## CPU time per cycle ({cpu['cycles']} cycles each, interleaved A B B A, same process)",
-        "",
-        "| measurement | CPU mean (ms) | CPU median (ms) | CPU min (ms) | wall median (ms) "
-        "| CPU µs/process (median) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    rows = [
+        f"{cpu['naive_processes_median']:.0f} (psutil)"
+    )
+    rows = []
+    for label, key in (
         ("**agent cycle** (sample + store write)", "agent_cycle"),
         ("- scan of /proc", "agent_scan"),
         ("- attribution", "agent_attribution"),
         ("- /proc/stat, model sensor, rest of sample", "agent_sample_other"),
         ("- store write (SQLite)", "agent_store_write"),
         ("**naive psutil.process_iter scan**", "naive_scan"),
-    ]
-    for label, key in rows:
+    ):
         r = cpu[key]
         wall = f"{r['wall_median']:.2f}" if "wall_median" in r else ""
-        lines.append(
-            f"| {label} | {r['mean']:.2f} | {r['median']:.2f} | {r['min']:.2f} | {wall} "
-            f"| {r['us_per_process']:.2f} |"
+        rows.append(
+            [
+                label,
+                f"{r['mean']:.2f}",
+                f"{r['median']:.2f}",
+                f"{r['min']:.2f}",
+                wall,
+                f"{r['us_per_process']:.2f}",
+            ]
         )
     cold = cpu["agent_first_scan_cold"]
-    lines += [
-        "",
-        f"- ratio agent cycle / naive scan: **{cpu['ratio_agent_over_naive_median']:.2f}** "
-        f"(medians), {cpu['ratio_agent_over_naive_mean']:.2f} (means)",
-        f"- agent's first scan (cold: cmdline, cgroup, owner of every process): "
-        f"{cold['cpu']:.1f} ms CPU, {cold['wall']:.1f} ms wall",
-        "",
-        f"## Agent memory (fresh subprocess, psutil not loaded: {not mem['psutil_loaded']})",
-        "",
-        f"{mem['cycles_done']} cycles back to back; between cycles {mem['churn_per_cycle']} "
-        f"idle processes are killed and {mem['churn_per_cycle']} new ones forked "
-        f"({mem['processes_churned']} in all); {mem['elapsed_s']:.1f} s.",
-        "",
-        "| figure | value |",
-        "|---|---:|",
-        f"| RSS at start (interpreter + harness) | {mem['rss_start_mb']:.1f} MB |",
-        f"| RSS after importing the agent | {mem['rss_after_import_mb']:.1f} MB |",
-        f"| RSS after open (first scan) | {mem['rss_after_open_mb']:.1f} MB |",
-        f"| RSS after warm-up (cycle {warm['cycle']}) | {warm['rss_mb']:.1f} MB |",
-        f"| RSS at the end (cycle {end['cycle']}) | {end['rss_mb']:.1f} MB |",
-        f"| RSS growth, end − warm-up | {mem['rss_growth_mb']:+.2f} MB |",
-        f"| of which SQLite (sqlite3_memory_used) | {mem['sqlite_growth_mb']:+.2f} MB |",
-        f"| SQLite page-cache limit of the store connection | {cap} |",
-        f"| Python allocated blocks, end − warm-up | {mem['py_blocks_growth']:+d} |",
-        f"| peak RSS (VmHWM) | {mem['rss_peak_mb']:.1f} MB |",
-        f"| known processes at the end / live pids in /proc | "
-        f"{mem['known_end']} / {mem['live_end']} |",
-        f"| cycle CPU under churn, median (mean) | {mem['cycle_cpu_ms_median']:.2f} "
-        f"({mem['cycle_cpu_ms_mean']:.2f}) ms |",
-        "",
-        "| cycle | RSS (MB) | SQLite memory (MB) | Python allocated blocks |",
-        "|---:|---:|---:|---:|",
-        *(
-            f"| {p['cycle']} | {p['rss_mb']:.2f} | {p['sqlite_mb']:.2f} | {p['py_blocks']} |"
-            for p in mem["trace"]
-        ),
-        "",
-        "## Targets",
-        "",
-        "| target | figure | status |",
-        "|---|---|---|",
+    ratios = bullets(
+        [
+            f"ratio agent cycle / naive scan: **{cpu['ratio_agent_over_naive_median']:.2f}** "
+            f"(medians), {cpu['ratio_agent_over_naive_mean']:.2f} (means)",
+            f"agent's first scan (cold: cmdline, cgroup, owner of every process): "
+            f"{cold['cpu']:.1f} ms CPU, {cold['wall']:.1f} ms wall",
+        ]
+    )
+    memory = [
+        ["RSS at start (interpreter + harness)", f"{mem['rss_start_mb']:.1f} MB"],
+        ["RSS after importing the agent", f"{mem['rss_after_import_mb']:.1f} MB"],
+        ["RSS after open (first scan)", f"{mem['rss_after_open_mb']:.1f} MB"],
+        [f"RSS after warm-up (cycle {warm['cycle']})", f"{warm['rss_mb']:.1f} MB"],
+        [f"RSS at the end (cycle {end['cycle']})", f"{end['rss_mb']:.1f} MB"],
+        ["RSS growth, end − warm-up", f"{mem['rss_growth_mb']:+.2f} MB"],
+        ["of which SQLite (sqlite3_memory_used)", f"{mem['sqlite_growth_mb']:+.2f} MB"],
+        ["SQLite page-cache limit of the store connection", cap],
+        ["Python allocated blocks, end − warm-up", f"{mem['py_blocks_growth']:+d}"],
+        ["peak RSS (VmHWM)", f"{mem['rss_peak_mb']:.1f} MB"],
+        [
+            "known processes at the end / live pids in /proc",
+            f"{mem['known_end']} / {mem['live_end']}",
+        ],
+        [
+            "cycle CPU under churn, median (mean)",
+            f"{mem['cycle_cpu_ms_median']:.2f} ({mem['cycle_cpu_ms_mean']:.2f}) ms",
+        ],
     ]
-    lines += [f"| {t['target']} | {t['figure']} | {t['status']} |" for t in figures["targets"]]
-    return "\n".join(lines)
+    trace = [
+        [str(p["cycle"]), f"{p['rss_mb']:.2f}", f"{p['sqlite_mb']:.2f}", str(p["py_blocks"])]
+        for p in mem["trace"]
+    ]
+    return [
+        section("", ABOUT),
+        section("", bullets([setup])),
+        section(
+            f"CPU time per cycle ({cpu['cycles']} cycles each, interleaved A B B A, same process)",
+            columns=[
+                "measurement",
+                "CPU mean (ms)",
+                "CPU median (ms)",
+                "CPU min (ms)",
+                "wall median (ms)",
+                "CPU µs/process (median)",
+            ],
+            rows=rows,
+        ),
+        section("", ratios),
+        section(
+            f"Agent memory (fresh subprocess, psutil not loaded: {not mem['psutil_loaded']})",
+            f"{mem['cycles_done']} cycles back to back; between cycles {mem['churn_per_cycle']} "
+            f"idle processes are killed and {mem['churn_per_cycle']} new ones forked "
+            f"({mem['processes_churned']} in all); {mem['elapsed_s']:.1f} s.",
+            ["figure", "value"],
+            memory,
+        ),
+        section(
+            "",
+            columns=["cycle", "RSS (MB)", "SQLite memory (MB)", "Python allocated blocks"],
+            rows=trace,
+        ),
+        section(
+            "Targets",
+            columns=["target", "figure", "status"],
+            rows=[[t["target"], t["figure"], t["status"]] for t in figures["targets"]],
+        ),
+    ]
 
 
 # -- main -----------------------------------------------------------------------------
@@ -654,7 +619,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--churn-per-cycle", type=int, default=10, help="processes replaced between cycles"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_args(p)
     p.add_argument("--quick", action="store_true", help="procs=200, cycles=10, churn-cycles=100")
     args = p.parse_args(argv)
     if args.quick:
@@ -670,12 +635,7 @@ def main(argv: list[str]) -> int:
         memory_child(argv[1], int(argv[2]), int(argv[3]))
         return 0
     args = parse_args(argv)
-    figures: dict[str, Any] = {
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(),
-        "procs": args.procs,
-    }
+    figures: dict[str, Any] = {"machine": machine_info(), "procs": args.procs}
     with tempfile.TemporaryDirectory(prefix="sci-bench-") as tmp:
         log(f"spawning {args.procs} idle processes")
         t = time.perf_counter()
@@ -690,10 +650,7 @@ def main(argv: list[str]) -> int:
         finally:
             idle.close()
     figures["targets"] = targets(figures["cpu"], figures["memory"])
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        print(markdown(figures))
+    emit(args, figures, "bench_cycle", TITLE, sections(figures))
     return 0
 
 

@@ -5,10 +5,11 @@ and from InfluxDB, with 7 days of 5-second data for 10 hosts and 10 apps.
 Generates the data once into ``var/bench-dashboard/`` (a SQLite store, and a real
 influxd's data directory; both reused by later runs with the same sizes), then renders
 each page with Streamlit's ``AppTest`` from cold caches, for the default range (last
-hour) and the whole week. Prints a Markdown table; nothing is asserted.
+hour) and the whole week. Writes ``bench/results/bench_dashboard.json`` and prints it
+as Markdown; nothing is asserted.
 
 Run: ``python bench/bench_dashboard.py [--days 7] [--interval 5] [--hosts 10]
-[--apps 10] [--no-influx] [--repeat 3]``.
+[--apps 10] [--no-influx] [--repeat 3] [--results DIR] [--json]``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchutil import ROOT, add_output_args, bullets, emit, log, section
 
-from dashboard.sample_data import SampleSpec, fill_store, write_influx  # noqa: E402
+from dashboard.sample_data import SampleSpec, fill_store, write_influx
+from devtools.servers import InfluxdServer, find_binary
+
+TITLE = "Dashboard time to first render"
+ABOUT = (
+    "Each page with 7 days of 5 s data for 10 hosts and 10 apps, from the "
+    "embedded store and from InfluxDB."
+)
 
 PAGES = {
     "Fleet": None,
@@ -37,16 +45,28 @@ PAGES = {
 RANGES = ("Last hour", "Last 7 days")
 
 
-def prepare(work: Path, spec: SampleSpec, influx: bool) -> tuple[Path, object | None, dict]:
+class ReusedInfluxd(InfluxdServer):
+    """An influxd whose data directory outlives the run: set up once, reused after."""
+
+    def after_first_start(self) -> None:
+        if not (self.workdir / "ready").exists():
+            super().after_first_start()
+            (self.workdir / "ready").write_text("admin and database created\n")
+
+
+def prepare(
+    work: Path, spec: SampleSpec, influx: bool
+) -> tuple[Path, InfluxdServer | None, dict[str, Any]]:
     """The store and (optionally) a running influxd holding ``spec``'s data."""
     work.mkdir(parents=True, exist_ok=True)
     stamp = work / "spec.json"
     wanted = json.loads(json.dumps({k: v for k, v in spec.__dict__.items() if k != "end_ms"}))
-    old = json.loads(stamp.read_text()) if stamp.exists() else {}
+    old: dict[str, Any] = json.loads(stamp.read_text()) if stamp.exists() else {}
     fresh = old.get("spec") != wanted
     store = work / "store.db"
     timings: dict[str, float] = {}
     if fresh:
+        log("generating the data set (minutes)")
         shutil.rmtree(work / "influxd", ignore_errors=True)
         store.unlink(missing_ok=True)
         end = int(time.time() * 1000) // 5000 * 5000
@@ -72,20 +92,12 @@ def prepare(work: Path, spec: SampleSpec, influx: bool) -> tuple[Path, object | 
     return store, server, old
 
 
-def start_influxd(folder: Path) -> object:
-    from tests.servers import InfluxdServer
-
-    class Reused(InfluxdServer):
-        def after_first_start(self) -> None:
-            if not (self.workdir / "ready").exists():
-                super().after_first_start()
-                (self.workdir / "ready").write_text("admin and database created\n")
-
+def start_influxd(folder: Path) -> InfluxdServer:
     folder.mkdir(parents=True, exist_ok=True)
     port_file = folder / "port"
     port = int(port_file.read_text()) if port_file.exists() else None
-    binary = shutil.which("influxd") or "/usr/bin/influxd"
-    server = Reused(binary, folder, port)
+    binary = find_binary("influxd") or "/usr/bin/influxd"
+    server = ReusedInfluxd(binary, folder, port)
     port_file.write_text(str(server.port))
     server.start(timeout_s=120)
     return server
@@ -113,8 +125,8 @@ def render(config: Path, page: str | None, preset: str, repeat: int) -> float:
     return statistics.median(times)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--days", type=float, default=7)
     parser.add_argument("--interval", type=float, default=5)
     parser.add_argument("--hosts", type=int, default=10)
@@ -122,11 +134,20 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-influx", action="store_true")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "bench-dashboard"))
-    args = parser.parse_args()
+    add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Prepare the data, then time every page at both ranges from each source."""
     spec = SampleSpec(
-        hosts=args.hosts, apps=args.apps, days=args.days, interval_s=args.interval,
-        stale_hosts=1, stale_s=3600,
-    )  # fmt: skip
+        hosts=args.hosts,
+        apps=args.apps,
+        days=args.days,
+        interval_s=args.interval,
+        stale_hosts=1,
+        stale_s=3600,
+    )
     work = Path(args.workdir)
     store, server, meta = prepare(work, spec, influx=not args.no_influx)
     configs = {"store": work / "store.toml"}
@@ -135,41 +156,72 @@ def main() -> int:
         configs["influxdb"] = work / "influx.toml"
         configs["influxdb"].write_text(
             f'[store]\npath = "{store}"\n[dashboard]\nsource = "influxdb"\n'
-            f'influx_url = "{server.url}"\ninflux_database = "sci"\n'  # type: ignore[attr-defined]
-            f'influx_username = "{server.username}"\n'  # type: ignore[attr-defined]
-            f'influx_password = "{server.password}"\n'  # type: ignore[attr-defined]
+            f'influx_url = "{server.url}"\ninflux_database = "sci"\n'
+            f'influx_username = "{server.username}"\ninflux_password = "{server.password}"\n'
         )
-    age_h = (time.time() * 1000 - meta["end_ms"]) / 3.6e6
-    timings = meta["timings"]
-    print(
-        f"## Dashboard: time to first render ({args.hosts} hosts × {args.apps} apps × "
-        f"{args.days:g} days at {args.interval:g} s)\n"
-    )
-    print(
-        f"- store: {timings.get('rows', 0):,} rows, generated in {timings.get('store_s', 0):.0f} s,"
-        " "
-        f"{store.stat().st_size / 1e9:.2f} GB"
-    )
-    if "influx_s" in timings:
-        print(
-            f"- InfluxDB 1.6: {timings['points']:,} points, written in {timings['influx_s']:.0f} s"
-        )
-    if age_h > 1:
-        print(f"- the data ends {age_h:.1f} h ago (a reused data set): 'Last hour' reads little")
-    print(f"- cold caches, median of {args.repeat} AppTest runs, {os.cpu_count()} CPUs\n")
-    header = "| page | " + " | ".join(f"{k}, {r.lower()}" for k in configs for r in RANGES) + " |"
-    print(header)
-    print("|" + " --- |" * (1 + len(configs) * len(RANGES)))
+    pages: dict[str, dict[str, float]] = {}
     try:
         for name, page in PAGES.items():
-            cells = []
-            for kind in configs:
-                for preset in RANGES:
-                    cells.append(f"{render(configs[kind], page, preset, args.repeat):.2f} s")
-            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+            log(f"rendering {name}")
+            pages[name] = {
+                f"{kind}, {preset.lower()}": render(configs[kind], page, preset, args.repeat)
+                for kind in configs
+                for preset in RANGES
+            }
     finally:
         if server is not None:
-            server.stop()  # type: ignore[attr-defined]
+            server.stop()
+    return {
+        "spec": {
+            "hosts": args.hosts,
+            "apps": args.apps,
+            "days": args.days,
+            "interval_s": args.interval,
+            "repeat": args.repeat,
+        },
+        "timings": meta["timings"],
+        "store_bytes": store.stat().st_size,
+        "data_age_h": (time.time() * 1000 - meta["end_ms"]) / 3.6e6,
+        "cpus": os.cpu_count(),
+        "pages_s": pages,
+    }
+
+
+def sections(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """What it measures, then one table: each page's render time per source and range."""
+    sp, timings = f["spec"], f["timings"]
+    notes = [
+        f"store: {timings.get('rows', 0):,} rows, generated in {timings.get('store_s', 0):.0f} s, "
+        f"{f['store_bytes'] / 1e9:.2f} GB"
+    ]
+    if "influx_s" in timings:
+        notes.append(
+            f"InfluxDB 1.6: {timings['points']:,} points, written in {timings['influx_s']:.0f} s"
+        )
+    if f["data_age_h"] > 1:
+        notes.append(
+            f"the data ends {f['data_age_h']:.1f} h ago (a reused data set): 'Last hour' reads "
+            "little"
+        )
+    notes.append(f"cold caches, median of {sp['repeat']} AppTest runs, {f['cpus']} CPUs")
+    columns = next(iter(f["pages_s"].values())).keys()
+    rows = [[name, *(f"{t[c]:.2f} s" for c in columns)] for name, t in f["pages_s"].items()]
+    return [
+        section("", ABOUT),
+        section(
+            f"Dashboard: time to first render ({sp['hosts']} hosts × {sp['apps']} apps × "
+            f"{sp['days']:g} days at {sp['interval_s']:g} s)",
+            bullets(notes),
+            ["page", *columns],
+            rows,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    figures = measure(args)
+    emit(args, figures, "bench_dashboard", TITLE, sections(figures))
     return 0
 
 

@@ -20,11 +20,12 @@ Three sets of figures, all measured on this machine:
    default spool lasts, and points and series per host over a simulated day.
 
 influxd (``/usr/bin/influxd``) runs on loopback with auth, in a temporary directory,
-via ``tests/servers.py`` (which imports pytest); it is always stopped at the end, on
+via ``devtools/servers.py`` (the tests' servers); it is always stopped at the end, on
 SIGTERM, SIGHUP and Ctrl-C too. The benchmark's own data is frozen out of the garbage
 collector (``gc.freeze``) before any timing, so that its size does not pose as pauses.
 
-Run: ``python bench/bench_export.py [--json] [--quick] [--cycles K] [--seed N]``
+Writes ``bench/results/bench_export.json`` and prints it as Markdown.
+Run: ``python bench/bench_export.py [--json] [--results DIR] [--quick] [--cycles K] [--seed N]``
 (full mode: about half a minute on 2 CPUs; ``--quick``: a few seconds).
 """
 
@@ -34,14 +35,8 @@ import argparse
 import contextlib
 import gc
 import gzip
-import json
 import logging
-import math
-import os
-import platform
 import random
-import shlex
-import shutil
 import signal
 import statistics
 import subprocess
@@ -56,40 +51,48 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from agent.attribution import attribute  # noqa: E402
-from agent.config import (  # noqa: E402
-    Config,
-    HttpConfig,
-    InfluxConfig,
-    NvmlConfig,
-    RaplConfig,
-    SensorsConfig,
-    SpoolConfig,
-    StoreConfig,
-    validate,
+from benchutil import (
+    add_output_args,
+    bullets,
+    count_pids,
+    cpu_seconds,
+    emit,
+    find_pid,
+    load_average,
+    log,
+    machine_info,
+    model_config,
+    section,
+    stats,
 )
-from agent.embodied import host_embodied  # noqa: E402
-from agent.procfs import CLK_TCK  # noqa: E402
-from agent.records import (  # noqa: E402
+
+from agent.attribution import attribute
+from agent.config import Config, InfluxConfig, SpoolConfig
+from agent.embodied import host_embodied
+from agent.procfs import CLK_TCK
+from agent.records import (
     ComponentReading,
     CpuActivity,
     IntensityValue,
     IntervalResult,
     ProcessActivity,
 )
-from agent.sampler import Sampler  # noqa: E402
-from agent.scoring import Scorer  # noqa: E402
-from agent.units import app_units  # noqa: E402
-from exporters.delivery import NetworkSink  # noqa: E402
-from exporters.influx_sink import MIB, build_influx_sink  # noqa: E402
-from exporters.points import Point, interval_points  # noqa: E402
-from exporters.spool import Spool  # noqa: E402
-from exporters.spooled import SpooledSink  # noqa: E402
-from tests.servers import InfluxdServer  # noqa: E402
+from agent.sampler import Sampler
+from agent.scoring import Scorer
+from agent.units import app_units
+from devtools.servers import InfluxdServer, find_binary
+from exporters.delivery import NetworkSink
+from exporters.influx_sink import MIB, build_influx_sink
+from exporters.points import Point, interval_points
+from exporters.spool import Spool
+from exporters.spooled import SpooledSink
+
+TITLE = "Export to InfluxDB"
+ABOUT = (
+    "Points serialised and shipped per second to a real influxd; the sampling "
+    "cycle with InfluxDB live, stopped and hung; spool growth per hour of outage; "
+    "fleet sizing."
+)
 
 DEFAULTS = Config()
 INTERVAL_S = DEFAULTS.interval_s  # 5 s
@@ -130,10 +133,6 @@ MEASUREMENTS = (  # a field every point of the measurement has, to count them ba
     ("grid_intensity", "gco2_per_kwh"),
     ("sci", "energy_kwh"),
 )
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # -- synthetic intervals ----------------------------------------------------------------
@@ -257,23 +256,9 @@ def simulate(host: SyntheticHost, n: int, keep: int) -> Simulation:
     return sim
 
 
-# -- statistics -------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (p99 of 100 values is the 99th smallest)."""
-    s = sorted(values)
-    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
-
-
 def summary(values: Sequence[float], scale: float = 1000.0) -> dict[str, float]:
     """Median, p99, max and mean of ``values`` (seconds), in ms by default."""
-    return {
-        "median": statistics.median(values) * scale,
-        "p99": percentile(values, 99) * scale,
-        "max": max(values) * scale,
-        "mean": statistics.fmean(values) * scale,
-    }
+    return {k: v for k, v in stats(values, scale).items() if k in ("median", "p99", "max", "mean")}
 
 
 # -- 1a: serialisation ------------------------------------------------------------------
@@ -387,29 +372,6 @@ def count_on_server(server: InfluxdServer, database: str) -> int:
 
 
 # -- 1b: end to end ---------------------------------------------------------------------
-
-
-def find_pid(needle: str) -> int | None:
-    """The pid of the process whose command line contains ``needle``."""
-    raw = needle.encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if raw in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    return int(entry)
-    return None
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of ``pid`` (NaN when unknown)."""
-    if pid is None:
-        return math.nan
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return math.nan
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def drain(
@@ -657,14 +619,7 @@ def _cycle_figures(times: CycleTimes, with_write: bool) -> dict[str, Any]:
 
 def loop_config() -> Config:
     """Model sensor only (no RAPL or NVML needed), no store, no HTTP."""
-    return validate(
-        Config(
-            host=HOST,
-            sensors=SensorsConfig(rapl=RaplConfig(enabled=False), nvml=NvmlConfig(enabled=False)),
-            store=StoreConfig(enabled=False),
-            http=HttpConfig(enabled=False),
-        )
-    )
+    return model_config(host=HOST)
 
 
 # -- 3: spool per hour of outage, fleet sizing ------------------------------------------
@@ -721,34 +676,6 @@ def sizing(sim: Simulation, sizes: dict[str, float], hour: dict[str, int]) -> di
 # -- report -----------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "platform": platform.platform(),
-        "cpu_model": model,
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "memory_gb": round(mem_gb, 1),
-        "python": platform.python_version(),
-        "processes_on_host": sum(1 for e in os.listdir("/proc") if e.isdigit()),
-        "loadavg": load_average(),
-    }
-
-
-def load_average() -> str:
-    """1, 5 and 15 minute load averages, to show whether something else ran meanwhile."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def influxd_version(binary: str) -> str:
     try:
         out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10)
@@ -780,198 +707,302 @@ SCENARIO_LABELS = {
 }
 
 
-def markdown(f: dict[str, Any]) -> str:
-    m, ser, sz = f["machine"], f["serialisation"], f["sizing"]
-    sizes = f["request_sizes"]
-    lines = [
-        "# sci-agent export benchmark (InfluxDB v1)",
-        "",
-        f"- date (UTC): {f['date_utc']}",
-        f"- command: `{f['command']}`{' (quick smoke run)' if f['quick'] else ''}",
-        f"- machine: {m['platform']}; {m['cpu_model']}; nproc {m['nproc']} "
-        f"({m['cpus_usable']} usable); {m['memory_gb']} GiB RAM; python {m['python']}",
-        f"- load average at start {m['loadavg']}, at end {f['loadavg_end']}; processes on "
-        f"the host at start {m['processes_on_host']}, at end {f['processes_on_host_end']}",
-        f"- server: {f['influxd']} on loopback, auth on, started by the script "
-        f"(same machine: influxd and the agent share the CPUs)",
-        f"- synthetic host: 1 host, 4 RAPL components, {len(APP_PROCESSES)} apps, "
-        f"{sum(len(v) for v in APP_PROCESSES.values()) * PROCESSES_PER_NAME} processes in "
-        f"{sum(len(v) for v in APP_PROCESSES.values())} (app, name) groups → top {TOP_N} + "
-        f"`_other`, SCI rows (the default policy), grid intensity; "
+def sections(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """What it measures, then the three sets of figures (see the module docstring)."""
+    return [
+        section("", ABOUT),
+        section("", bullets(_setup(f))),
+        *_throughput(f),
+        *_cycle_sections(f),
+        *_sizing_sections(f),
+    ]
+
+
+def _setup(f: dict[str, Any]) -> list[str]:
+    m, sz = f["machine"], f["sizing"]
+    groups = sum(len(v) for v in APP_PROCESSES.values())
+    return [
+        f"load average at start {f['loadavg_start']}, at end {f['loadavg_end']}; processes on "
+        f"the host at start {f['processes_on_host_start']}, at end {f['processes_on_host_end']}"
+        + (" (quick smoke run)" if f["quick"] else ""),
+        f"server: {f['influxd']} on loopback, auth on, started by the script "
+        f"(same machine: influxd and the agent share the CPUs; {m['cpus_usable']} CPUs)",
+        f"synthetic host: 1 host, 4 RAPL components, {len(APP_PROCESSES)} apps, "
+        f"{groups * PROCESSES_PER_NAME} processes in {groups} (app, name) groups → top "
+        f"{TOP_N} + `_other`, SCI rows (the default policy), grid intensity; "
         f"{sz['points_per_interval_mean']:.1f} points per interval "
         f"(min {sz['points_per_interval_min']}, max {sz['points_per_interval_max']})",
-        f"- defaults: interval {INTERVAL_S:g} s, batch_size {BATCH_SIZE}, flush_interval_s "
+        f"defaults: interval {INTERVAL_S:g} s, batch_size {BATCH_SIZE}, flush_interval_s "
         f"{DEFAULTS.influxdb.flush_interval_s:g}, timeout_s {DEFAULTS.influxdb.timeout_s:g}, "
         f"spool max {DEFAULTS.spool.max_mb:g} MiB",
-        "",
-        "## 1. Points serialised and shipped per second",
-        "",
-        f"### (a) Serialisation only ({ser['intervals']} intervals, {ser['points']:,} points, "
-        f"median of {ser['rounds']} rounds, one thread)",
-        "",
-        "| stage | points/s | µs per point | µs per interval |",
-        "|---|---:|---:|---:|",
     ]
+
+
+def _throughput(f: dict[str, Any]) -> list[dict[str, Any]]:
+    ser, sizes, m = f["serialisation"], f["request_sizes"], f["machine"]
+    rows = []
     for label, key in (
         ("`interval_points` (IntervalResult → Points)", "interval_points"),
         ("`Point.to_line`", "to_line"),
         ("**both** (what `SpooledSink.write` does)", "both"),
     ):
         r = ser[key]
-        lines.append(
-            f"| {label} | {_n(r['points_per_s'])} | {r['us_per_point']:.2f} "
-            f"| {r['us_per_interval']:.0f} |"
+        rows.append(
+            [
+                label,
+                _n(r["points_per_s"]),
+                f"{r['us_per_point']:.2f}",
+                f"{r['us_per_interval']:.0f}",
+            ]
         )
     d0 = f["drain"][0]
-    lines += [
-        "",
-        f"### (b) End to end: spool → SpoolRunner → InfluxV1Sink → influxd "
-        f"({d0['intervals']} intervals spooled first, then drained; median of {d0['runs']} "
-        f"run{'s' if d0['runs'] > 1 else ''} per setting, a fresh database each)",
-        "",
-        "| gzip | points | requests | lines/request | drain (s) | **points/s** (min–max) "
-        "| agent CPU / wall | influxd CPU / wall | agent CPU µs/point | points on server "
-        "| spool append µs/interval |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    drains = [
+        [
+            "on" if d["gzip"] else "off",
+            f"{d['points']:,}",
+            str(d["requests"]),
+            f"{d['lines_per_request']:.0f}",
+            f"{d['drain_s']:.2f}",
+            f"**{_n(d['points_per_s'])}** ({_n(d['points_per_s_min'])}–"
+            f"{_n(d['points_per_s_max'])})",
+            f"{d['agent_cpu_share']:.0%}",
+            f"{d['influxd_cpu_share']:.0%}",
+            f"{d['agent_cpu_us_per_point']:.2f}",
+            _counted(d["points_on_server_all_runs"]),
+            f"{d['append_us_per_interval']:.0f}",
+        ]
+        for d in f["drain"]
     ]
-    for d in f["drain"]:
-        lines.append(
-            f"| {'on' if d['gzip'] else 'off'} | {d['points']:,} | {d['requests']} "
-            f"| {d['lines_per_request']:.0f} | {d['drain_s']:.2f} | **{_n(d['points_per_s'])}** "
-            f"({_n(d['points_per_s_min'])}–{_n(d['points_per_s_max'])}) "
-            f"| {d['agent_cpu_share']:.0%} | {d['influxd_cpu_share']:.0%} "
-            f"| {d['agent_cpu_us_per_point']:.2f} "
-            f"| {_counted(d['points_on_server_all_runs'])} "
-            f"| {d['append_us_per_interval']:.0f} |"
-        )
-    lines += [
-        "",
-        f"- request body of a full batch ({sizes['batch_lines']} lines): "
+    line_bytes = d0["spooled_bytes"] / d0["points"]
+    notes = [
+        f"request body of a full batch ({sizes['batch_lines']} lines): "
         f"{sizes['batch_raw_bytes'] / 1e3:,.0f} kB raw, {sizes['batch_gzip_bytes'] / 1e3:,.0f} kB "
         f"gzip (×{sizes['batch_ratio']:.1f})",
-        f"- fewer than {BATCH_SIZE} lines per request: a batch never spans two spool "
+        f"fewer than {BATCH_SIZE} lines per request: a batch never spans two spool "
         f"segments ({d0['segment_bytes'] / MIB:g} MiB ≈ "
-        f"{d0['segment_bytes'] / (d0['spooled_bytes'] / d0['points']):,.0f} lines of "
-        f"{d0['spooled_bytes'] / d0['points']:.0f} bytes), so a backlog leaves as one "
-        f"{BATCH_SIZE}-line request and one shorter request per segment",
-        "- agent CPU / wall: every thread of this process (the sender: reading the spool, "
+        f"{d0['segment_bytes'] / line_bytes:,.0f} lines of {line_bytes:.0f} bytes), so a backlog "
+        f"leaves as one {BATCH_SIZE}-line request and one shorter request per segment",
+        "agent CPU / wall: every thread of this process (the sender: reading the spool, "
         "joining, gzip, HTTP); influxd CPU / wall: its utime + stime from /proc (100 % = "
-        "one core; the machine has "
-        f"{m['cpus_usable']})",
-        "",
-        f"## 2. Sampling cycle with InfluxDB live, dead and paused "
-        f"({f['cycles']} cycles back to back per scenario, after {f['warmup']} warm-up)",
-        "",
-        "Cycle = `Sampler.sample()` (model sensor, this host's own processes) → "
-        "`Scorer.score` → `SpooledSink.write([result])`; "
-        "CPU = `time.process_time()` (the whole process, sender thread included); "
-        '"loop CPU" = `time.thread_time()` of the sampling thread alone. ms.',
-        "",
-        "| scenario | lines/write | write() wall median | write() wall p99 "
-        "| write() CPU median | write() CPU p99 | write() loop CPU p99 "
-        "| synthetic interval: lines/write | wall median | wall p99 | CPU median | CPU p99 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"one core; the machine has {m['cpus_usable']})",
     ]
+    runs = f"run{'s' if d0['runs'] > 1 else ''}"
+    return [
+        section("1. Points serialised and shipped per second"),
+        section(
+            f"(a) Serialisation only ({ser['intervals']} intervals, {ser['points']:,} points, "
+            f"median of {ser['rounds']} rounds, one thread)",
+            columns=["stage", "points/s", "µs per point", "µs per interval"],
+            rows=rows,
+        ),
+        section(
+            f"(b) End to end: spool → SpoolRunner → InfluxV1Sink → influxd ({d0['intervals']} "
+            f"intervals spooled first, then drained; median of {d0['runs']} {runs} per "
+            "setting, a fresh database each)",
+            columns=[
+                "gzip",
+                "points",
+                "requests",
+                "lines/request",
+                "drain (s)",
+                "**points/s** (min–max)",
+                "agent CPU / wall",
+                "influxd CPU / wall",
+                "agent CPU µs/point",
+                "points on server",
+                "spool append µs/interval",
+            ],
+            rows=drains,
+        ),
+        section("", bullets(notes)),
+    ]
+
+
+def _cycle_sections(f: dict[str, Any]) -> list[dict[str, Any]]:
+    writes, cycles, senders = [], [], []
     for s in f["scenarios"]:
+        label = SCENARIO_LABELS[s["scenario"]]
+        cw, cc, ct = s["cycle_wall_ms"], s["cycle_cpu_ms"], s["cycle_thread_cpu_ms"]
+        cycles.append(
+            [
+                label,
+                *(
+                    _ms(x[k])
+                    for x, k in (
+                        (cw, "median"),
+                        (cw, "p99"),
+                        (cc, "median"),
+                        (cc, "p99"),
+                        (ct, "median"),
+                        (ct, "p99"),
+                    )
+                ),
+            ]
+        )
         if "write_wall_ms" not in s:
             continue
         ww, wc, wt = s["write_wall_ms"], s["write_cpu_ms"], s["write_thread_cpu_ms"]
         sw, sc = s["synthetic_write_wall_ms"], s["synthetic_write_cpu_ms"]
-        lines.append(
-            f"| {SCENARIO_LABELS[s['scenario']]} | {s['lines_per_write']:.0f} "
-            f"| {_ms(ww['median'])} | {_ms(ww['p99'])} "
-            f"| {_ms(wc['median'])} | {_ms(wc['p99'])} | {_ms(wt['p99'])} "
-            f"| {s['synthetic_lines_per_write']:.0f} | {_ms(sw['median'])} | {_ms(sw['p99'])} "
-            f"| {_ms(sc['median'])} | {_ms(sc['p99'])} |"
+        writes.append(
+            [
+                label,
+                f"{s['lines_per_write']:.0f}",
+                _ms(ww["median"]),
+                _ms(ww["p99"]),
+                _ms(wc["median"]),
+                _ms(wc["p99"]),
+                _ms(wt["p99"]),
+                f"{s['synthetic_lines_per_write']:.0f}",
+                _ms(sw["median"]),
+                _ms(sw["p99"]),
+                _ms(sc["median"]),
+                _ms(sc["p99"]),
+            ]
         )
-    lines += [
-        "",
-        "| scenario | cycle wall median | cycle wall p99 | cycle CPU median | cycle CPU p99 "
-        "| loop CPU median | loop CPU p99 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s in f["scenarios"]:
-        cw, cc, ct = s["cycle_wall_ms"], s["cycle_cpu_ms"], s["cycle_thread_cpu_ms"]
-        lines.append(
-            f"| {SCENARIO_LABELS[s['scenario']]} | {_ms(cw['median'])} | {_ms(cw['p99'])} "
-            f"| {_ms(cc['median'])} | {_ms(cc['p99'])} | {_ms(ct['median'])} "
-            f"| {_ms(ct['p99'])} |"
-        )
-    lines += [
-        "",
-        "What the sender did while the cycles ran:",
-        "",
-        "| scenario | run (s) | requests done | failed | lines sent | in a request at the end "
-        "| backlog before → after (lines) | last error |",
-        "|---|---:|---:|---:|---:|---|---:|---|",
-    ]
-    for s in f["scenarios"]:
         snd = s.get("sender")
-        if not snd:
-            continue
-        err = (snd["last_error"] or "—").replace("|", "\\|")
-        lines.append(
-            f"| {SCENARIO_LABELS[s['scenario']]} | {snd['run_s']:.2f} | {snd['requests_done']} "
-            f"| {snd['failed_requests']} | {snd['lines_sent']:,} "
-            f"| {'yes' if snd['in_flight_at_end'] else 'no'} "
-            f"| {snd['backlog_before']:,} → {snd['backlog_after']:,} | {err[:90]} |"
-        )
-    hour = sz["spool_hour_check"]
-    lines += [
-        "",
-        "## 3. Spool per hour of outage, and fleet sizing (one host, default settings)",
-        "",
-        "| figure | value |",
-        "|---|---:|",
-        f"| bytes of line protocol per interval (spooled, mean; min–max) "
-        f"| {sz['bytes_per_interval_mean']:,.0f} ({sz['bytes_per_interval_min']:,}–"
-        f"{sz['bytes_per_interval_max']:,}) |",
-        f"| intervals per hour at {INTERVAL_S:g} s | {INTERVALS_PER_HOUR} |",
-        f"| **spool growth per hour of outage** | **{sz['spool_mb_per_hour']:.2f} MB** "
-        f"({sz['spool_mib_per_hour']:.2f} MiB) |",
-        f"| check: {hour['intervals']} intervals appended to a default spool "
-        f"| {hour['pending_bytes']:,} bytes pending, {hour['segment_bytes_on_disk']:,} bytes of "
-        f"segments on disk, {hour['pending_lines']:,} lines |",
-        f"| **outage the default {sz['spool_max_mib']:g} MiB spool holds** "
-        f"| **{sz['outage_hours_held']:.0f} hours** ({sz['outage_hours_held'] / 24:.1f} days) |",
-        f"| points per interval (mean) | {sz['points_per_interval_mean']:.2f} |",
-        f"| **points per host per day** ({INTERVALS_PER_DAY:,} intervals) "
-        f"| **{sz['points_per_host_per_day']:,.0f}** |",
-        f"| **series per host** (distinct measurement + tag set over "
-        f"{round(sz['simulated_hours'], 2):g} simulated hours) | **{sz['series_per_host']}** "
-        f"(+ {sz['series_shared_per_zone']} grid_intensity series shared by the hosts of a zone) |",
+        if snd:
+            senders.append(
+                [
+                    label,
+                    f"{snd['run_s']:.2f}",
+                    str(snd["requests_done"]),
+                    str(snd["failed_requests"]),
+                    f"{snd['lines_sent']:,}",
+                    "yes" if snd["in_flight_at_end"] else "no",
+                    f"{snd['backlog_before']:,} → {snd['backlog_after']:,}",
+                    (snd["last_error"] or "—")[:90],
+                ]
+            )
+    return [
+        section(
+            f"2. Sampling cycle with InfluxDB live, dead and paused ({f['cycles']} cycles back "
+            f"to back per scenario, after {f['warmup']} warm-up)",
+            "Cycle = `Sampler.sample()` (model sensor, this host's own processes) → "
+            "`Scorer.score` → `SpooledSink.write([result])`; "
+            "CPU = `time.process_time()` (the whole process, sender thread included); "
+            '"loop CPU" = `time.thread_time()` of the sampling thread alone. ms.',
+            [
+                "scenario",
+                "lines/write",
+                "write() wall median",
+                "write() wall p99",
+                "write() CPU median",
+                "write() CPU p99",
+                "write() loop CPU p99",
+                "synthetic interval: lines/write",
+                "wall median",
+                "wall p99",
+                "CPU median",
+                "CPU p99",
+            ],
+            writes,
+        ),
+        section(
+            "",
+            columns=[
+                "scenario",
+                "cycle wall median",
+                "cycle wall p99",
+                "cycle CPU median",
+                "cycle CPU p99",
+                "loop CPU median",
+                "loop CPU p99",
+            ],
+            rows=cycles,
+        ),
+        section(
+            "",
+            "What the sender did while the cycles ran:",
+            [
+                "scenario",
+                "run (s)",
+                "requests done",
+                "failed",
+                "lines sent",
+                "in a request at the end",
+                "backlog before → after (lines)",
+                "last error",
+            ],
+            senders,
+        ),
     ]
-    for meas, n in sorted(sz["series_per_measurement"].items()):
-        lines.append(f"| - {meas} | {n} |")
-    lines += [
-        f"| line protocol per host per day, raw "
-        f"| {sz['raw_bytes_per_host_per_day'] / 1e6:.1f} MB |",
-        f"| request bodies per host per day, gzip (one request per interval in steady state, "
-        f"{sizes['interval_gzip_bytes']:,.0f} B each; HTTP headers not counted) "
-        f"| {sz['gzip_bytes_per_host_per_day'] / 1e6:.1f} MB |",
-        "",
-        "Fleet: what the server receives at the default interval (steady state: the sender "
-        f"wakes every {DEFAULTS.influxdb.flush_interval_s:g} s, so each host sends one request "
-        "per interval):",
-        "",
-        "| hosts | points/s | requests/s | points/day | series |",
-        "|---:|---:|---:|---:|---:|",
+
+
+def _sizing_sections(f: dict[str, Any]) -> list[dict[str, Any]]:
+    sz, sizes = f["sizing"], f["request_sizes"]
+    hour = sz["spool_hour_check"]
+    rows = [
+        [
+            "bytes of line protocol per interval (spooled, mean; min–max)",
+            f"{sz['bytes_per_interval_mean']:,.0f} ({sz['bytes_per_interval_min']:,}–"
+            f"{sz['bytes_per_interval_max']:,})",
+        ],
+        [f"intervals per hour at {INTERVAL_S:g} s", str(INTERVALS_PER_HOUR)],
+        [
+            "**spool growth per hour of outage**",
+            f"**{sz['spool_mb_per_hour']:.2f} MB** ({sz['spool_mib_per_hour']:.2f} MiB)",
+        ],
+        [
+            f"check: {hour['intervals']} intervals appended to a default spool",
+            f"{hour['pending_bytes']:,} bytes pending, {hour['segment_bytes_on_disk']:,} bytes of "
+            f"segments on disk, {hour['pending_lines']:,} lines",
+        ],
+        [
+            f"**outage the default {sz['spool_max_mib']:g} MiB spool holds**",
+            f"**{sz['outage_hours_held']:.0f} hours** ({sz['outage_hours_held'] / 24:.1f} days)",
+        ],
+        ["points per interval (mean)", f"{sz['points_per_interval_mean']:.2f}"],
+        [
+            f"**points per host per day** ({INTERVALS_PER_DAY:,} intervals)",
+            f"**{sz['points_per_host_per_day']:,.0f}**",
+        ],
+        [
+            f"**series per host** (distinct measurement + tag set over "
+            f"{round(sz['simulated_hours'], 2):g} simulated hours)",
+            f"**{sz['series_per_host']}** (+ {sz['series_shared_per_zone']} grid_intensity series "
+            "shared by the hosts of a zone)",
+        ],
+        *([f"- {meas}", str(n)] for meas, n in sorted(sz["series_per_measurement"].items())),
+        ["line protocol per host per day, raw", f"{sz['raw_bytes_per_host_per_day'] / 1e6:.1f} MB"],
+        [
+            f"request bodies per host per day, gzip (one request per interval in steady state, "
+            f"{sizes['interval_gzip_bytes']:,.0f} B each; HTTP headers not counted)",
+            f"{sz['gzip_bytes_per_host_per_day'] / 1e6:.1f} MB",
+        ],
     ]
     ppi = sz["points_per_interval_mean"]
-    for hosts in (1, 100, 1000, 10000):
-        lines.append(
-            f"| {hosts:,} | {_n(hosts * ppi / INTERVAL_S)} | {_n(hosts / INTERVAL_S)} "
-            f"| {hosts * sz['points_per_host_per_day']:,.0f} "
-            f"| {hosts * sz['series_per_host'] + sz['series_shared_per_zone']:,} |"
-        )
-    lines += [
-        "",
-        f"Series per host depend on which process groups ever reach the top {TOP_N}: with "
-        "loads that vary, every group near the cut-off shows up over a day, so a host has "
-        f"up to (groups + 1) process_energy series, not {TOP_N + 1}. "
-        f"Runtime of this benchmark: {f['elapsed_s']:.0f} s.",
+    fleet = [
+        [
+            f"{hosts:,}",
+            _n(hosts * ppi / INTERVAL_S),
+            _n(hosts / INTERVAL_S),
+            f"{hosts * sz['points_per_host_per_day']:,.0f}",
+            f"{hosts * sz['series_per_host'] + sz['series_shared_per_zone']:,}",
+        ]
+        for hosts in (1, 100, 1000, 10000)
     ]
-    return "\n".join(lines)
+    return [
+        section(
+            "3. Spool per hour of outage, and fleet sizing (one host, default settings)",
+            columns=["figure", "value"],
+            rows=rows,
+        ),
+        section(
+            "",
+            "Fleet: what the server receives at the default interval (steady state: the sender "
+            f"wakes every {DEFAULTS.influxdb.flush_interval_s:g} s, so each host sends one "
+            "request per interval):",
+            ["hosts", "points/s", "requests/s", "points/day", "series"],
+            fleet,
+        ),
+        section(
+            "",
+            f"Series per host depend on which process groups ever reach the top {TOP_N}: with "
+            "loads that vary, every group near the cut-off shows up over a day, so a host has "
+            f"up to (groups + 1) process_energy series, not {TOP_N + 1}. "
+            f"Runtime of this benchmark: {f['elapsed_s']:.0f} s.",
+        ),
+    ]
 
 
 # -- main -------------------------------------------------------------------------------
@@ -991,7 +1022,7 @@ class Plan:
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_args(p)
     p.add_argument(
         "--quick", action="store_true", help="a fast smoke run (smaller sizes, 2 simulated hours)"
     )
@@ -1027,10 +1058,10 @@ def terminate_cleanly() -> Iterator[None]:
 def run(args: argparse.Namespace, plan: Plan, binary: str, tmp: Path) -> dict[str, Any]:
     started = time.perf_counter()
     figures: dict[str, Any] = {
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "quick": args.quick,
         "machine": machine_info(),
+        "loadavg_start": load_average(),
+        "processes_on_host_start": count_pids(),
         "influxd": influxd_version(binary),
         "cycles": plan.cycles,
         "warmup": plan.warmup,
@@ -1105,14 +1136,13 @@ def run(args: argparse.Namespace, plan: Plan, binary: str, tmp: Path) -> dict[st
         log("influxd stopped")
     figures["elapsed_s"] = time.perf_counter() - started
     figures["loadavg_end"] = load_average()
-    figures["processes_on_host_end"] = sum(1 for e in os.listdir("/proc") if e.isdigit())
+    figures["processes_on_host_end"] = count_pids()
     return figures
 
 
 def main(argv: list[str]) -> int:
     args, plan = parse_args(argv)
-    path = os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin"))
-    binary = shutil.which("influxd", path=path)
+    binary = find_binary("influxd")
     if binary is None:
         print("influxd not found: apt-get install influxdb", file=sys.stderr)
         return 2
@@ -1120,10 +1150,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("sci_agent").setLevel(logging.ERROR)
     with terminate_cleanly(), tempfile.TemporaryDirectory(prefix="sci-bench-export-") as tmp:
         figures = run(args, plan, binary, Path(tmp))
-    if args.json:
-        print(json.dumps(figures, indent=2, default=str))
-    else:
-        print(markdown(figures))
+    emit(args, figures, "bench_export", TITLE, sections(figures))
     return 0
 
 

@@ -18,14 +18,14 @@ as in bench_cycle.py, so 5,000 fit a 2-core VM), two measurements:
 CodeCarbon is optional (``pip install codecarbon``, for the benchmark only). Figures
 are printed, never asserted; read the ratios (the machine is shared and noisy).
 
+Writes ``bench/results/bench_footprint.json`` and prints it as Markdown.
 Run: ``python bench/bench_footprint.py [--counts 100,1000,5000] [--interval S]
-[--window S] [--cycles N] [--json] [--quick]``.
+[--window S] [--cycles N] [--json] [--results DIR] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,23 +33,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_cycle import IdleProcesses, machine_info, time_cycles
+from bench_cycle import IdleProcesses, time_cycles
 from benchutil import (
     CODECARBON_MISSING,
     Child,
+    add_output_args,
+    bullets,
+    codecarbon_energy,
     codecarbon_setup,
-    command_text,
     count_pids,
     cpu_clock_s,
-    header,
+    emit,
     import_codecarbon,
     log,
+    machine_info,
     offline_tracker,
     say,
+    section,
     status_mb,
     stdin_stopper,
-    table,
-    utc_now_text,
+)
+
+TITLE = "Footprint versus process count, beside psutil and CodeCarbon"
+ABOUT = (
+    "CPU per sampling interval and peak RSS of the agent, a naive psutil loop and "
+    "CodeCarbon's tracker (machine and process modes) at 100, 1,000 and 5,000 "
+    "processes, started together on the same machine. Read the ratios: the machine "
+    "is shared and noisy."
 )
 
 DAEMONS = ("agent", "psutil", "codecarbon-machine", "codecarbon-process")
@@ -122,15 +132,7 @@ def child_codecarbon(interval: float, mode: str) -> None:
     say("ready", codecarbon_setup(cc, tracker))
     sys.stdin.readline()
     tracker.stop()
-    data = tracker.final_emissions_data
-    say(
-        "done",
-        {
-            "cpu_j": data.cpu_energy * 3.6e6,
-            "ram_j": data.ram_energy * 3.6e6,
-            "duration_s": data.duration,
-        },
-    )
+    say("done", codecarbon_energy(tracker))
 
 
 # -- the parent -----------------------------------------------------------------------
@@ -190,8 +192,6 @@ def run_daemons(
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     cc = import_codecarbon()
     figures: dict[str, Any] = {
-        "date_utc": utc_now_text(),
-        "command": command_text(),
         "machine": machine_info(),
         "interval_s": args.interval,
         "window_s": args.window,
@@ -231,34 +231,32 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b > 0 else "n/a"
 
 
-def markdown(figures: dict[str, Any]) -> str:
+def sections(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """What it measures, cycle CPU in one process, the daemons side by side, ratios."""
     runs = figures["runs"]
-    lines = header("sci-agent footprint versus process count", figures)
+    setup = []
     cc_setup = next(
         (d["setup"] for r in runs for k, d in r["daemons"].items() if k == "codecarbon-machine"),
         None,
     )
     if figures["codecarbon"] is None:
-        lines.append(f"- {CODECARBON_MISSING}")
+        setup.append(CODECARBON_MISSING)
     elif cc_setup is not None:
-        lines.append(
-            f"- CodeCarbon {cc_setup['version']}: hardware {', '.join(cc_setup['hardware'])}; "
+        setup.append(
+            f"CodeCarbon {cc_setup['version']}: hardware {', '.join(cc_setup['hardware'])}; "
             f"CPU mode `{cc_setup['cpu_mode']}` with TDP {cc_setup['tdp_w']} W over "
             f"{cc_setup['cpu_count']} CPUs (its own fallback model: no RAPL here), "
             f"{cc_setup['gpu_count']} GPU"
         )
     agent_sensors = next((r["daemons"]["agent"]["setup"].get("sensors") for r in runs), None)
-    lines += [
-        f"- sci-agent sensors in the daemon child: {agent_sensors}",
-        f"- idle processes forked per run: {', '.join(str(r['idle_spawned']) for r in runs)}",
-        "",
-        f"## Cycle CPU in one process ({figures['cycles']} cycles each, interleaved A B B A)",
-        "",
+    setup += [
+        f"sci-agent sensors in the daemon child: {agent_sensors}",
+        f"idle processes forked per run: {', '.join(str(r['idle_spawned']) for r in runs)}",
     ]
-    rows = []
+    cycle_rows = []
     for r in runs:
         c = r["cycle"]
-        rows.append(
+        cycle_rows.append(
             [
                 f"{r['idle_spawned']:,}",
                 f"{c['processes_scanned_median']:.0f}",
@@ -269,34 +267,12 @@ def markdown(figures: dict[str, Any]) -> str:
                 f"**{c['ratio_agent_over_naive_median']:.2f}**",
             ]
         )
-    lines += table(
-        [
-            "idle processes",
-            "processes scanned",
-            "agent cycle CPU (ms, median)",
-            "agent µs/process",
-            "naive psutil scan CPU (ms, median)",
-            "naive µs/process",
-            "agent ÷ naive",
-        ],
-        rows,
-    )
-    lines += [
-        "",
-        f"## Daemons side by side: every {figures['interval_s']:g} s for "
-        f"{figures['window_s']:g} s, started together",
-        "",
-        "CPU is each child's process CPU clock over the same window (every thread), per "
-        "sampling interval; peak RSS is its VmHWM at the end of the window; startup is the "
-        "CPU it used before the window (imports, set-up, first measurement).",
-        "",
-    ]
-    rows = []
+    daemon_rows = []
     for r in runs:
         d = r["daemons"]
         agent = d["agent"]
         for name, f in d.items():
-            rows.append(
+            daemon_rows.append(
                 [
                     f"{f['processes_on_host']:,}",
                     LABELS[name],
@@ -311,47 +287,70 @@ def markdown(figures: dict[str, Any]) -> str:
                     "" if name == "agent" else _ratio(agent["peak_rss_mb"], f["peak_rss_mb"]),
                 ]
             )
-    lines += table(
-        [
-            "processes on host",
-            "daemon",
-            "CPU ms / interval",
-            "CPU µs / process / interval",
-            "% of one core",
-            "peak RSS (MB)",
-            "startup CPU (ms)",
-            "agent ÷ this, CPU",
-            "agent ÷ this, peak RSS",
-        ],
-        rows,
-        right_from=2,
-    )
-    lines += [
-        "",
-        "- agent ÷ this below 1: the agent costs less. The daemons run at the same time, "
-        "so they share the CPUs and the noise alike.",
-        "- CodeCarbon's machine mode reads machine-wide figures only (`psutil.cpu_times`, "
-        "`virtual_memory`, its load model): its cost does not grow with the processes, "
-        "and it reports nothing per process or application.",
-        "- Its process mode follows one process tree (the tracker's process and its "
-        "descendants) but finds it by walking every process (`Process.children("
-        "recursive=True)` reads every /proc/PID/stat), every second and at each "
-        "measurement, so it grows with the process count like the naive scan.",
-    ]
-    lines += ["", "## Ratios", ""]
+    ratios = []
     for r in runs:
         d = r["daemons"]
         a = d["agent"]
-        parts = [
-            f"cycle agent ÷ naive psutil {r['cycle']['ratio_agent_over_naive_median']:.2f}",
-        ]
+        parts = [f"cycle agent ÷ naive psutil {r['cycle']['ratio_agent_over_naive_median']:.2f}"]
         for name in DAEMONS[1:]:
             if name in d:
                 cpu = _ratio(a["cpu_ms_per_interval"], d[name]["cpu_ms_per_interval"])
                 rss = _ratio(a["peak_rss_mb"], d[name]["peak_rss_mb"])
                 parts.append(f"daemon agent ÷ {name}: CPU {cpu}, peak RSS {rss}")
-        lines.append(f"- {r['idle_spawned']:,} idle processes: " + "; ".join(parts))
-    return "\n".join(lines)
+        ratios.append(f"{r['idle_spawned']:,} idle processes: " + "; ".join(parts))
+    return [
+        section("", ABOUT),
+        section("", bullets(setup)),
+        section(
+            f"Cycle CPU in one process ({figures['cycles']} cycles each, interleaved A B B A)",
+            columns=[
+                "idle processes",
+                "processes scanned",
+                "agent cycle CPU (ms, median)",
+                "agent µs/process",
+                "naive psutil scan CPU (ms, median)",
+                "naive µs/process",
+                "agent ÷ naive",
+            ],
+            rows=cycle_rows,
+        ),
+        section(
+            f"Daemons side by side: every {figures['interval_s']:g} s for "
+            f"{figures['window_s']:g} s, started together",
+            "CPU is each child's process CPU clock over the same window (every thread), per "
+            "sampling interval; peak RSS is its VmHWM at the end of the window; startup is the "
+            "CPU it used before the window (imports, set-up, first measurement).",
+            [
+                "processes on host",
+                "daemon",
+                "CPU ms / interval",
+                "CPU µs / process / interval",
+                "% of one core",
+                "peak RSS (MB)",
+                "startup CPU (ms)",
+                "agent ÷ this, CPU",
+                "agent ÷ this, peak RSS",
+            ],
+            daemon_rows,
+        ),
+        section("", READING),
+        section("Ratios", bullets(ratios)),
+    ]
+
+
+READING = bullets(
+    [
+        "agent ÷ this below 1: the agent costs less. The daemons run at the same time, "
+        "so they share the CPUs and the noise alike.",
+        "CodeCarbon's machine mode reads machine-wide figures only (`psutil.cpu_times`, "
+        "`virtual_memory`, its load model): its cost does not grow with the processes, "
+        "and it reports nothing per process or application.",
+        "Its process mode follows one process tree (the tracker's process and its "
+        "descendants) but finds it by walking every process (`Process.children("
+        "recursive=True)` reads every /proc/PID/stat), every second and at each "
+        "measurement, so it grows with the process count like the naive scan.",
+    ]
+)
 
 
 # -- main -----------------------------------------------------------------------------
@@ -368,7 +367,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--interval", type=float, default=1.0, help="sampling interval, s")
     p.add_argument("--window", type=float, default=20.0, help="measured window per count, s")
     p.add_argument("--cycles", type=int, default=30, help="in-process timed cycles per count")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_args(p)
     p.add_argument("--quick", action="store_true", help="counts 100,1000; window 5 s; 5 cycles")
     args = p.parse_args(argv)
     if args.quick:
@@ -392,7 +391,7 @@ def main(argv: list[str]) -> int:
         return 0
     args = parse_args(argv)
     figures = measure(args)
-    print(json.dumps(figures, indent=2) if args.json else markdown(figures))
+    emit(args, figures, "bench_footprint", TITLE, sections(figures))
     return 0
 
 

@@ -9,25 +9,31 @@ attribution and scoring per interval). Also measured: the tracker's own account 
 (a sample on the caller's thread), and the start and stop, which fall outside the
 measured span (the agent's import and the baseline scan).
 
-Usage: ``python bench/bench_tracker.py [--seconds S] [--interval S] [--quick] [--json]``.
+Writes ``bench/results/bench_tracker.json`` and prints it as Markdown.
+Usage: ``python bench/bench_tracker.py [--seconds S] [--interval S] [--quick] [--json]
+[--results DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from typing import Any
 
-from benchutil import ROOT, command_text, count_pids, table, utc_now_text
-
-sys.path.insert(0, str(ROOT))
+from benchutil import add_output_args, count_pids, emit, machine_info, section
 
 from agent.config import loads
 from sci import Tracker
 from sci.tracker import DEFAULT_INTERVAL_S
+
+TITLE = "sci.Tracker overhead"
+ABOUT = (
+    "Target (ML issue): the Tracker adds under 1 % CPU to the work it tracks. A "
+    "known busy loop tracked at the default {interval:g} s interval; the tracker's own CPU "
+    "against the loop's."
+)
 
 
 def spin(cpu_s: float) -> float:
@@ -64,8 +70,7 @@ def run(seconds: float, marks: int, interval_s: float = DEFAULT_INTERVAL_S) -> d
                 mark_cpu.append(time.thread_time() - before)
     process = t2 - t1
     return {
-        "date_utc": utc_now_text(),
-        "command": command_text(),
+        "machine": machine_info(),
         "processes_on_host": count_pids(),
         "interval_s": tracker.interval_s,
         "work_cpu_s": work,
@@ -83,7 +88,7 @@ def run(seconds: float, marks: int, interval_s: float = DEFAULT_INTERVAL_S) -> d
     }
 
 
-def markdown(f: dict[str, Any]) -> str:
+def sections(f: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         ["busy loop (the tracked work), CPU s", f"{f['work_cpu_s']:.2f}"],
         [
@@ -101,17 +106,12 @@ def markdown(f: dict[str, Any]) -> str:
         ["start (agent import, sensors, baseline scan; not charged)", f"{f['start_cpu_s']:.2f} s"],
         ["stop (last sample, sensors closed)", f"{f['stop_cpu_s'] * 1000:.1f} ms"],
     ]
-    return "\n".join(
-        [
-            "# Tracker overhead",
-            "",
-            f"- date (UTC): {f['date_utc']}",
-            f"- command: `{f['command']}`",
-            f"- processes on the host: {f['processes_on_host']} (one sample scans them all)",
-            "",
-            *table(["what", "figure"], rows),
-        ]
-    )
+    about = ABOUT.format(interval=f["interval_s"])
+    hosts = f"- processes on the host: {f['processes_on_host']} (one sample scans them all)"
+    return [
+        section("", about),
+        section("Overhead", hosts, ["what", "figure"], rows),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--interval", type=float, default=DEFAULT_INTERVAL_S, help="the Tracker's interval_s"
     )
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     figures = run(10.0 if args.quick else args.seconds, marks=20, interval_s=args.interval)
-    print(json.dumps(figures, indent=2) if args.json else markdown(figures))
+    emit(args, figures, "bench_tracker", TITLE, sections(figures))
     return 0
 
 

@@ -21,7 +21,8 @@ Four measurements on this machine, with the power model (no RAPL here):
    store. Target: all. The app has no process, so this also checks units-only rows.
 4. **Embodied carbon charged to this machine**, g per hour, from ``once --json``.
 
-Run: ``python bench/bench_trust.py [--quick] [--json]``.
+Writes ``bench/results/bench_trust.json`` and prints it as Markdown.
+Run: ``python bench/bench_trust.py [--quick] [--json] [--results DIR]``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,14 +43,33 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_cycle import machine_info
-from benchutil import CLK_TCK, command_text, header, log, stat_ticks, table, utc_now_text
+from benchutil import (
+    CLK_TCK,
+    ROOT,
+    add_output_args,
+    emit,
+    kill_group,
+    log,
+    machine_info,
+    model_config,
+    section,
+    stat_ticks,
+)
+
+from devtools.servers import free_port
 
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.records import IntensityValue, IntervalResult
 
-ROOT = Path(__file__).resolve().parent.parent
+TITLE = "Numbers a team can trust: SCI drift, process trees, units across SIGTERM"
+ABOUT = (
+    "Targets (trustworthy-numbers issue): an app with constant CPU per request keeps "
+    "its SCI within ±5 % when a neighbour takes a core; a process tree whose children "
+    "and grandchildren exit together is charged its CPU time within ±3 %, a busy "
+    "bystander within ±2 %; every unit accepted before a SIGTERM is stored; the "
+    "embodied carbon charged to this machine per hour."
+)
 MARKER = "sci-bench-trust"
 POLICIES = ("capacity", "full", "proportional", "separate")
 
@@ -105,37 +124,20 @@ def spawn(kind: str, *extra: str, **popen: Any) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)
     proc.wait()
 
 
 def base_config(interval: float) -> Config:
     """The power model only, workloads named by their command-line markers."""
-    from agent.config import (
-        AppRule,
-        Config,
-        HttpConfig,
-        NvmlConfig,
-        RaplConfig,
-        SensorsConfig,
-        StoreConfig,
-        validate,
-    )
+    from agent.config import AppRule
 
     kinds = ("web", "busy", "tree", "bystander")
-    return validate(
-        Config(
-            interval_s=interval,
-            sensors=SensorsConfig(rapl=RaplConfig(enabled=False), nvml=NvmlConfig(enabled=False)),
-            store=StoreConfig(enabled=False),
-            http=HttpConfig(enabled=False),
-            apps=tuple(
-                AppRule(k, cmdline=rf"{MARKER}={k}\b", unit="request" if k == "web" else None)
-                for k in kinds
-            ),
-        )
+    apps = tuple(
+        AppRule(k, cmdline=rf"{MARKER}={k}\b", unit="request" if k == "web" else None)
+        for k in kinds
     )
+    return model_config(interval_s=interval, apps=apps)
 
 
 def fixed_intensity() -> IntensityValue:
@@ -314,12 +316,6 @@ def _ready(stream: Any) -> bool:
 # -- 3. units across SIGTERM ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def units_across_sigterm(push_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sci-trust-") as tmp:
         port = free_port()
@@ -329,13 +325,16 @@ def units_across_sigterm(push_s: float) -> dict[str, Any]:
             "interval_s = 5\n"
             f'[store]\npath = "{db}"\n'
             f'[http]\nlisten = "127.0.0.1:{port}"\n'
-            '[sensors.rapl]\nenabled = false\n[sensors.nvml]\nenabled = false\n'
+            "[sensors.rapl]\nenabled = false\n[sensors.nvml]\nenabled = false\n"
             '[[apps]]\nname = "web"\ncmdline = "no-process-matches-this-rule"\nunit = "request"\n'
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "--config", str(cfg), "run"],
-            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -381,9 +380,22 @@ def embodied_per_hour(interval: float) -> dict[str, Any]:
         cfg.write_text("[store]\nenabled = false\n[http]\nenabled = false\n")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         out = subprocess.run(
-            [sys.executable, "-m", "agent", "--config", str(cfg), "once", "--json",
-             "--interval", str(interval)],
-            cwd=tmp, env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "--config",
+                str(cfg),
+                "once",
+                "--json",
+                "--interval",
+                str(interval),
+            ],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     data = json.loads(out.stdout)
     grams = data.get("embodied_g")
@@ -413,8 +425,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log("4/4 embodied g/h")
     e = embodied_per_hour(2.0)
     return {
-        "date_utc": utc_now_text(),
-        "command": command_text(),
         "machine": machine_info(),
         "drift": d,
         "trees": t,
@@ -432,76 +442,91 @@ def targets(f: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def markdown(f: dict[str, Any]) -> str:
+def sections(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """What it measures, then the four measurements, each with its target."""
     ok = targets(f)
     mark = {True: "met", False: "MISSED"}
-    lines = header("Numbers a team can trust", f)
     d = f["drift"]
-    lines += ["", "SCI of `web` (4 ms CPU per request, 50 requests/s), g per request:", ""]
     rows = []
     for p, v in d["policies"].items():
-        rows.append([
-            p + (" (default)" if p == d["default"] else ""),
-            *(f"{v['sci_g'][ph]:.3e}" for ph in ("alone", "neighbour busy", "alone again")),
-            f"{v['drift_pct']:+.1f} %",
-        ])
-    lines += table(["policy", "alone", "neighbour busy", "alone again", "drift"], rows)
+        rows.append(
+            [
+                p + (" (default)" if p == d["default"] else ""),
+                *(f"{v['sci_g'][ph]:.3e}" for ph in ("alone", "neighbour busy", "alone again")),
+                f"{v['drift_pct']:+.1f} %",
+            ]
+        )
     cpu = d["policies"][d["default"]]["cpu_ms_per_request"]
-    lines += [
-        "",
-        f"CPU per request by the agent's accounting: {cpu['alone']:.2f} / "
-        f"{cpu['neighbour busy']:.2f} / {cpu['alone again']:.2f} ms. "
-        f"Target ±5 % under the default policy: {mark[ok['drift']]}.",
-    ]
     t = f["trees"]
-    lines += [
-        "",
-        f"Process tree ({t['rounds']} rounds of a child + grandchild exiting together) "
-        f"beside a busy bystander; dynamic rate {t['dynamic_j_per_cpu_s']:.3f} J per CPU-s:",
-        "",
-    ]
-    lines += table(
-        ["workload", "CPU s (kernel)", "expected J", "attributed J", "ratio", "target"],
+    tree_rows = [
         [
-            ["tree", f"{t['tree_cpu_s']:.2f}", f"{t['tree_expected_j']:.2f}",
-             f"{t['tree_attributed_j']:.2f}", f"{t['tree_ratio']:.3f}",
-             f"±3 % {mark[ok['tree']]}"],
-            ["bystander", f"{t['bystander_cpu_s']:.2f}", f"{t['bystander_expected_j']:.2f}",
-             f"{t['bystander_attributed_j']:.2f}", f"{t['bystander_ratio']:.3f}",
-             f"±2 % {mark[ok['bystander']]}"],
+            "tree",
+            f"{t['tree_cpu_s']:.2f}",
+            f"{t['tree_expected_j']:.2f}",
+            f"{t['tree_attributed_j']:.2f}",
+            f"{t['tree_ratio']:.3f}",
+            f"±3 % {mark[ok['tree']]}",
         ],
-    )
-    lines += [
-        "",
-        f"Unattributed CPU energy over the run: {t['unattributed_cpu_j']:.2f} J; reaped ticks "
-        f"clamped (already counted by /proc/stat in an earlier interval): {t['clamped_ticks']}.",
+        [
+            "bystander",
+            f"{t['bystander_cpu_s']:.2f}",
+            f"{t['bystander_expected_j']:.2f}",
+            f"{t['bystander_attributed_j']:.2f}",
+            f"{t['bystander_ratio']:.3f}",
+            f"±2 % {mark[ok['bystander']]}",
+        ],
     ]
-    u = f["units"]
-    lines += [
-        "",
-        f"Units across SIGTERM: {u['sent']} sent, {u['accepted']} accepted (2xx), "
-        f"{u['stored']:g} in the store; exit status {u['exit_code']}. Target all: "
-        f"{mark[ok['units']]}.",
-    ]
-    e = f["embodied"]
-    lines += [
-        "",
+    u, e = f["units"], f["embodied"]
+    embodied = (
         f"Embodied carbon charged to this machine: {e['g_per_hour']:.2f} g/h "
         f"({e['embodied_g']:.4f} g over {e['interval_s']:.2f} s)"
         + (f"; TE {e['embodied_kgco2e']:g} kgCO2e: {e['basis']}" if e["basis"] else "")
-        + ".",
+        + "."
+    )
+    return [
+        section("", ABOUT),
+        section(
+            "SCI drift",
+            "SCI of `web` (4 ms CPU per request, 50 requests/s), g per request:",
+            ["policy", "alone", "neighbour busy", "alone again", "drift"],
+            rows,
+        ),
+        section(
+            "",
+            f"CPU per request by the agent's accounting: {cpu['alone']:.2f} / "
+            f"{cpu['neighbour busy']:.2f} / {cpu['alone again']:.2f} ms. "
+            f"Target ±5 % under the default policy: {mark[ok['drift']]}.",
+        ),
+        section(
+            "Process trees",
+            f"Process tree ({t['rounds']} rounds of a child + grandchild exiting together) "
+            f"beside a busy bystander; dynamic rate {t['dynamic_j_per_cpu_s']:.3f} J per CPU-s:",
+            ["workload", "CPU s (kernel)", "expected J", "attributed J", "ratio", "target"],
+            tree_rows,
+        ),
+        section(
+            "",
+            f"Unattributed CPU energy over the run: {t['unattributed_cpu_j']:.2f} J; reaped "
+            f"ticks clamped (already counted by /proc/stat in an earlier interval): "
+            f"{t['clamped_ticks']}.",
+        ),
+        section(
+            "Units across SIGTERM",
+            f"Units across SIGTERM: {u['sent']} sent, {u['accepted']} accepted (2xx), "
+            f"{u['stored']:g} in the store; exit status {u['exit_code']}. Target all: "
+            f"{mark[ok['units']]}.",
+        ),
+        section("Embodied carbon", embodied),
     ]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short phases")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_output_args(parser)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     figures = run(args)
-    print(json.dumps(figures, indent=2) if args.json else markdown(figures))
+    emit(args, figures, "bench_trust", TITLE, sections(figures))
     return 0 if all(targets(figures).values()) else 1
 
 

@@ -1,4 +1,10 @@
-"""Helpers the benchmark scripts share: report header, child processes, /proc readings.
+"""Helpers the benchmark scripts share: logging, the machine, statistics, /proc readings,
+the model-only agent config, child processes, CodeCarbon, and the results files.
+
+Every benchmark builds a result (``result(...)``: name, title, command, machine, date and
+sections of prose and tables), writes it to ``bench/results/<name>.json`` and prints it
+as Markdown (``emit``); ``bench/render_docs.py`` turns every results file into
+docs/benchmarks.md.
 
 Process CPU time is read from outside through the process's CPU clock
 (``clock_gettime`` on ``MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)``): every thread,
@@ -7,21 +13,26 @@ the exited ones included, to the nanosecond; ``/proc/PID/stat`` ticks are the fa
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
+import math
 import os
+import platform
 import select
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -29,6 +40,10 @@ for _path in (str(ROOT), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+if TYPE_CHECKING:
+    from agent.config import Config
+
+RESULTS_DIR = HERE / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CODECARBON_MISSING = (
     "CodeCarbon is not installed, so its columns are left out: "
@@ -37,6 +52,7 @@ CODECARBON_MISSING = (
 
 
 def log(message: str) -> None:
+    """A progress line on stderr (stdout carries the figures)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
@@ -45,31 +61,234 @@ def utc_now_text() -> str:
 
 
 def command_text() -> str:
+    """The command line this benchmark was started with, as a user would type it."""
     return shlex.join([Path(sys.executable).name, *sys.argv])
 
 
-def header(title: str, figures: dict[str, Any]) -> list[str]:
-    """The Markdown title, date, command and machine lines every report starts with."""
-    m = figures["machine"]
-    return [
-        f"# {title}",
-        "",
-        f"- date (UTC): {figures['date_utc']}",
-        f"- command: `{figures['command']}`",
-        f"- machine: {m['platform']}; {m['cpu_model']}; nproc {m['nproc']} "
-        f"({m['cpus_usable']} usable); {m['memory_gb']} GiB RAM",
-        f"- python {m['python']}, psutil {m['psutil']}",
-    ]
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU model, CPUs, memory and versions of the machine running the benchmark."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    try:
+        import psutil
+
+        psutil_version = str(psutil.__version__)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        psutil_version = "missing"
+    return {
+        "platform": platform.platform(),
+        "cpu_model": model,
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "memory_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "psutil": psutil_version,
+    }
 
 
-def table(headers: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
-    """A Markdown table; columns from ``right_from`` on are right-aligned."""
-    align = ["---" if i < right_from else "---:" for i in range(len(headers))]
-    return [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join(align) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
+def load_average() -> str:
+    """1, 5 and 15 minute load averages, to show whether something else ran meanwhile."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# -- statistics -----------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 100 values is the 99th smallest)."""
+    s = sorted(values)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+def stats(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
+    """Count, mean, median, min, p95, p99 and max of ``values``, each times ``scale``."""
+    if not values:
+        return {}
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values) * scale,
+        "median": statistics.median(values) * scale,
+        "min": min(values) * scale,
+        "p95": percentile(values, 95) * scale,
+        "p99": percentile(values, 99) * scale,
+        "max": max(values) * scale,
+    }
+
+
+# -- /proc ----------------------------------------------------------------------------
+
+
+def cpu_clock_s(pid: int) -> float:
+    """CPU seconds used so far by every thread of ``pid`` (nanosecond clock)."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, SCHED)
+    except OSError:
+        utime, stime, _, _ = stat_ticks(pid)
+        return (utime + stime) / CLK_TCK
+
+
+def stat_ticks(pid: int) -> tuple[int, int, int, int]:
+    """``utime, stime, cutime, cstime`` of ``pid`` in clock ticks (``/proc/PID/stat``)."""
+    raw = Path(f"/proc/{pid}/stat").read_bytes()
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14])
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of ``pid`` in seconds (NaN when unknown or gone)."""
+    if pid is None:
+        return math.nan
+    try:
+        utime, stime, _, _ = stat_ticks(pid)
+    except OSError:
+        return math.nan
+    return (utime + stime) / CLK_TCK
+
+
+def status_mb(pid: int | str, field: str) -> float:
+    """A ``kB`` field of ``/proc/PID/status`` (VmRSS, VmHWM) in MB; ``pid`` may be "self"."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def count_pids() -> int:
+    return sum(1 for e in os.listdir("/proc") if e.isdigit())
+
+
+def find_pid(needle: str) -> int | None:
+    """The pid of the process whose command line contains ``needle``."""
+    raw = needle.encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if raw in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    return int(entry)
+    return None
+
+
+# -- the agent ------------------------------------------------------------------------
+
+
+def model_config(**fields: Any) -> Config:
+    """A validated config with the power model only (no RAPL, no NVML), no store, no HTTP;
+    ``fields`` set or replace top-level sections (``store=StoreConfig(path=...)``)."""
+    from agent.config import (
+        Config,
+        HttpConfig,
+        ModelConfig,
+        NvmlConfig,
+        RaplConfig,
+        SensorsConfig,
+        StoreConfig,
+        validate,
+    )
+
+    sensors = SensorsConfig(
+        rapl=RaplConfig(enabled=False),
+        nvml=NvmlConfig(enabled=False),
+        model=ModelConfig(enabled=True),
+    )
+    defaults: dict[str, Any] = {
+        "sensors": sensors,
+        "store": StoreConfig(enabled=False),
+        "http": HttpConfig(enabled=False),
+    }
+    return validate(Config(**{**defaults, **fields}))
+
+
+# -- results: one JSON file per benchmark, rendered by bench/render_docs.py -------------
+
+
+def table(columns: list[str], rows: list[list[str]]) -> dict[str, Any]:
+    """A results table: column names and rows of cells (text, as the docs show them)."""
+    return {"columns": columns, "rows": rows}
+
+
+def section(
+    heading: str,
+    text: str = "",
+    columns: list[str] | None = None,
+    rows: list[list[str]] | None = None,
+) -> dict[str, Any]:
+    """One section of a result: a heading ("" continues the one above), prose, a table."""
+    out: dict[str, Any] = {"heading": heading}
+    if text:
+        out["text"] = text
+    if columns is not None:
+        out["table"] = table(columns, rows or [])
+    return out
+
+
+def bullets(items: Sequence[str]) -> str:
+    """Markdown bullet lines."""
+    return "\n".join(f"- {item}" for item in items)
+
+
+def bench_result(
+    name: str,
+    title: str,
+    sections: list[dict[str, Any]],
+    *,
+    command: str | None = None,
+    machine: dict[str, Any] | None = None,
+    generated_utc: str | None = None,
+) -> dict[str, Any]:
+    """A benchmark's result in the results schema (see bench/render_docs.py)."""
+    return {
+        "name": name,
+        "title": title,
+        "command": command if command is not None else command_text(),
+        "machine": machine if machine is not None else machine_info(),
+        "generated_utc": generated_utc or utc_now_text(),
+        "sections": sections,
+    }
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """``--json`` (the raw figures on stdout) and ``--results DIR`` (where the file goes)."""
+    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument(
+        "--results",
+        default=os.environ.get("BENCH_RESULTS", str(RESULTS_DIR)),
+        help="folder of the results file (default $BENCH_RESULTS or bench/results; '' writes none)",
+    )
+
+
+def emit(
+    args: argparse.Namespace,
+    figures: dict[str, Any],
+    name: str,
+    title: str,
+    sections: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The result of benchmark ``name``, written to ``args.results``/NAME.json and printed
+    as Markdown (``--json``: the raw ``figures`` instead); returned."""
+    res = bench_result(name, title, sections, machine=figures.get("machine"))
+    if args.results:
+        path = Path(args.results, f"{res['name']}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        log(f"wrote {path}")
+    if args.json:
+        print(json.dumps(figures, indent=2, default=str))
+    else:
+        from render_docs import render_result
+
+        print(render_result(res))
+    return res
+
+
+# -- CodeCarbon -----------------------------------------------------------------------
 
 
 def import_codecarbon() -> ModuleType | None:
@@ -97,38 +316,35 @@ def codecarbon_setup(cc: ModuleType, tracker: Any) -> dict[str, Any]:
     }
 
 
-# -- /proc ----------------------------------------------------------------------------
+def codecarbon_energy(tracker: Any) -> dict[str, float]:
+    """A stopped tracker's CPU and RAM energy (J) and duration (s)."""
+    data = tracker.final_emissions_data
+    kwh = 3.6e6
+    return {
+        "cpu_j": data.cpu_energy * kwh,
+        "ram_j": data.ram_energy * kwh,
+        "duration_s": data.duration,
+    }
 
 
-def cpu_clock_s(pid: int) -> float:
-    """CPU seconds used so far by every thread of ``pid`` (nanosecond clock)."""
-    try:
-        return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, SCHED)
-    except OSError:
-        utime, stime, _, _ = stat_ticks(pid)
-        return (utime + stime) / CLK_TCK
-
-
-def stat_ticks(pid: int) -> tuple[int, int, int, int]:
-    """``utime, stime, cutime, cstime`` of ``pid`` in clock ticks (``/proc/PID/stat``)."""
-    raw = Path(f"/proc/{pid}/stat").read_bytes()
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14])
-
-
-def status_mb(pid: int, field: str) -> float:
-    """A ``kB`` field of ``/proc/PID/status`` (VmRSS, VmHWM) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def count_pids() -> int:
-    return sum(1 for e in os.listdir("/proc") if e.isdigit())
+def offline_tracker(cc: Any, interval: float, mode: str) -> Any:
+    """CodeCarbon's offline tracker as both benchmarks run it: France's grid, no file."""
+    return cc.OfflineEmissionsTracker(
+        country_iso_code="FRA",
+        measure_power_secs=interval,
+        save_to_file=False,
+        log_level="error",
+        tracking_mode=mode,
+    )
 
 
 # -- children that talk line by line ---------------------------------------------------
+
+
+def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """Signal the process group led by ``pid`` (gone already: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 class Child:
@@ -195,8 +411,7 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL the child's whole process group now."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_group(self.proc.pid)
         self.close(timeout_s=5)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -207,16 +422,13 @@ class Child:
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+            kill_group(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                kill_group(self.proc.pid)
                 self.proc.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # what is left of its group
+        kill_group(self.proc.pid)  # what is left of its group
         self._log.close()
 
 
@@ -238,14 +450,3 @@ def say(word: str, payload: dict[str, Any] | None = None) -> None:
     """In a child: one protocol line on stdout."""
     sys.stdout.write(word + (" " + json.dumps(payload) if payload else "") + "\n")
     sys.stdout.flush()
-
-
-def offline_tracker(cc: Any, interval: float, mode: str) -> Any:
-    """CodeCarbon's offline tracker as both benchmarks run it: France's grid, no file."""
-    return cc.OfflineEmissionsTracker(
-        country_iso_code="FRA",
-        measure_power_secs=interval,
-        save_to_file=False,
-        log_level="error",
-        tracking_mode=mode,
-    )

@@ -11,7 +11,7 @@ seconds (default 55); phases are shortened to fit, and a watchdog ends it.
 
 Replay mode (``--replay TRACE``): the same analysis over a recorded NVML trace
 (``tests/fixtures/nvml/nvml-two-process-trace.json``, an H200) answered by
-``tests.fake_pynvml.RecordedNvml``: runs anywhere, in well under a second.
+``devtools.fake_pynvml.RecordedNvml``: runs anywhere, in well under a second.
 
 Reported: energy attributed to each process, idle and unattributed against the delta
 of ``nvmlDeviceGetTotalEnergyConsumption`` over the same period; the idle baseline;
@@ -19,11 +19,15 @@ the power tail after processes exit; the cost of the sensor's ``read()`` and of 
 NVML call. Targets, printed PASS/FAIL: processes + idle + unattributed within 2 % of
 the counter's delta; a process alone on the GPU gets ≥ 95 % of the active energy.
 
-Output: Markdown on stdout (``--json``: one JSON object), and the JSON figures in
-``$OUT/gpu_validation.json`` when ``$OUT`` is set. Exit status 0: every target
-passed; 1: a target failed; 2: no GPU, driver, nvidia-ml-py or PyTorch here.
+Output: the result in ``bench/results/gpu_validation.json`` (``--results DIR``; a replay
+never overwrites the result of a real run) and as Markdown on stdout (``--json``: the raw
+figures instead). When ``$OUT`` is set (the device machine), the raw figures go to
+``$OUT/gpu_validation.json`` and the result to ``$OUT/results/gpu_validation.json``, to
+copy into bench/results/. Exit status 0: every target passed; 1: a target failed; 2: no
+GPU, driver, nvidia-ml-py or PyTorch here.
 
-Run: ``python bench/gpu_validation.py [--quick] [--budget S] [--gpu I] [--json]`` or
+Run: ``python bench/gpu_validation.py [--quick] [--budget S] [--gpu I] [--json]
+[--results DIR]`` or
 ``python bench/gpu_validation.py --replay tests/fixtures/nvml/nvml-two-process-trace.json``.
 """
 
@@ -49,9 +53,31 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench_cycle import machine_info
-from benchutil import ROOT, Child, command_text, header, log, table, utc_now_text
+from benchutil import (
+    ROOT,
+    Child,
+    add_output_args,
+    bullets,
+    emit,
+    log,
+    machine_info,
+    section,
+    stats,
+    utc_now_text,
+)
 
+TITLE = "GPU validation"
+ABOUT = (
+    "Energy the agent attributes to processes on a GPU against the GPU's own "
+    "energy counter. Targets: processes + idle (+ unattributed) within 2 % of the "
+    "counter's delta; a process alone on the GPU gets at least 95 % of the active "
+    "energy."
+)
+NOT_ON_HARDWARE = (
+    "The real-GPU mode (`make gpu-validate`, on a machine with an NVIDIA GPU and "
+    "PyTorch) has not run on real hardware yet: the figures below replay the recorded "
+    "H200 trace through the real sensor and attribution (`--replay`)."
+)
 CONSERVATION_TOLERANCE = 0.02  # processes + idle + unattributed vs the counter
 SINGLE_SHARE_TARGET = 0.95  # a process alone on the GPU gets this share of active energy
 MARKER = "sci-gpu-validation"
@@ -204,7 +230,7 @@ def run_replay(path: Path) -> Run:
     from agent.records import CpuActivity, ProcessActivity
     from agent.sensors.base import IntervalContext
     from agent.sensors.nvml import NvmlSensor
-    from tests.fake_pynvml import RecordedNvml
+    from devtools.fake_pynvml import RecordedNvml
 
     fake = RecordedNvml(path)
     nvml = TimedNvml(fake)
@@ -510,16 +536,7 @@ def run_real(args: argparse.Namespace) -> Run:
 
 
 def _stats_ms(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-    return {
-        "n": len(values),
-        "median": statistics.median(ordered),
-        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
-    }
+    return {k: v for k, v in stats(values).items() if k in ("n", "median", "p95", "max", "mean")}
 
 
 def _phases(intervals: list[Interval]) -> Iterator[list[Interval]]:
@@ -651,43 +668,55 @@ def analyse(run: Run) -> dict[str, Any]:
 # -- report ---------------------------------------------------------------------------
 
 
-def markdown(figures: dict[str, Any]) -> str:
-    a, g = figures["analysis"], figures["gpu"]
-    lines = header("GPU validation: NVML energy and attribution against the GPU's counter", figures)
-    lines.append(
-        f"- mode: {figures['mode']}; GPU: {g.get('name')} (driver {g.get('driver')})"
+def sections(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """What it measures, energy, phases, attribution, idle and tail, call cost, targets."""
+    a = figures["analysis"]
+    ch = figures.get("children") or {}
+    first = NOT_ON_HARDWARE if figures["mode"] == "replay" else "Measured on a real GPU."
+    return [
+        section("", f"{ABOUT} {first}"),
+        section("", bullets(_setup(figures))),
+        _energy(a),
+        _phase_table(a),
+        section("Attribution", bullets(_attribution(a, ch.get("done") or {}))),
+        section("Idle baseline and power tail", bullets(_tail(a))),
+        *_call_cost(a),
+        section(
+            "Targets",
+            columns=["target", "figure", "status"],
+            rows=[[t["target"], t["figure"], f"**{t['status']}**"] for t in a["targets"]],
+        ),
+    ]
+
+
+def _setup(figures: dict[str, Any]) -> list[str]:
+    g = figures["gpu"]
+    setup = [
+        f"mode: {figures['mode']}; GPU: {g.get('name')} (driver {g.get('driver')})"
         + (f"; trace `{g['trace']}`" if "trace" in g else "")
-    )
+    ]
     if g.get("load"):
-        lines.append(f"- recorded load: {g['load']}")
+        setup.append(f"recorded load: {g['load']}")
     ch = figures.get("children") or {}
     if ch:
-        lines.append(
-            f"- children: {ch.get('pids')}; wall time of the run {ch.get('wall_s', 0):.1f} s"
+        setup.append(
+            f"children: {ch.get('pids')}; wall time of the run {ch.get('wall_s', 0):.1f} s"
         )
-    lines += [f"- note: {n}" for n in figures["notes"]]
-    lines += [
-        "",
-        "## Energy over the run",
-        "",
-        f"{a['intervals']} intervals, {a['seconds']:.1f} s.",
-        "",
-    ]
+    return setup + [f"note: {n}" for n in figures["notes"]]
+
+
+def _energy(a: dict[str, Any]) -> dict[str, Any]:
     c = a["counter_j"]
+
+    def share(j: float) -> str:
+        return f"{j / c:.2%}" if c else ""
+
     rows = [
         ["total-energy counter, delta (read apart)", f"{c:.1f}", "", ""],
         ["sensor: Σ interval joules", f"{a['sensor_j']:.1f}", "", f"{a['rel_error_sensor']:+.4%}"],
-        *[
-            [f"process {name}", f"{j:.1f}", f"{j / c:.2%}" if c else "", ""]
-            for name, j in a["per_process_j"].items()
-        ],
-        ["idle", f"{a['idle_j']:.1f}", f"{a['idle_j'] / c:.2%}" if c else "", ""],
-        [
-            "unattributed",
-            f"{a['unattributed_j']:.1f}",
-            f"{a['unattributed_j'] / c:.2%}" if c else "",
-            "",
-        ],
+        *([f"process {name}", f"{j:.1f}", share(j), ""] for name, j in a["per_process_j"].items()),
+        ["idle", f"{a['idle_j']:.1f}", share(a["idle_j"]), ""],
+        ["unattributed", f"{a['unattributed_j']:.1f}", share(a["unattributed_j"]), ""],
         [
             "**processes + idle + unattributed**",
             f"{a['processes_idle_unattributed_j']:.1f}",
@@ -701,8 +730,15 @@ def markdown(figures: dict[str, Any]) -> str:
             f"{a['rel_error_processes_idle']:+.4%}",
         ],
     ]
-    lines += table(["part", "joules", "share of the counter", "vs the counter"], rows)
-    lines += ["", "## Phases", ""]
+    return section(
+        "Energy over the run",
+        f"{a['intervals']} intervals, {a['seconds']:.1f} s.",
+        ["part", "joules", "share of the counter", "vs the counter"],
+        rows,
+    )
+
+
+def _phase_table(a: dict[str, Any]) -> dict[str, Any]:
     rows = [
         [
             p["phase"],
@@ -716,87 +752,97 @@ def markdown(figures: dict[str, Any]) -> str:
         ]
         for p in a["phases"]
     ]
-    lines += table(
-        [
-            "phase",
-            "t (s)",
-            "intervals",
-            "joules",
-            "mean W",
-            "idle J",
-            "processes J",
-            "unattributed J",
-        ],
-        rows,
-        right_from=1,
-    )
-    lines += ["", "## Attribution", ""]
-    for name, s in a["single_process"].items():
-        lines.append(
-            f"- {name} alone: {s['got_j']:.1f} J of {s['active_j']:.1f} J active "
-            f"(**{s['share']:.2%}**) over {s['intervals']:.0f} intervals"
-        )
+    columns = [
+        "phase",
+        "t (s)",
+        "intervals",
+        "joules",
+        "mean W",
+        "idle J",
+        "processes J",
+        "unattributed J",
+    ]
+    return section("Phases", columns=columns, rows=rows)
+
+
+def _attribution(a: dict[str, Any], done: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{name} alone: {s['got_j']:.1f} J of {s['active_j']:.1f} J active "
+        f"(**{s['share']:.2%}**) over {s['intervals']:.0f} intervals"
+        for name, s in a["single_process"].items()
+    ]
     if a["shared_active_j"]:
         split = ", ".join(
             f"{n} {j:.1f} J ({j / a['shared_active_j']:.1%})" for n, j in a["shared_j"].items()
         )
-        lines.append(f"- shared (2 or more running): {a['shared_active_j']:.1f} J active → {split}")
-    done = ch.get("done") or {}
+        lines.append(f"shared (2 or more running): {a['shared_active_j']:.1f} J active → {split}")
     if {"A2", "B"} <= set(done):
         fa, fb = done["A2"]["flops"], done["B"]["flops"]
         lines.append(
-            f"- shared phase work done: A2 {fa / 1e12:.0f} TFLOP, B {fb / 1e12:.0f} TFLOP "
+            f"shared phase work done: A2 {fa / 1e12:.0f} TFLOP, B {fb / 1e12:.0f} TFLOP "
             f"(B's share of the FLOPs {fb / (fa + fb):.1%}; its matmuls are 8× smaller, "
             "so FLOPs are only a rough guide to its share of the GPU's time)"
         )
-    for name, d in sorted(done.items()):
-        lines.append(
-            f"- child {name}: {d['matmuls']} matmuls of {d['size']}² in {d['seconds']:.1f} s "
-            f"({d['flops'] / d['seconds'] / 1e12:.0f} TFLOP/s), CUDA start-up {d['init_s']:.2f} s"
-        )
-    base = a["idle_baseline_w"]
-    quiet = a["quiet_power_w"]
     lines += [
-        "",
-        "## Idle baseline and power tail",
-        "",
-        f"- idle baseline the sensor learned: **{base:.1f} W**"
+        f"child {name}: {d['matmuls']} matmuls of {d['size']}² in {d['seconds']:.1f} s "
+        f"({d['flops'] / d['seconds'] / 1e12:.0f} TFLOP/s), CUDA start-up {d['init_s']:.2f} s"
+        for name, d in sorted(done.items())
+    ]
+    return lines
+
+
+def _tail(a: dict[str, Any]) -> list[str]:
+    base, quiet = a["idle_baseline_w"], a["quiet_power_w"]
+    lines = [
+        f"idle baseline the sensor learned: **{base:.1f} W**"
         if base is not None
-        else "- idle baseline: not learned (no interval without a GPU process)",
+        else "idle baseline: not learned (no interval without a GPU process)"
     ]
     if quiet:
         lines.append(
-            f"- power of the intervals with no process: min {quiet['min']:.1f} W, "
+            f"power of the intervals with no process: min {quiet['min']:.1f} W, "
             f"median {quiet['median']:.1f} W"
         )
     for i, tail in enumerate(a["tails"], 1):
         watts = " → ".join(f"{p['w']:.0f}" for p in tail[:8])
         energy = sum(p["unattributed_j"] for p in tail)
         lines.append(
-            f"- after the last process exited ({i}, t = {tail[0]['t']:.1f} s): W per interval "
+            f"after the last process exited ({i}, t = {tail[0]['t']:.1f} s): W per interval "
             f"{watts}; energy above idle, unattributed: {energy:.1f} J"
         )
+    return lines
+
+
+def _call_cost(a: dict[str, Any]) -> list[dict[str, Any]]:
     r = a["read_ms"]
-    lines += [
-        "",
-        "## Cost of the NVML calls",
-        "",
-        f"- sensor read() per cycle: median {r.get('median', 0):.3f} ms, p95 "
-        f"{r.get('p95', 0):.3f} ms, max {r.get('max', 0):.3f} ms ({r.get('n', 0)} reads)",
-        "",
-    ]
     rows = [
         [f"`{name}`", str(s["n"]), f"{s['mean']:.3f}", f"{s['median']:.3f}", f"{s['max']:.3f}"]
         for name, s in a["nvml_calls_ms"].items()
     ]
-    lines += table(["call", "calls", "mean ms", "median ms", "max ms"], rows)
-    lines += ["", "## Targets", ""]
-    lines += table(
-        ["target", "figure", "status"],
-        [[t["target"], t["figure"], f"**{t['status']}**"] for t in a["targets"]],
-        right_from=3,
-    )
-    return "\n".join(lines)
+    return [
+        section(
+            "Cost of the NVML calls",
+            f"- sensor read() per cycle: median {r.get('median', 0):.3f} ms, p95 "
+            f"{r.get('p95', 0):.3f} ms, max {r.get('max', 0):.3f} ms ({r.get('n', 0)} reads)",
+            ["call", "calls", "mean ms", "median ms", "max ms"],
+            rows,
+        )
+    ]
+
+
+def write_results(res: dict[str, Any], folder: str, mode: str) -> None:
+    """``res`` into ``folder``/gpu_validation.json, unless a replay would cover a real run."""
+    if not folder:
+        return
+    path = Path(folder, "gpu_validation.json")
+    if mode == "replay" and path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if "mode: real" in json.dumps(old.get("sections", [])):
+            log(f"{path} holds a real run: the replay leaves it as it is")
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    log(f"wrote {path}")
 
 
 # -- main -----------------------------------------------------------------------------
@@ -808,7 +854,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--gpu", type=int, default=0, help="NVML index of the GPU (real mode)")
     p.add_argument("--interval", type=float, default=0.5, help="sampling interval, s")
     p.add_argument("--budget", type=float, default=55.0, help="hard limit of the run, s")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_args(p)
     p.add_argument("--quick", action="store_true", help="phases of 2-3 s (real mode)")
     args = p.parse_args(argv)
     if args.interval <= 0 or args.budget <= 0:
@@ -846,7 +892,6 @@ def main(argv: list[str]) -> int:
         return 1
     figures: dict[str, Any] = {
         "date_utc": utc_now_text(),
-        "command": command_text(),
         "machine": machine_info(),
         "mode": run.mode,
         "gpu": run.gpu,
@@ -855,13 +900,16 @@ def main(argv: list[str]) -> int:
         "analysis": analyse(run),
         "intervals": [asdict(iv) for iv in run.intervals],
     }
+    folder, args.results = args.results, ""  # write_results: a replay keeps a real result
+    res = emit(args, figures, "gpu_validation", TITLE, sections(figures))
+    write_results(res, folder, run.mode)
     out = os.environ.get("OUT")
     if out:
         path = Path(out, "gpu_validation.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
         log(f"figures written to {path}")
-    print(json.dumps(figures, indent=2, default=str) if args.json else markdown(figures))
+        write_results(res, str(Path(out, "results")), run.mode)
     passed = all(t["status"] == "PASS" for t in figures["analysis"]["targets"])
     return 0 if passed else 1
 

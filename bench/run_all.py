@@ -1,160 +1,83 @@
-"""Run every benchmark and write docs/benchmarks.md from what each one prints.
+"""Run every benchmark, then write docs/benchmarks.md from their results files.
 
-Usage: ``python bench/run_all.py [--quick] [--only NAME ...] [--output PATH]``. Each
-script prints Markdown (machine, date, command, figures); this collects them under one
-page with a short note on what each measures and which targets apply. GPU validation
-runs on a real GPU when one is present, else on the recorded H200 trace.
+Usage: ``python bench/run_all.py [--quick] [--only NAME ...] [--results DIR] [--output PATH]``.
+Each
+script (every ``bench/bench_*.py``, then ``bench/gpu_validation.py``) prints its figures
+and writes ``bench/results/<script>.json``; ``bench/render_docs.py`` then renders every
+results file into the page. NAME is a script's name without ``bench_`` (``cycle``,
+``export``; ``gpu`` for the GPU validation). GPU validation runs on a real GPU when one
+is present, else on the recorded H200 trace. A benchmark that fails keeps its last
+committed results file, so the page still shows its previous figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import platform
-import re
+import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from render_docs import ORDER, OUTPUT, RESULTS_DIR
+from render_docs import main as render
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 TRACE = "tests/fixtures/nvml/nvml-two-process-trace.json"
+EXIT_TARGET_MISSED = 1  # the figures still count
+EXIT_UNAVAILABLE = 2  # gpu_validation: no GPU or torch here
 
 
-@dataclass(frozen=True)
-class Bench:
-    name: str
-    title: str
-    args: tuple[str, ...]
-    about: str
+def scripts() -> dict[str, Path]:
+    """Short name → script, in the page's order, then any other benchmark by name."""
+    found = {p.stem: p for p in HERE.glob("bench_*.py")}
+    found["gpu_validation"] = HERE / "gpu_validation.py"
+    ordered = [n for n in ORDER if n in found] + sorted(set(found) - set(ORDER))
+    return {short_name(n): found[n] for n in ordered}
 
 
-BENCHES = (
-    Bench(
-        "cycle",
-        "Agent cycle versus a naive psutil scan, 1,000 idle processes",
-        ("bench/bench_cycle.py",),
-        "Targets (core agent issue): a whole cycle costs less CPU than a naive "
-        "`psutil.process_iter` scan alone (aim: half); resident memory under 50 MB; no "
-        "memory growth over 1,000 cycles with process churn.",
-    ),
-    Bench(
-        "footprint",
-        "Footprint versus process count, beside psutil and CodeCarbon",
-        ("bench/bench_footprint.py",),
-        "CPU per sampling interval and peak RSS of the agent, a naive psutil loop and "
-        "CodeCarbon's tracker (machine and process modes) at 100, 1,000 and 5,000 "
-        "processes, started together on the same machine. Read the ratios: the machine "
-        "is shared and noisy.",
-    ),
-    Bench(
-        "accuracy",
-        "Attribution accuracy on workloads of known CPU shares",
-        ("bench/bench_accuracy.py",),
-        "A busy loop, a 25 % duty cycle and a spawner of 20 ms processes every 100 ms; "
-        "attributed energy against each workload's own CPU accounting, the unattributed "
-        "bucket, conservation, and CodeCarbon's process mode on the same workloads.",
-    ),
-    Bench(
-        "trust",
-        "Numbers a team can trust: SCI drift, process trees, units across SIGTERM",
-        ("bench/bench_trust.py",),
-        "Targets (trustworthy-numbers issue): an app with constant CPU per request keeps "
-        "its SCI within ±5 % when a neighbour takes a core; a process tree whose children "
-        "and grandchildren exit together is charged its CPU time within ±3 %, a busy "
-        "bystander within ±2 %; every unit accepted before a SIGTERM is stored; the "
-        "embodied carbon charged to this machine per hour.",
-    ),
-    Bench(
-        "alerts",
-        "Alert engine cost",
-        ("bench/bench_alerts.py",),
-        "What alerting adds to the agent: the sampling loop's share per interval (the "
-        "engine evaluates on its own thread), one evaluation of 10 rules over a day of "
-        "5 s intervals, the 7-day SCI baseline query, the memory of the windows, and the "
-        "time from a firing evaluation to a signed request at a real receiver.",
-    ),
-    Bench(
-        "tracker",
-        "sci.Tracker overhead",
-        ("bench/bench_tracker.py",),
-        "Target (ML issue): the Tracker adds under 1 % CPU to the work it tracks. A "
-        "known busy loop tracked at the default 1 s interval; the tracker's own CPU "
-        "against the loop's.",
-    ),
-    Bench(
-        "export",
-        "Export to InfluxDB",
-        ("bench/bench_export.py",),
-        "Points serialised and shipped per second to a real influxd; the sampling "
-        "cycle with InfluxDB live, stopped and hung; spool growth per hour of outage; "
-        "fleet sizing.",
-    ),
-    Bench(
-        "dashboard",
-        "Dashboard time to first render",
-        ("bench/bench_dashboard.py",),
-        "Each page with 7 days of 5 s data for 10 hosts and 10 apps, from the "
-        "embedded store and from InfluxDB.",
-    ),
-    Bench(
-        "gpu",
-        "GPU validation",
-        ("bench/gpu_validation.py",),
-        "Energy the agent attributes to processes on a GPU against the GPU's own "
-        "energy counter. Targets: processes + idle (+ unattributed) within 2 % of the "
-        "counter's delta; a process alone on the GPU gets at least 95 % of the active "
-        "energy. Without a GPU here it replays the recorded H200 trace.",
-    ),
-)
+def short_name(stem: str) -> str:
+    return "gpu" if stem == "gpu_validation" else stem.removeprefix("bench_")
 
 
-def _demote(markdown: str) -> str:
-    """Push the script's headings two levels down, under this page's sections."""
-    return re.sub(r"^(#{1,4}) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", markdown, flags=re.M)
-
-
-def _run(bench: Bench, quick: bool) -> tuple[str, float, int]:
-    args = list(bench.args) + (["--quick"] if quick else [])
-    started = time.monotonic()
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    if bench.name == "gpu" and out.returncode == 2:  # no GPU or torch here: the recording
-        args = [*bench.args, "--replay", TRACE]
-        out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    text = out.stdout.strip() or out.stderr.strip()
-    if out.returncode not in (0, 1):  # 1 = a target missed: the figures still count
-        text += f"\n\n(exit status {out.returncode}: {out.stderr.strip()[-500:]})"
-    return text, time.monotonic() - started, out.returncode
+def run(name: str, script: Path, quick: bool, results: str) -> int:
+    """Run one benchmark (its Markdown goes to this terminal); its exit status. The results
+    folder goes by ``BENCH_RESULTS``, the default of every script's ``--results``."""
+    env = {**os.environ, "BENCH_RESULTS": results}
+    argv = [sys.executable, str(script)]
+    if name == "dashboard" and quick:  # a small data set of its own (the big one is kept)
+        argv += ["--days", "0.1", "--hosts", "2", "--repeat", "1"]
+        argv += ["--workdir", str(ROOT / "var" / "bench-dashboard-quick")]
+    elif quick:
+        argv.append("--quick")
+    code = subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+    if name == "gpu" and code == EXIT_UNAVAILABLE:  # no GPU or torch here: the recording
+        argv = [sys.executable, str(script), "--replay", TRACE]
+        code = subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    found = scripts()
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke runs")
-    parser.add_argument("--only", nargs="*", choices=[b.name for b in BENCHES])
-    parser.add_argument("--output", default=str(ROOT / "docs/benchmarks.md"))
+    parser.add_argument("--only", nargs="*", choices=list(found))
+    parser.add_argument("--results", default=str(RESULTS_DIR), help="folder of results files")
+    parser.add_argument("--output", default=str(OUTPUT), help="the page to write")
     args = parser.parse_args(argv)
-    chosen = [b for b in BENCHES if not args.only or b.name in args.only]
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        "# Benchmarks",
-        "",
-        f"Written by `make bench` (`python bench/run_all.py`) on {now}, on "
-        f"{platform.node()} ({platform.machine()}, Python {platform.python_version()}). "
-        "Every figure comes from a script under `bench/` that prints it; none is a timed "
-        "test. The development machine is a shared, noisy 2-core VM: read the ratios "
-        "measured side by side in the same run rather than the absolute times.",
-    ]
     status = 0
-    for bench in chosen:
-        print(f"[bench] {bench.name} …", file=sys.stderr, flush=True)
-        text, seconds, code = _run(bench, args.quick)
-        status = max(status, 0 if code in (0, 1) else 1)
-        parts += ["", f"## {bench.title}", "", bench.about, "", _demote(text)]
-        print(f"[bench] {bench.name}: {seconds:.0f} s, exit {code}", file=sys.stderr)
-    Path(args.output).write_text("\n".join(parts) + "\n", encoding="utf-8")
-    print(f"[bench] wrote {args.output}", file=sys.stderr)
-    return status
+    for name, script in found.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"[bench] {name} …", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        code = run(name, script, args.quick, args.results)
+        if code not in (0, EXIT_TARGET_MISSED):
+            status = 1
+        print(f"[bench] {name}: {time.monotonic() - started:.0f} s, exit {code}", file=sys.stderr)
+    rendered = render(["--results", args.results, "--output", args.output])
+    return max(status, rendered)
 
 
 if __name__ == "__main__":

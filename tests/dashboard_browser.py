@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dashboard import launch
-from tests.servers import free_port
+from devtools.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"

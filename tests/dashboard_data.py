@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dashboard.sample_data import SampleInfo, SampleSpec, fill_store, write_influx
 from dashboard.timerange import TimeRange
-from tests.servers import InfluxdServer
+from devtools.servers import InfluxdServer
 
 INTERVAL_S = 60.0
 #: Names a query must never be confused by: quotes, backslashes, an injection attempt.

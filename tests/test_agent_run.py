@@ -22,7 +22,7 @@ import pytest
 
 from agent.config import AppRule, Config, NvmlConfig, RaplConfig, SensorsConfig, StoreConfig
 from agent.sampler import Sampler
-from tests.servers import free_port
+from devtools.servers import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
 

@@ -19,7 +19,7 @@ from agent.alerts.config import WebhookConfig
 from agent.alerts.delivery import Deliverer, send_now
 from agent.alerts.model import RESOLVED, Notification, new_message_id
 from agent.alerts.outbox import Outbox
-from tests.servers import Answer, WebhookReceiver, free_port
+from devtools.servers import Answer, WebhookReceiver, free_port
 from tests.test_alert_formats import OTHER_SECRET, SECRET, notification
 
 FAST = {"base_backoff_s": 0.05, "max_backoff_s": 0.2, "jitter": lambda: 1.0}

@@ -18,11 +18,8 @@ from agent.alerts.delivery import Deliverer, send_now
 from agent.alerts.formats import ALERTMANAGER_HOLD_S
 from agent.alerts.model import RESOLVED, Notification, new_message_id
 from agent.alerts.outbox import Outbox
-from tests import servers
-from tests.servers import AlertmanagerServer
+from devtools.servers import AlertmanagerServer
 from tests.test_alert_formats import notification
-
-alertmanager = servers.alertmanager
 
 
 def fresh(**changes: Any) -> Notification:

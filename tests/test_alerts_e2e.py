@@ -19,8 +19,7 @@ from agent.alerts.config import AlertRuleConfig, AlertsConfig, WebhookConfig
 from agent.alerts.delivery import Deliverer
 from agent.alerts.engine import AlertEngine
 from agent.alerts.outbox import Outbox
-from tests import servers
-from tests.servers import Answer, WebhookReceiver
+from devtools.servers import AlertmanagerServer, Answer, WebhookReceiver
 from tests.test_agent_run import AGENT, write_config
 from tests.test_alert_engine import interval
 
@@ -215,11 +214,10 @@ def test_alerts_test_reports_each_webhooks_answer(
     )
 
 
-alertmanager = servers.alertmanager
 
 
 def test_the_agent_drives_a_real_alertmanager_firing_then_resolved(
-    tmp_path: Path, alertmanager: servers.AlertmanagerServer
+    tmp_path: Path, alertmanager: AlertmanagerServer
 ) -> None:
     am_url = f"http://127.0.0.1:{alertmanager.port}"
     extra = (

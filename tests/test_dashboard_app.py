@@ -25,11 +25,9 @@ from dashboard.escape import md, report_markdown
 from dashboard.export import report_csv
 from dashboard.sample_data import SampleSpec, fill_store
 from dashboard.timerange import TimeRange, fmt_ms
+from devtools.servers import InfluxdServer
 from tests import dashboard_data as data
-from tests import servers
-from tests.servers import InfluxdServer
 
-influxd = servers.influxd
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 KINDS = ["store", "influxdb"]
 #: A first run: 15 minutes of data on one model-estimated host; "agent" (first by name)

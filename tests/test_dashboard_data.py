@@ -22,11 +22,8 @@ from dashboard.data.influxql import equals_any, ident, literal
 from dashboard.data.sqlite_source import SqliteSource
 from dashboard.forecast import greenest_window, window_mean
 from dashboard.timerange import PRESETS, TimeRange, bucket_s_for
+from devtools.servers import InfluxdServer, free_port
 from tests import dashboard_data as data
-from tests import servers
-from tests.servers import InfluxdServer, free_port
-
-influxd = servers.influxd
 
 
 @pytest.fixture(scope="module")

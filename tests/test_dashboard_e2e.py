@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.sample_data import SampleSpec, fill_store
+from devtools.servers import free_port
 from tests.dashboard_browser import (
     ARTIFACTS,
     ROOT,
@@ -23,7 +24,6 @@ from tests.dashboard_browser import (
     need_chromium,
     serve_dashboard,
 )
-from tests.servers import free_port
 
 #: What a number must never look like on a page: "None", "nan", "1.77e-05".
 BAD_NUMBER = re.compile(r"\bNone\b|\bnan\b|(?<![\w/.-])\d+(\.\d+)?[eE][-+]?\d+\b")

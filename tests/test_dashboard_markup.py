@@ -16,12 +16,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.escape import WORD_JOINER, md, plotly
 from dashboard.sample_data import SampleSpec, fill_store, write_influx
+from devtools.servers import InfluxdServer
 from tests import dashboard_data as data
-from tests import servers
 from tests.dashboard_browser import ARTIFACTS, headless_chromium, need_chromium, serve_dashboard
-from tests.servers import InfluxdServer
 
-influxd = servers.influxd
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 HOST = "**pwn** [login](https://evil.example/login) www.evil.example a@evil.example :red[x] :smile:"
 PROCESSES = (

@@ -14,10 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests import servers
-from tests.servers import InfluxdServer
-
-influxd = servers.influxd
+from devtools.servers import InfluxdServer
 
 AGENT = [sys.executable, "-m", "agent"]
 INTERVAL_S = 0.4

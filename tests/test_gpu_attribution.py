@@ -9,7 +9,7 @@ from agent.attribution import attribute
 from agent.records import CpuActivity, ProcessActivity
 from agent.sensors.base import IntervalContext
 from agent.sensors.nvml import NvmlSensor
-from tests.fake_pynvml import RecordedNvml
+from devtools.fake_pynvml import RecordedNvml
 
 A, B = 417, 442  # the recorded pids
 CPU = CpuActivity(busy_ticks=0, total_ticks=100, cpu_count=16)

@@ -33,8 +33,8 @@ from agent.grid.forecast import greenest_window, window_mean
 from agent.grid.schedule import parse_duration, plan_window
 from agent.grid.static import StaticProvider
 from agent.records import IntensityValue
+from devtools.servers import free_port
 from tests.http_replay import Reply, replay_server
-from tests.servers import free_port
 
 AGENT = [sys.executable, "-m", "agent"]
 HOUR = timedelta(hours=1)

@@ -43,8 +43,9 @@ from agent.grid.http import http_json
 from agent.grid.static import StaticProvider
 from agent.grid.ukgrid import UkGridProvider
 from agent.grid.watttime import WattTimeProvider
+from devtools.servers import CaptureServer
 from tests.http_replay import ReplayServer, Reply, fixture, replay_server
-from tests.servers import CaptureServer, self_signed_certificate
+from tests.server_fixtures import self_signed_certificate
 
 LOGGER = "sci_agent.grid"
 EM_PATH = "/v3/carbon-intensity/latest"

@@ -29,17 +29,11 @@ from agent.records import (
     ProcessActivity,
     SciRecord,
 )
+from devtools.servers import CaptureServer, InfluxdServer, VictoriaMetricsServer, free_port
 from exporters.delivery import AuthError, DeliveryError, RejectedError, RetryableError
 from exporters.influxdb_v1 import InfluxV1Sink
 from exporters.influxdb_v2 import MISSING_CLIENT, InfluxV2Sink
 from exporters.points import Point, interval_points
-from tests import servers
-from tests.servers import CaptureServer, InfluxdServer, VictoriaMetricsServer, free_port
-
-influxd = servers.influxd  # the fixtures, one server of each per module
-victoria_metrics = servers.victoria_metrics
-capture_server = servers.capture_server
-tls_capture_server = servers.tls_capture_server
 
 # Recent (inside VictoriaMetrics' retention), with milliseconds that must survive.
 END = datetime.now(UTC).replace(microsecond=123_000) - timedelta(minutes=10)

@@ -1,4 +1,4 @@
-"""NvmlSensor against the recorded answers of a real H200 (tests/fake_pynvml.py)."""
+"""NvmlSensor against the recorded answers of a real H200 (devtools/fake_pynvml.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from agent.records import ComponentReading, CpuActivity
 from agent.sensors.base import IntervalContext, SensorUnavailable
 from agent.sensors.nvml import NvmlSensor
-from tests import fake_pynvml
-from tests.fake_pynvml import RecordedNvml
+from devtools import fake_pynvml
+from devtools.fake_pynvml import RecordedNvml
 
 CTX = IntervalContext(
     interval_s=0.5,

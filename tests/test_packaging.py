@@ -397,6 +397,14 @@ def test_the_wheel_ships_every_deploy_file_from_the_one_copy(built: Built) -> No
     assert {f"agent/deploy/{name}" for name in files} <= names
 
 
+def test_the_wheel_ships_only_the_four_packages(built: Built) -> None:
+    """devtools/ (servers and the NVML double for tests and benchmarks), tests/ and bench/
+    stay out of the wheel: pyproject's package discovery lists the four packages."""
+    tops = {n.split("/", 1)[0] for n in built.wheel_names if "/" in n}
+    tops = {t for t in tops if not t.endswith(".dist-info")}
+    assert tops == {"agent", "sci", "exporters", "dashboard"}
+
+
 @pytest.fixture(scope="module")
 def wheel_venv(built: Built, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The built wheel in a fresh venv at ROOT/opt/sci-agent/venv (where the unit runs it).

@@ -23,6 +23,7 @@ from agent.records import (
     ProcessActivity,
     ProcessEnergy,
 )
+from devtools.servers import InfluxdServer
 from exporters.influx_sink import build_influx_sink
 from exporters.points import interval_points
 from exporters.process_rows import (
@@ -33,10 +34,7 @@ from exporters.process_rows import (
     ProcessRows,
 )
 from exporters.sqlite_store import SqliteStore
-from tests import servers
-from tests.servers import InfluxdServer
 
-influxd = servers.influxd
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a day that starts with the run
 INTERVALS = 1000
 CAP = DEFAULT_MAX_NAMES_PER_DAY  # 200

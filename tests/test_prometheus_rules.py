@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import ServerProcess, free_port, require_binary, serve
+from devtools.servers import ServerProcess, free_port
+from tests.server_fixtures import require_binary, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "deploy" / "prometheus"

@@ -19,8 +19,8 @@ import pytest
 from agent.config import AppRule, Config, GridConfig, StoreConfig, loads
 from agent.loop import Loop
 from agent.runtime import LIVE_KEYS, plan_reload
+from devtools.servers import free_port
 from exporters.memory import MemorySink
-from tests.servers import free_port
 from tests.test_agent_run import (
     AGENT,
     APP_RULE,

@@ -20,7 +20,7 @@ import pytest
 
 from agent.journal import JournalFormatter, under_journald
 from agent.sdnotify import Notifier, watchdog_period_s
-from tests.servers import free_port
+from devtools.servers import free_port
 from tests.test_agent_run import AGENT, write_config
 
 

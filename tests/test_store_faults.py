@@ -18,13 +18,13 @@ import pytest
 
 from agent.doctor import store_status
 from agent.loop import Loop
+from devtools.servers import free_port
 from exporters.points import interval_points
 from exporters.runner import SpoolRunner
 from exporters.spool import Spool
 from exporters.spooled import SpooledSink
 from exporters.sqlite_store import SqliteStore
 from exporters.testing import RecordingNetworkSink
-from tests.servers import free_port
 from tests.test_store import NOW, interval
 from tests.tmpfs import fill, small_tmpfs
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import Config, loads
+from devtools.fake_pynvml import TRACE, RecordedNvml
 from sci import Tracker
 from sci.tracker import Step
-from tests.fake_pynvml import TRACE, RecordedNvml
 from tests.powercap_fixtures import one_socket
 
 ROOT = Path(__file__).resolve().parent.parent

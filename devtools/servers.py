@@ -1,22 +1,20 @@
-"""Real servers for the tests: InfluxDB 1.x (``influxd``) and VictoriaMetrics, on loopback.
+"""Real servers on loopback for the tests and the benchmarks: InfluxDB 1.x (``influxd``),
+VictoriaMetrics and Prometheus Alertmanager.
 
 Each server runs as a child process with its config, data and log under one temporary
 directory, on ports picked once: ``stop()`` then ``start()`` (or ``restart()``) brings
-back the SAME instance, data and port included, for outage tests. Missing binaries skip
-the tests, except under ``CI=true`` where they fail. A test module uses the fixtures by
-naming them: ``influxd = servers.influxd`` (no ``pytest_plugins``: a non-root conftest
-may not declare it, and a module already imported would escape assertion rewriting).
+back the SAME instance, data and port included, for outage tests. Nothing here imports
+pytest: the fixtures (and skipping when a binary is missing) are in
+``tests/server_fixtures.py``; the benchmarks start servers themselves.
 
 ``CaptureServer`` is the opposite: a tiny in-process HTTP server that records each
 request exactly and answers with whatever status a test scripts. ``WebhookReceiver``
 is one for alert webhooks that also verifies Standard Webhooks signatures with the
-official ``standardwebhooks`` package; ``AlertmanagerServer`` runs a real Prometheus
-Alertmanager.
+official ``standardwebhooks`` package.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -30,13 +28,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from base64 import b64encode
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self, TextIO, TypeVar
-
-import pytest
+from typing import Any, Self, TextIO
 
 READY_TIMEOUT_S = 20.0
 
@@ -49,15 +45,9 @@ def free_port() -> int:
         return port
 
 
-def require_binary(name: str, package: str) -> str:
-    """The path of ``name``; skip the test when it is missing (fail it under CI=true)."""
-    path = shutil.which(name, path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))
-    if path is None:
-        reason = f"{name} missing: apt-get install {package}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+def find_binary(name: str) -> str | None:
+    """The path of the executable ``name`` (``PATH``, then ``/usr/bin``), or None."""
+    return shutil.which(name, path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))
 
 
 class ServerProcess:
@@ -424,67 +414,6 @@ receivers:
         return data
 
 
-S = TypeVar("S", bound=ServerProcess)
-
-
-def serve(server: S, request: pytest.FixtureRequest) -> Iterator[S]:
-    """Start ``server`` for a fixture, stop it at teardown; show its log if a test failed."""
-    failed_before = request.session.testsfailed
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
-        if request.session.testsfailed > failed_before:
-            _show(request, server.log_tail())
-
-
-def _show(request: pytest.FixtureRequest, text: str) -> None:
-    """Write ``text`` to the terminal past output capturing (a module teardown's output
-    would otherwise land on whichever test ran last, passed or not)."""
-    plugins = request.config.pluginmanager
-    reporter: Any = plugins.get_plugin("terminalreporter")
-    capture: Any = plugins.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.ensure_newline()
-        reporter.write_line(text)
-
-
-@pytest.fixture(scope="module")
-def influxd(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[InfluxdServer]:
-    """A real InfluxDB 1.x, auth on, database ``sci`` and admin user ready (per module)."""
-    binary = require_binary("influxd", "influxdb")
-    server = InfluxdServer(binary, tmp_path_factory.mktemp("influxd"))
-    yield from serve(server, request)
-
-
-@pytest.fixture(scope="module")
-def victoria_metrics(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[VictoriaMetricsServer]:
-    """A real VictoriaMetrics single-node server (per module)."""
-    binary = require_binary("victoria-metrics", "victoria-metrics")
-    server = VictoriaMetricsServer(binary, tmp_path_factory.mktemp("victoria-metrics"))
-    yield from serve(server, request)
-
-
-@pytest.fixture(scope="module")
-def alertmanager(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[AlertmanagerServer]:
-    """A real Prometheus Alertmanager (per module)."""
-    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
-    server = AlertmanagerServer(binary, tmp_path_factory.mktemp("alertmanager"))
-    yield from serve(server, request)
-
-
 @dataclass
 class Captured:
     """One request exactly as ``CaptureServer`` received it (headers case-insensitive)."""
@@ -580,38 +509,6 @@ class CaptureServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-@pytest.fixture
-def capture_server() -> Iterator[CaptureServer]:
-    """A fresh ``CaptureServer`` per test."""
-    server = CaptureServer()
-    yield server
-    server.close()
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for 127.0.0.1 and its key (made by the openssl CLI)."""
-    openssl = require_binary("openssl", "openssl")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-@pytest.fixture
-def tls_capture_server(tmp_path: Path) -> Iterator[CaptureServer]:
-    """A ``CaptureServer`` on https with a self-signed (untrusted) certificate."""
-    server = CaptureServer(tls=self_signed_certificate(tmp_path))
-    yield server
-    server.close()
 
 
 @dataclass

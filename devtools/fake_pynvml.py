@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-TRACE = Path(__file__).parent / "fixtures" / "nvml" / "nvml-two-process-trace.json"
+TRACE = Path(__file__).resolve().parent.parent / "tests/fixtures/nvml/nvml-two-process-trace.json"
 
 # Return codes, named and numbered as in pynvml (nvidia-ml-py 13.x).
 NVML_SUCCESS = 0
