@@ -59,7 +59,7 @@ from benchutil import (
 from devtools.servers import free_port
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.config import Config, IdlePolicy
     from agent.records import IntensityValue, IntervalResult
 
 TITLE = "Numbers a team can trust: SCI drift, process trees, units across SIGTERM"
@@ -71,7 +71,7 @@ ABOUT = (
     "embodied carbon charged to this machine per hour."
 )
 MARKER = "sci-bench-trust"
-POLICIES = ("capacity", "full", "proportional", "separate")
+POLICIES: tuple[IdlePolicy, ...] = ("capacity", "full", "proportional", "separate")
 
 WORKLOAD = r"""
 import os, sys, time
