@@ -178,7 +178,7 @@ def drift(interval: float, phase_s: float) -> dict[str, Any]:
 
     threading.Thread(target=count, daemon=True).start()
     neighbour: subprocess.Popen[bytes] | None = None
-    phases: dict[str, dict[str, dict[str, float]]] = {}
+    phases: dict[str, dict[IdlePolicy, dict[str, float]]] = {}
     intensity = fixed_intensity()
     try:
         time.sleep(1.0)
