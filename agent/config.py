@@ -24,7 +24,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from agent.alerts.config import AlertsConfig, validate_alerts
 from agent.config_check import ConfigError as ConfigError
@@ -69,6 +69,11 @@ class SensorsConfig(Sections):
     state_dir: str = "var/state"  # learned static floors, kept across restarts
     static_watts: dict[str, float] = field(default_factory=dict)  # component → zero-load W
 
+    if TYPE_CHECKING:  # the shipped sensors' tables, typed; composed from SENSORS at run time
+        rapl: RaplConfig = field(default_factory=RaplConfig)
+        nvml: NvmlConfig = field(default_factory=NvmlConfig)
+        model: ModelConfig = field(default_factory=ModelConfig)
+
 
 SensorsConfig = SENSORS.compose(SensorsConfig)  # type: ignore[misc]
 
@@ -103,6 +108,13 @@ class GridConfig(Sections):
     providers: tuple[str, ...] = ("builtin",)
     intensity_gco2_per_kwh: float | None = None  # for the static provider
     timeout_s: float = 5.0
+
+    if TYPE_CHECKING:  # the shipped providers' tables, typed; composed from PROVIDERS
+        electricitymaps: ElectricityMapsConfig = field(default_factory=ElectricityMapsConfig)
+        ukgrid: UkGridConfig = field(default_factory=UkGridConfig)
+        watttime: WattTimeConfig = field(default_factory=WattTimeConfig)
+        carbonaware: CarbonAwareConfig = field(default_factory=CarbonAwareConfig)
+        csv: CsvGridConfig = field(default_factory=CsvGridConfig)
 
 
 GridConfig = _PROVIDERS.compose(GridConfig)  # type: ignore[misc]
@@ -218,6 +230,11 @@ class Config(Sections):
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    if TYPE_CHECKING:  # the shipped sinks' tables, typed; composed from SINKS at run time
+        store: StoreConfig = field(default_factory=StoreConfig)
+        influxdb: InfluxConfig = field(default_factory=InfluxConfig)
+        jsonl: JsonlConfig = field(default_factory=JsonlConfig)
 
 
 Config = SINKS.compose(Config)  # type: ignore[misc]

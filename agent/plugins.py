@@ -39,8 +39,9 @@ class Plugin(Generic[F]):
 class Sections:
     """Base of a config section that holds one sub-section per plugin (``Registry.compose``).
 
-    Type checkers see a plugin's sub-section as ``Any``; the plugin's own code reads it
-    with its own type (``section: RaplConfig = config.sensors.rapl``).
+    The shipped plugins' sub-sections are declared for type checkers in the composed
+    class (``if TYPE_CHECKING: rapl: RaplConfig = ...``); a plugin not declared there is
+    ``Any`` outside its own module, which reads it with its own type.
     """
 
     if TYPE_CHECKING:
