@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from agent.alerts.config import AlertsConfig, validate_alerts
+from agent.httpclient import redact_url
 from sci.embodied import DEFAULT_LIFESPAN_YEARS
 
 ENV_CONFIG = "SCI_AGENT_CONFIG"
@@ -236,7 +237,7 @@ def validate_influx(cfg: InfluxConfig, prefix: str = "influxdb") -> None:
     """
     if cfg.api not in INFLUX_APIS:
         raise ValueError(f"{prefix}.api: must be v1 or v2, got {cfg.api!r}")
-    shown = _redact_url(cfg.url)
+    shown = redact_url(cfg.url)
     try:
         parts = urllib.parse.urlsplit(cfg.url)
     except ValueError as exc:  # an unclosed IPv6 bracket
@@ -730,13 +731,7 @@ def _shown(value: Any, secret: bool) -> str:
     return f"{kind} (value hidden)"
 
 
-def _redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if "@" not in host:
-        return url
-    return f"{scheme}{sep}***@{host.rpartition('@')[2]}{slash}{path}"
+_redact_url = redact_url  # the name agent/cli.py uses
 
 
 def _fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Field[Any], Any]]:
