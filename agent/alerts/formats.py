@@ -32,7 +32,7 @@ from typing import Any
 from agent.alerts.config import WebhookConfig
 from agent.alerts.model import FIRING, RESOLVED, Notification
 from agent.alerts.signing import webhook_headers
-from agent.httpclient import USER_AGENT
+from agent.httpclient import user_agent
 from sci import humanize
 
 #: The ``version`` of the ``json`` body; bumped only when a field changes meaning.
@@ -73,7 +73,7 @@ def render(n: Notification, hook: WebhookConfig, now: float) -> Rendered:
     url, payload = renderer(n, hook, now)
     url, basic = _basic_auth(url)
     body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    headers = {"Content-Type": "application/json", "User-Agent": user_agent()}
     if basic:
         headers["Authorization"] = basic
     headers |= hook.headers  # a configured Authorization wins

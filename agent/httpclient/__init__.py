@@ -21,7 +21,6 @@ scripted answers that records what it received.
 
 from agent.httpclient._client import (
     MAX_RESPONSE_BYTES,
-    USER_AGENT,
     HttpError,
     Response,
     explanation,
@@ -31,11 +30,11 @@ from agent.httpclient._client import (
     request,
     shorten,
     status_error,
+    user_agent,
 )
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
-    "USER_AGENT",
     "HttpError",
     "Response",
     "explanation",
@@ -45,4 +44,5 @@ __all__ = [
     "request",
     "shorten",
     "status_error",
+    "user_agent",
 ]

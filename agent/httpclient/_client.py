@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import importlib.metadata
 import json
@@ -19,15 +20,18 @@ from typing import Any
 from agent.httpclient._deadline import HttpHandler, HttpsHandler, NoRedirect
 
 
-def _version() -> str:
+@functools.cache
+def user_agent() -> str:
+    """``sci-agent/<version>``, sent with every request unless the caller sets its own.
+
+    Looked up on first use: reading the installed version costs tens of milliseconds.
+    """
     try:
-        return importlib.metadata.version("sci-agent")
+        return f"sci-agent/{importlib.metadata.version('sci-agent')}"
     except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+        return "sci-agent/0+unknown"
 
 
-#: Sent with every request unless the caller sets its own.
-USER_AGENT = f"sci-agent/{_version()}"
 #: Larger answers are refused (or cut, with ``truncate``) unless the caller says otherwise.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 #: Error bodies are read up to this much: enough for any server's explanation.
@@ -127,7 +131,7 @@ def request(
     """
     hidden = [s for s in secrets if s and len(s) >= MIN_SECRET]
     host = host_of(url)
-    sent = {"User-Agent": USER_AGENT, **(headers or {})}
+    sent = {"User-Agent": user_agent(), **(headers or {})}
     deadline = time.monotonic() + timeout_s
     try:
         req = urllib.request.Request(url, data=body, headers=sent, method=method)
@@ -165,13 +169,9 @@ def request(
 def _opener(
     deadline: float, follow_redirects: bool, use_proxy: bool, verify_tls: bool
 ) -> urllib.request.OpenerDirector:
-    context = ssl.create_default_context()
-    if not verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     handlers: list[urllib.request.BaseHandler] = [
         HttpHandler(deadline),
-        HttpsHandler(deadline, context),
+        HttpsHandler(deadline, verify_tls),
     ]
     if not follow_redirects:
         handlers.append(NoRedirect())
