@@ -132,6 +132,7 @@ def request(
     hidden = [s for s in secrets if s and len(s) >= MIN_SECRET]
     host = host_of(url)
     sent = {"User-Agent": user_agent(), **(headers or {})}
+    _check_url(url, host)
     deadline = time.monotonic() + timeout_s
     try:
         req = urllib.request.Request(url, data=body, headers=sent, method=method)
@@ -164,6 +165,18 @@ def request(
     if raise_for_status and not response.ok:
         raise status_error(response, hidden)
     return response
+
+
+def _check_url(url: str, host: str) -> None:
+    """``HttpError`` (``url``) unless ``url`` is http(s) with a host: urllib would also open
+    ``file:``, ``ftp:`` and ``data:`` URLs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise HttpError("url", f"cannot use the URL for {host} ({exc})", host) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        message = f"cannot use the URL for {host} (expected http:// or https:// and a host)"
+        raise HttpError("url", message, host)
 
 
 def _opener(
