@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from agent.alerts.config import AlertsConfig, validate_alerts
-from agent.httpclient import redact_url
+from agent.redaction import redact_url
 from sci.embodied import DEFAULT_LIFESPAN_YEARS
 
 ENV_CONFIG = "SCI_AGENT_CONFIG"

@@ -7,9 +7,7 @@ the throughput of gzip-compressed batches of line protocol.
 
 - ``influxdb-client``: the official package as the sink used it (``SYNCHRONOUS``,
   ``retries=False``, gzip); it must be installed for this run only.
-- ``httpclient``: ``exporters.influxdb_v2.InfluxV2Sink`` (``agent.httpclient``);
-- ``agent.httpclient alone``: importing the client in a bare interpreter (``agent.config``
-  imports it, so the row above does not count it).
+- ``httpclient``: ``exporters.influxdb_v2.InfluxV2Sink`` (``agent.httpclient``).
 
     PYTHONPATH=. python scripts/measure_influx_v2.py [--runs 5] [--batches 100] [--lines 5000]
 """
@@ -35,16 +33,10 @@ def rss_kib():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
 url, batches, n_lines, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-if path != "agent.httpclient alone":
-    import agent.config, exporters.delivery  # what either sink needs anyway: not counted
+import agent.config, exporters.delivery  # what either sink needs anyway: not counted
 before = rss_kib()
 start = time.perf_counter()
-if path == "agent.httpclient alone":  # what agent.config's import of it costs
-    import agent.httpclient
-    print(json.dumps({"ready_s": time.perf_counter() - start, "ready_rss_kib": rss_kib() - before,
-                      "lines_per_s": 0, "rss_kib": rss_kib() - before}))
-    sys.exit()
-elif path == "influxdb-client":
+if path == "influxdb-client":
     from influxdb_client.client.influxdb_client import InfluxDBClient
     from influxdb_client.client.write_api import SYNCHRONOUS
     from influxdb_client.domain.write_precision import WritePrecision
@@ -121,8 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         process, url = start_victoria_metrics(Path(workdir))
         try:
-            paths = ("influxdb-client", "httpclient", "agent.httpclient alone")
-            rows = {path: run(url, path, args) for path in paths}
+            rows = {path: run(url, path, args) for path in ("influxdb-client", "httpclient")}
         finally:
             process.terminate()
             process.wait(10)
@@ -130,10 +121,9 @@ def main() -> None:
     print("| v2 write path | import + build | RSS added | RSS after writes | lines/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for path, r in rows.items():
-        rate = f"{r['lines_per_s']:,.0f}" if r["lines_per_s"] else "—"
         print(
             f"| {path} | {r['ready_s'] * 1000:.0f} ms | {r['ready_rss_kib'] / 1024:.1f} MiB"
-            f" | {r['rss_kib'] / 1024:.1f} MiB | {rate} |"
+            f" | {r['rss_kib'] / 1024:.1f} MiB | {r['lines_per_s']:,.0f} |"
         )
 
 

@@ -13,7 +13,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from agent.httpclient import redact_url
+from agent.redaction import redact_url
 
 #: What a rule can watch; the scope of each (per host, per app, per sensor or sink).
 HOST_METRICS = ("host_watts", "gco2_per_kwh", "spool_bytes")

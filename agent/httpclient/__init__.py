@@ -12,8 +12,8 @@ and queries, doctor's probe of a running agent) goes through ``request``:
 - one error type, ``HttpError``, whose message tells a user the cause (cannot resolve,
   connection refused, timed out, TLS, ``HTTP <status> <reason>: <the server's
   explanation>``), names the host but never the URL, and masks every secret given;
-- ``redact_url`` and ``redact``: the one way to show a URL or a text that might hold a
-  credential.
+- ``redact_url`` and ``redact`` (from ``agent.redaction``): the one way to show a URL or
+  a text that might hold a credential.
 
 ``agent.httpclient.testing`` ships the test double: a real loopback server with
 scripted answers that records what it received.
@@ -25,13 +25,12 @@ from agent.httpclient._client import (
     Response,
     explanation,
     host_of,
-    redact,
-    redact_url,
     request,
     shorten,
     status_error,
     user_agent,
 )
+from agent.redaction import redact, redact_url
 
 __all__ = [
     "MAX_RESPONSE_BYTES",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import importlib.metadata
 import json
 import socket
 import ssl
@@ -18,6 +17,7 @@ from email.message import Message
 from typing import Any
 
 from agent.httpclient._deadline import HttpHandler, HttpsHandler, NoRedirect
+from agent.redaction import MIN_SECRET, redact, redact_url
 
 
 @functools.cache
@@ -26,6 +26,8 @@ def user_agent() -> str:
 
     Looked up on first use: reading the installed version costs tens of milliseconds.
     """
+    import importlib.metadata
+
     try:
         return f"sci-agent/{importlib.metadata.version('sci-agent')}"
     except importlib.metadata.PackageNotFoundError:
@@ -37,7 +39,6 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 #: Error bodies are read up to this much: enough for any server's explanation.
 MAX_ERROR_BODY = 64 * 1024
 MAX_DETAIL = 200
-MIN_SECRET = 4  # shorter strings would mask ordinary words of a message
 _DETAIL_KEYS = ("message", "error", "detail", "title")
 
 
@@ -276,23 +277,6 @@ def host_of(url: str) -> str:
         return redact_url(url)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return host + (f":{port}" if port else "")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if "@" not in authority:
-        return url
-    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with each secret (of ``MIN_SECRET`` characters or more) replaced by ***,
-    longest first, so a secret that contains another is masked whole."""
-    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def shorten(text: str, limit: int = MAX_DETAIL) -> str:
