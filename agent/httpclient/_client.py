@@ -147,7 +147,7 @@ def request(
                 raw = exc.read(min(MAX_ERROR_BODY, max_response_bytes))
                 reason = str(exc.reason or "")
                 response = Response(exc.code, reason, exc.headers or Message(), raw, host)
-    except ValueError as exc:  # urllib: no scheme, an unknown one, a bad port
+    except ValueError as exc:  # urllib: a port that is not a number, a control character
         problem = redact(redact_url(str(exc)), hidden)
         raise HttpError("url", f"cannot use the URL for {host} ({problem})", host) from None
     except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
@@ -183,15 +183,20 @@ def _check_url(url: str, host: str) -> None:
 def _opener(
     deadline: float, follow_redirects: bool, use_proxy: bool, verify_tls: bool
 ) -> urllib.request.OpenerDirector:
+    """http and https only (``build_opener`` would add ftp, file and data handlers)."""
+    opener = urllib.request.OpenerDirector()
     handlers: list[urllib.request.BaseHandler] = [
+        # scrape targets and loopback agents are reached directly, the rest as configured
+        urllib.request.ProxyHandler(None if use_proxy else {}),
         HttpHandler(deadline),
         HttpsHandler(deadline, verify_tls),
+        urllib.request.HTTPDefaultErrorHandler(),
+        NoRedirect() if not follow_redirects else urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
     ]
-    if not follow_redirects:
-        handlers.append(NoRedirect())
-    if not use_proxy:  # scrape targets and loopback agents are reached directly
-        handlers.append(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener(*handlers)
+    for handler in handlers:
+        opener.add_handler(handler)
+    return opener
 
 
 def status_error(response: Response, secrets: Iterable[str | None] = ()) -> HttpError:
