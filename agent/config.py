@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_or
 from agent.alerts.config import AlertsConfig, validate_alerts
 from agent.config_check import ConfigError as ConfigError
 from agent.config_check import positive as _positive
-from agent.config_check import redact_url
 from agent.grid.carbonaware import CarbonAwareConfig as CarbonAwareConfig
 from agent.grid.csvfile import CsvGridConfig as CsvGridConfig
 from agent.grid.electricitymaps import ElectricityMapsConfig as ElectricityMapsConfig
@@ -37,6 +36,7 @@ from agent.grid.registry import PROVIDERS as _PROVIDERS
 from agent.grid.ukgrid import UkGridConfig as UkGridConfig
 from agent.grid.watttime import WattTimeConfig as WattTimeConfig
 from agent.plugins import Sections
+from agent.redaction import redact_url
 from agent.sensors.model import ModelConfig as ModelConfig
 from agent.sensors.nvml import NvmlConfig as NvmlConfig
 from agent.sensors.rapl import RaplConfig as RaplConfig

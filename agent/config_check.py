@@ -16,12 +16,3 @@ def positive(key: str, value: float) -> None:
     """``ConfigError`` naming ``key`` unless ``value`` is greater than 0 (``nan`` is not)."""
     if not value > 0:
         raise ConfigError(f"{key}: must be greater than 0, got {value}")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if "@" not in host:
-        return url
-    return f"{scheme}{sep}***@{host.rpartition('@')[2]}{slash}{path}"

@@ -9,11 +9,11 @@ import pwd
 import socket
 import sqlite3
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from agent.config import Config, ConfigError
 from agent.embodied import HOW_TO_SET, host_embodied
+from agent.httpclient import HttpError, request
 from agent.sensors import SensorSet
 from sci import humanize
 
@@ -218,11 +218,10 @@ def _agent_answers(host: str, port: int) -> bool:
         host = "::1"
     shown = f"[{host}]" if ":" in host else host
     try:
-        with urllib.request.urlopen(f"http://{shown}:{port}/healthz", timeout=2) as answer:
-            server = str(answer.headers.get("Server", ""))
-            return int(answer.status) == 200 and server.startswith("sci-agent")
-    except (OSError, ValueError):
+        answer = request("GET", f"http://{shown}:{port}/healthz", timeout_s=2, use_proxy=False)
+    except HttpError:
         return False
+    return answer.status == 200 and str(answer.headers.get("Server", "")).startswith("sci-agent")
 
 
 def influx_status(config: Config) -> tuple[bool, str]:

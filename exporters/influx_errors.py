@@ -11,17 +11,14 @@ credential.
 from __future__ import annotations
 
 import http.client
-import socket
-import ssl
-import urllib.parse
 from collections.abc import Iterable
 
+from agent.httpclient import HttpError, redact, shorten
 from exporters.delivery import AuthError, DeliveryError, RejectedError, RetryableError
 
 PREFIX = "influxdb"
 MAX_DETAIL = 300
 TLS_HINT = "install its CA certificate, or set [influxdb] verify_tls = false"
-MIN_SECRET = 4  # shorter strings would mask ordinary words of the message
 
 
 def status_error(
@@ -37,7 +34,7 @@ def status_error(
     """The delivery error for a non-2xx answer; ``detail`` is the server's message."""
     reason = http.client.responses.get(status, "")
     head = f"{PREFIX}: {status} {reason}".rstrip()
-    detail = _redact(_short(detail), secrets)
+    detail = redact(shorten(detail, MAX_DETAIL), secrets)
     if status in (401, 403):
         said = f" ({detail})" if detail else ""
         return AuthError(f"{head}{said}: {auth_hint}")
@@ -63,73 +60,14 @@ def ping_error(status: int, detail: str, *, auth_hint: str) -> DeliveryError:
     if status in (401, 403):
         return status_error(status, detail, auth_hint=auth_hint, not_found_hint="")
     reason = http.client.responses.get(status, "")
-    said = f" ({_short(detail)})" if detail else ""
+    said = f" ({shorten(detail, MAX_DETAIL)})" if detail else ""
     return RetryableError(
         f"{PREFIX}: GET /ping answered {status} {reason}{said}: no InfluxDB API at this url; "
         "check [influxdb] url"
     )
 
 
-def network_error(exc: BaseException, url: str, timeout_s: float) -> RetryableError:
-    """A ``RetryableError`` naming what went wrong on the way to ``url``'s host."""
-    host = host_of(url)
-    cause = _root_cause(exc)
-    if isinstance(cause, TimeoutError) or "timed out" in str(cause).lower():
-        message = f"timed out after {timeout_s:g}s talking to {host}"
-    elif isinstance(cause, ConnectionRefusedError):
-        message = f"cannot connect to {host} (connection refused)"
-    elif isinstance(cause, socket.gaierror):
-        message = f"cannot resolve {host} ({cause.strerror or cause})"
-    elif isinstance(cause, ssl.SSLCertVerificationError):
-        message = f"TLS certificate of {host} not trusted ({cause.verify_message}): {TLS_HINT}"
-    elif isinstance(cause, ssl.SSLError):
-        message = f"TLS error with {host} ({cause.reason or cause}): is it an https server?"
-    elif isinstance(cause, ConnectionError | http.client.HTTPException):
-        message = f"connection to {host} lost ({type(cause).__name__})"
-    elif isinstance(cause, OSError) and cause.strerror:
-        message = f"cannot connect to {host} ({cause.strerror})"
-    else:
-        message = f"cannot connect to {host} ({type(cause).__name__}: {cause})".replace(": )", ")")
-    return RetryableError(f"{PREFIX}: {message}")
-
-
-def host_of(url: str) -> str:
-    """``host:port`` of ``url``, the only part of it a message shows."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.hostname:
-        return url
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return parts.hostname + (f":{port}" if port else "")
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception of a chain (urllib3 and urllib wrap the socket error)."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        reason = getattr(exc, "reason", None)  # urllib's URLError, urllib3's MaxRetryError
-        if isinstance(reason, BaseException):
-            exc = reason
-        elif exc.__cause__ is not None:
-            exc = exc.__cause__
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            exc = exc.__context__
-        else:
-            break
-    return exc
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
-
-
-def _redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Mask credentials a server might echo in its message."""
-    for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET:
-            text = text.replace(secret, "***")
-    return text
+def network_error(exc: HttpError) -> RetryableError:
+    """A ``RetryableError`` naming what went wrong on the way to the server."""
+    hint = {"tls-certificate": f": {TLS_HINT}", "tls": ": is it an https server?"}
+    return RetryableError(f"{PREFIX}: {exc.message}{hint.get(exc.kind, '')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.config import ConfigError, InfluxConfig, SpoolConfig
+from agent.config import InfluxConfig, SpoolConfig
 from exporters.delivery import NetworkSink
 from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY
 from exporters.runner import SpoolRunner
@@ -15,17 +15,14 @@ MIB = 1 << 20
 
 
 def build_network_sink(cfg: InfluxConfig) -> NetworkSink:
-    """The v1 (line protocol to ``/write``) or v2 (influxdb-client) sink."""
+    """The v1 (line protocol to ``/write``) or v2 (``/api/v2/write``) sink."""
     if cfg.api == "v1":
         from exporters.influxdb_v1 import InfluxV1Sink
 
         return InfluxV1Sink(cfg)
-    try:
-        from exporters.influxdb_v2 import InfluxV2Sink
+    from exporters.influxdb_v2 import InfluxV2Sink
 
-        return InfluxV2Sink(cfg)
-    except ImportError as exc:
-        raise ConfigError(f"influxdb.api: {exc}") from None
+    return InfluxV2Sink(cfg)
 
 
 def build_influx_sink(

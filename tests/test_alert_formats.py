@@ -15,7 +15,6 @@ from agent.alerts.config import WebhookConfig
 from agent.alerts.formats import (
     ALERTMANAGER_HOLD_S,
     SCHEMA_VERSION,
-    USER_AGENT,
     alertmanager_url,
     duration,
     human,
@@ -25,6 +24,7 @@ from agent.alerts.formats import (
 )
 from agent.alerts.model import FIRING, RESOLVED, Notification, new_message_id
 from agent.alerts.signing import sign, webhook_headers
+from agent.httpclient import user_agent
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"x" * 32).decode()
@@ -114,7 +114,7 @@ def test_every_format_is_json_with_our_headers(fmt: str) -> None:
     out = render(n, hook, T0 + 5)
     json.loads(out.body)
     assert out.headers["Content-Type"] == "application/json"
-    assert out.headers["User-Agent"] == USER_AGENT
+    assert out.headers["User-Agent"] == user_agent() and user_agent().startswith("sci-agent/")
     assert out.headers["Authorization"] == "Bearer tok-123456"
     assert out.headers["webhook-id"] == n.id
     assert out.headers["webhook-timestamp"] == str(int(T0 + 5))

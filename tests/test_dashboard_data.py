@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 
 from agent.config import Config, ConfigError
+from agent.httpclient import redact_url
 from dashboard import config as dash_config
 from dashboard import launch
 from dashboard.data.base import COLUMNS, DataSource, DataSourceError
-from dashboard.data.influx_source import InfluxClient, InfluxSource, safe_url
+from dashboard.data.influx_source import InfluxClient, InfluxSource
 from dashboard.data.influxql import equals_any, ident, literal
 from dashboard.data.sqlite_source import SqliteSource
 from dashboard.forecast import greenest_window, window_mean
@@ -213,7 +214,7 @@ def test_credentials_never_appear(filled: InfluxdServer) -> None:
     assert secret not in repr(token) and secret not in InfluxSource(token).describe()
     d = dash_config.DashboardConfig(influx_password=secret, influx_token=secret)
     assert secret not in repr(d)
-    assert safe_url(f"http://u:{secret}@127.0.0.1:8086/x") == "http://127.0.0.1:8086/x"
+    assert redact_url(f"http://u:{secret}@127.0.0.1:8086/x") == "http://***@127.0.0.1:8086/x"
 
 
 def test_a_dead_influxdb_is_one_clear_error() -> None:

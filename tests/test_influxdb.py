@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import sys
 import uuid
 from base64 import b64encode
 from collections import defaultdict
@@ -32,7 +31,7 @@ from agent.records import (
 from devtools.servers import CaptureServer, InfluxdServer, VictoriaMetricsServer, free_port
 from exporters.delivery import AuthError, DeliveryError, RejectedError, RetryableError
 from exporters.influxdb_v1 import InfluxV1Sink
-from exporters.influxdb_v2 import MISSING_CLIENT, InfluxV2Sink
+from exporters.influxdb_v2 import InfluxV2Sink
 from exporters.points import Point, interval_points
 
 # Recent (inside VictoriaMetrics' retention), with milliseconds that must survive.
@@ -333,7 +332,7 @@ def test_v1_timeout_is_retryable(capture_server: CaptureServer) -> None:
         InfluxV1Sink(cfg).send(["m f=1 1"])
 
 
-# ------------------------------------------------- v2: influxdb-client, VictoriaMetrics
+# ------------------------------------------------- v2: /api/v2/write, VictoriaMetrics
 
 
 def v2_config(url: str, **overrides: object) -> InfluxConfig:
@@ -494,18 +493,6 @@ def test_v2_timeout_is_retryable(capture_server: CaptureServer) -> None:
     with pytest.raises(RetryableError, match=r"timed out after 0\.2s"):
         sink.send(["m f=1 1"])
     sink.close()
-
-
-def test_v2_without_the_client_package_says_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name in list(sys.modules):
-        if name == "influxdb_client" or name.startswith("influxdb_client."):
-            monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "influxdb_client", None)
-    with pytest.raises(ImportError, match=r"pip install 'sci-agent\[influxdb\]'") as err:
-        InfluxV2Sink(v2_config("http://127.0.0.1:8086"))
-    assert str(err.value) == MISSING_CLIENT
 
 
 @pytest.mark.parametrize("sink_class", [InfluxV1Sink, InfluxV2Sink], ids=["v1", "v2"])

@@ -5,48 +5,50 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from agent.config import ScrapeConfig
+from agent.httpclient.testing import HttpTestServer, Reply
 from agent.units import PrometheusScraper, UnitCounter, parse_exposition
 
 
 class Target:
-    """An application's /metrics endpoint whose text and status the test changes."""
+    """An application's /metrics endpoint (the shipped test double) whose text and status
+    the test changes."""
 
     def __init__(self) -> None:
-        self.text = ""
-        self.status = 200
-        target = self
+        self.server = HttpTestServer()
+        self.url = f"{self.server.url}/metrics"
+        self._text, self._status = "", 200
+        self._serve()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = target.text.encode()
-                self.send_response(target.status)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    @property
+    def text(self) -> str:
+        return self._text
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text = value
+        self._serve()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._status = value
+        self._serve()
+
+    def _serve(self) -> None:
+        content_type = "text/plain; version=0.0.4; charset=utf-8"
+        self.server.route("/metrics", Reply(self._text, self._status, content_type))
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
@@ -297,22 +299,33 @@ def test_parse_openmetrics_extras() -> None:
 
 @pytest.mark.parametrize(
     ("line", "reason"),
-    [
-        ("metric", "missing value"),
-        ("metric abc", "invalid value 'abc'"),
-        ("metric 1_000", "invalid value"),
-        ("metric 1 2 3", "expected 'value [timestamp]'"),
-        ("metric 1 later", "invalid timestamp"),
-        ('metric{a="1" 2', "expected ',' or '}'"),
-        ('metric{a="1} 2', "unterminated quoted string"),
-        ("metric{a=1} 2", "expected a quoted value"),
-        ('metric{a="1",a="2"} 2', "label 'a' given twice"),
-        ('metric{1a="x"} 2', "expected a label name"),
-        ("9metric 2", "expected a metric name"),
-        ("metric{", "unterminated label set"),
+    [  # prometheus_client's own words
+        ("metric", "could not convert string to float: 'metric'"),
+        ("metric abc", "'abc'"),
+        ("metric 1_000", "Invalid value: '1_000'"),
+        ("metric 1 later", "'later'"),
+        ('metric{a="1" 2', "could not convert"),
+        ('metric{a="1} 2', "could not convert"),
+        ("metric{a=1} 2", "Invalid labels: a=1"),
+        ('metric{a="1",a="2"} 2', "Invalid labels"),
+        ('metric{1a="x"} 2', "Invalid labels"),
+        ("9metric 2", "invalid metric name"),
+        ("metric{", "could not convert"),
     ],
 )
 def test_parse_errors_name_the_line(line: str, reason: str) -> None:
     with pytest.raises(ValueError, match=r"line 2: ") as info:
         parse_exposition(f"ok 1\n{line}\n")
-    assert reason in str(info.value)
+    assert reason in str(info.value) and repr(line) in str(info.value)
+
+
+def test_scrape_sends_one_user_agent_and_no_proxy(
+    target: Target, counter: UnitCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # a proxy that would refuse
+    target.text = "http_requests_total 1\n"
+    s = scraper(target.url, counter)
+    assert s.poll() == 0.0 and s.last_error is None
+    (got,) = target.server.hits("/metrics")
+    assert got.headers["user-agent"].startswith("sci-agent/")
+    assert got.headers["accept"].startswith("text/plain;version=0.0.4")

@@ -13,6 +13,8 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
+from agent.redaction import redact_url
+
 #: What a rule can watch; the scope of each (per host, per app, per sensor or sink).
 HOST_METRICS = ("host_watts", "gco2_per_kwh", "spool_bytes")
 APP_METRICS = ("app_watts", "sci", "sci_change_pct")
@@ -192,14 +194,5 @@ def secret_key(secret: str, key: str = "secret") -> bytes:
 def _http_url(key: str, url: str, shown: bool = True) -> None:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        got = repr(_redacted(url)) if shown else "(value hidden)"
+        got = repr(redact_url(url)) if shown else "(value hidden)"
         raise ValueError(f"{key}: expected an http:// or https:// URL, got {got}")
-
-
-def _redacted(url: str) -> str:
-    """``url`` without a ``user:password@`` part, for messages."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if "@" not in host:
-        return url
-    return f"{scheme}{sep}***@{host.rpartition('@')[2]}{slash}{path}"

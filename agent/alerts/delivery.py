@@ -31,8 +31,7 @@ from agent.alerts.config import WebhookConfig
 from agent.alerts.formats import render
 from agent.alerts.model import FIRING, Notification, new_message_id
 from agent.alerts.outbox import Outbox
-from agent.grid.base import ProviderError
-from agent.grid.http import http_send
+from agent.httpclient import HttpError, redact, request
 
 log = logging.getLogger("sci_agent.alerts")
 
@@ -43,6 +42,7 @@ IDLE_WAIT_S = 60.0
 #: Notifications read from the outbox per pass.
 BATCH = 10
 EXCERPT_CHARS = 500
+MAX_ANSWER_BYTES = 64 * 1024
 TEST_ALERT = "sci-agent-test"
 
 
@@ -79,24 +79,28 @@ def send_now(
     """Render ``n`` for ``hook`` at ``now`` and POST it once; never raises."""
     start = time.monotonic()
     try:
-        request = render(n, hook, now)
-        status, raw = http_send(
+        rendered = render(n, hook, now)
+        response = request(
             "POST",
-            request.url,
-            request.body,
-            request.headers,
-            hook.timeout_s if timeout_s is None else max(timeout_s, 0.001),
-            provider=hook.name,
+            rendered.url,
+            headers=rendered.headers,
+            body=rendered.body,
+            timeout_s=hook.timeout_s if timeout_s is None else max(timeout_s, 0.001),
+            max_response_bytes=MAX_ANSWER_BYTES,
+            truncate=True,  # only an excerpt is kept
+            raise_for_status=False,  # a 503 is ours to retry, a 410 to drop
+            follow_redirects=False,  # a POST must not turn into a GET
             secrets=_secrets(hook),
         )
-    except ProviderError as exc:
+    except HttpError as exc:
         return Answer(None, "", mask(exc.message, hook), time.monotonic() - start)
-    except Exception as exc:  # a URL urllib cannot use, a render bug: still an answer
+    except Exception as exc:  # a render bug: still an answer
         problem = mask(f"{type(exc).__name__}: {exc}", hook)
         return Answer(None, "", problem, time.monotonic() - start)
     elapsed = time.monotonic() - start
-    body = raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
-    error = None if 200 <= status < 300 else _status_text(status)
+    status = response.status
+    body = response.body.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
+    error = None if response.ok else _status_text(status)
     return Answer(status, body, error, elapsed)
 
 
@@ -371,9 +375,7 @@ class _Worker:
 
 def mask(text: str, hook: WebhookConfig) -> str:
     """``text`` with the webhook's URL, its parts, headers and secret replaced by ***."""
-    for secret in _secrets(hook):
-        text = text.replace(secret, "***")
-    return text
+    return redact(text, _secrets(hook))
 
 
 def _secrets(hook: WebhookConfig) -> list[str]:

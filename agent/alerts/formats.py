@@ -32,6 +32,7 @@ from typing import Any
 from agent.alerts.config import WebhookConfig
 from agent.alerts.model import FIRING, RESOLVED, Notification
 from agent.alerts.signing import webhook_headers
+from agent.httpclient import user_agent
 from sci import humanize
 
 #: The ``version`` of the ``json`` body; bumped only when a field changes meaning.
@@ -40,7 +41,6 @@ SCHEMA_VERSION = 1
 #: five times the engine's 60 s re-post interval, so a lost post or two do not resolve it.
 ALERTMANAGER_HOLD_S = 300.0
 ALERTMANAGER_PATH = "/api/v2/alerts"
-USER_AGENT = "sci-agent-alerts (+https://github.com/sci-agent)"
 
 #: Each metric's unit, as shown to people (json ``unit`` too); an SCI names its
 #: functional unit when the app has one (``gCO2e/request``).
@@ -73,7 +73,7 @@ def render(n: Notification, hook: WebhookConfig, now: float) -> Rendered:
     url, payload = renderer(n, hook, now)
     url, basic = _basic_auth(url)
     body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    headers = {"Content-Type": "application/json", "User-Agent": user_agent()}
     if basic:
         headers["Authorization"] = basic
     headers |= hook.headers  # a configured Authorization wins

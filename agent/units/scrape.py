@@ -19,15 +19,14 @@ a poll succeeds again; nothing raises out of the background thread.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import math
-import re
 import threading
-import urllib.error
-import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import ScrapeConfig
+from agent.httpclient import HttpError, request
 from agent.units.counter import UnitCounter, UnitError
 
 log = logging.getLogger("sci_agent.scrape")
@@ -37,132 +36,47 @@ SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 MAX_RESPONSE_BYTES = 16 << 20
 _ACCEPT = "text/plain;version=0.0.4;q=1.0,*/*;q=0.1"
-_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 _MAX_LOGGED = 50
 
 
 def parse_exposition(text: str) -> list[Sample]:
     """Parse Prometheus text exposition into ``(name, labels, value)`` samples.
 
-    Comments (``# HELP``, ``# TYPE``, ``# EOF``) and blank lines are skipped;
-    timestamps and OpenMetrics exemplars are read and ignored; ``NaN`` and
-    ``±Inf`` values are returned as floats. A malformed line raises ``ValueError``
-    naming the line number, like Prometheus failing the whole scrape.
+    The parsing is ``prometheus_client``'s: comments and blank lines are skipped,
+    timestamps are read and ignored, ``NaN`` and ``±Inf`` are returned as floats. A
+    malformed line raises ``ValueError`` naming the line number, like Prometheus
+    failing the whole scrape.
     """
-    samples: list[Sample] = []
+    try:
+        return [
+            (s.name, s.labels, float(s.value))
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        ]
+    except (ValueError, IndexError, KeyError) as exc:  # the last two: the parser's slips
+        raise _locate(text, exc) from None
+
+
+def _locate(text: str, error: Exception) -> ValueError:
+    """The parser's error for ``text`` with the number and text of the line at fault.
+
+    Only a failed scrape pays for this: each sample line is parsed again on its own.
+    """
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         try:
-            samples.append(_parse_line(line))
-        except ValueError as exc:
-            raise ValueError(f"line {number}: {exc}: {line[:120]!r}") from None
-    return samples
+            for _ in text_string_to_metric_families(line):
+                pass
+        except (ValueError, IndexError, KeyError) as exc:
+            return ValueError(f"line {number}: {_reason(exc)}: {line[:120]!r}")
+    return ValueError(f"not Prometheus text format ({_reason(error)})")
 
 
-def _parse_line(line: str) -> Sample:
-    match = _METRIC_NAME.match(line)
-    name = match.group() if match else ""
-    pos = match.end() if match else 0
-    labels: dict[str, str] = {}
-    brace = _skip_spaces(line, pos)
-    if brace < len(line) and line[brace] == "{":
-        name, pos = _parse_labels(line, brace + 1, name, labels)
-    if not name:
-        raise ValueError("expected a metric name")
-    if pos < len(line) and not line[pos].isspace():
-        raise ValueError(f"unexpected {line[pos]!r} after the metric name")
-    fields = line[pos:].split()
-    if "#" in fields:  # OpenMetrics exemplar: value [timestamp] # {labels} value
-        fields = fields[: fields.index("#")]
-    if not fields:
-        raise ValueError("missing value")
-    if len(fields) > 2:
-        raise ValueError("expected 'value [timestamp]'")
-    value = _number(fields[0], "value")
-    if len(fields) == 2:
-        _number(fields[1], "timestamp")
-    return name, labels, value
-
-
-def _parse_labels(line: str, pos: int, name: str, labels: dict[str, str]) -> tuple[str, int]:
-    """Parse ``label="value", ...}`` from ``pos``; return the metric name and the end."""
-    while True:
-        pos = _skip_spaces(line, pos)
-        if pos >= len(line):
-            raise ValueError("unterminated label set")
-        if line[pos] == "}":
-            return name, pos + 1
-        if line[pos] == '"':  # a quoted name: the metric (UTF-8 names) or a label
-            text, pos = _quoted(line, pos)
-            pos = _skip_spaces(line, pos)
-            if pos < len(line) and line[pos] != "=":
-                if name:
-                    raise ValueError("metric name given twice")
-                name = text
-                pos = _separator(line, pos)
-                continue
-            key = text
-        else:
-            match = _LABEL_NAME.match(line, pos)
-            if not match:
-                raise ValueError("expected a label name")
-            key, pos = match.group(), match.end()
-        pos = _skip_spaces(line, pos)
-        if pos >= len(line) or line[pos] != "=":
-            raise ValueError(f"expected '=' after label {key!r}")
-        pos = _skip_spaces(line, pos + 1)
-        if pos >= len(line) or line[pos] != '"':
-            raise ValueError(f"expected a quoted value for label {key!r}")
-        value, pos = _quoted(line, pos)
-        if key in labels:
-            raise ValueError(f"label {key!r} given twice")
-        labels[key] = value
-        pos = _separator(line, _skip_spaces(line, pos))
-
-
-def _separator(line: str, pos: int) -> int:
-    if pos < len(line) and line[pos] == ",":
-        return pos + 1
-    if pos < len(line) and line[pos] == "}":
-        return pos
-    raise ValueError("expected ',' or '}' in the label set")
-
-
-def _quoted(line: str, pos: int) -> tuple[str, int]:
-    """Read the string opening at ``line[pos] == '"'``, undoing ``\\\\ \\" \\n``."""
-    out: list[str] = []
-    i = pos + 1
-    while i < len(line):
-        char = line[i]
-        if char == '"':
-            return "".join(out), i + 1
-        if char == "\\" and i + 1 < len(line):
-            nxt = line[i + 1]
-            out.append(_ESCAPES.get(nxt, "\\" + nxt))
-            i += 2
-            continue
-        out.append(char)
-        i += 1
-    raise ValueError("unterminated quoted string")
-
-
-def _skip_spaces(line: str, pos: int) -> int:
-    while pos < len(line) and line[pos] in " \t":
-        pos += 1
-    return pos
-
-
-def _number(token: str, what: str) -> float:
-    if "_" in token:  # float() accepts 1_000; the exposition format does not
-        raise ValueError(f"invalid {what} {token!r}")
-    try:
-        return float(token)
-    except ValueError:
-        raise ValueError(f"invalid {what} {token!r}") from None
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
 
 
 class ScrapeError(Exception):
@@ -192,8 +106,6 @@ class PrometheusScraper:
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Scrape targets are reached directly, as Prometheus does: no HTTP(S)_PROXY.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def poll(self) -> float:
         """Scrape once and count the increase since the previous poll; never raises."""
@@ -238,26 +150,20 @@ class PrometheusScraper:
             self.poll()
 
     def _fetch(self) -> str:
-        request = urllib.request.Request(
-            self.config.url, headers={"Accept": _ACCEPT, "User-Agent": "sci-agent"}
-        )
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as reply:
-                raw: bytes = reply.read(MAX_RESPONSE_BYTES + 1)
-                charset: str = reply.headers.get_content_charset() or "utf-8"
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise ScrapeError(f"HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise ScrapeError(f"cannot reach the target: {exc.reason}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise ScrapeError(f"{type(exc).__name__}: {exc or 'connection failed'}") from None
-        if len(raw) > MAX_RESPONSE_BYTES:
-            raise ScrapeError(f"response larger than {MAX_RESPONSE_BYTES >> 20} MiB")
-        try:
-            return raw.decode(charset, "replace")
-        except LookupError:
-            return raw.decode("utf-8", "replace")
+            response = request(
+                "GET",
+                self.config.url,
+                headers={"Accept": _ACCEPT},
+                timeout_s=self.timeout_s,
+                max_response_bytes=MAX_RESPONSE_BYTES,
+                use_proxy=False,  # targets are reached directly, as Prometheus does
+            )
+        except HttpError as exc:
+            if exc.status is not None or exc.kind == "too-large":
+                raise ScrapeError(exc.message) from None
+            raise ScrapeError(f"cannot reach the target: {exc.message}") from None
+        return response.text()
 
     def _select(self, samples: list[Sample]) -> dict[SeriesKey, float]:
         """The finite series of the configured metric whose labels include ``labels``."""

@@ -11,11 +11,8 @@ or ``repr`` shows them.
 from __future__ import annotations
 
 import base64
-import json
 import math
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from agent.config import Config
+from agent.httpclient import HttpError, Response, explanation, redact_url, request
 from agent.report import ReportError, SciReport, assemble
 from dashboard.data.base import (
     LOOKBACK_MS,
@@ -38,6 +36,7 @@ from dashboard.data.influxql import by_time, equals_any, ident, time_range, wher
 from dashboard.timerange import TimeRange
 
 FUTURE_MS = 3600 * 1000  # tolerate hosts whose clocks run a little ahead
+MAX_ANSWER_BYTES = 256 << 20  # bucketed queries answer far less; this bounds a mistake
 
 
 @dataclass(frozen=True)
@@ -51,15 +50,6 @@ class Series:
 
     def rows(self) -> list[dict[str, Any]]:
         return [{**self.tags, **dict(zip(self.columns, v, strict=True))} for v in self.values]
-
-
-def safe_url(url: str) -> str:
-    """``url`` without any user:password part, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class InfluxClient:
@@ -79,39 +69,48 @@ class InfluxClient:
         self.database = database
         self.timeout_s = timeout_s
         self._headers = {"Accept": "application/json"}
+        self._secrets: tuple[str | None, ...] = (token, password)
         if token:
             self._headers["Authorization"] = f"Token {token}"
         elif username:
             pair = f"{username}:{password or ''}".encode()
-            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+            credentials = base64.b64encode(pair).decode()
+            self._headers["Authorization"] = f"Basic {credentials}"
+            self._secrets += (credentials,)
 
     def __repr__(self) -> str:
-        return f"InfluxClient({safe_url(self.url)!r}, {self.database!r})"
+        return f"InfluxClient({redact_url(self.url)!r}, {self.database!r})"
 
     def query(self, *statements: str) -> list[list[Series]]:
         """Each statement's series; ``DataSourceError`` names what went wrong."""
         params = urllib.parse.urlencode(
             {"db": self.database, "epoch": "ms", "q": ";\n".join(statements)}
         )
-        request = urllib.request.Request(
-            f"{self.url}/query?{params}", headers=self._headers, method="GET"
-        )
-        where_ = f"InfluxDB at {safe_url(self.url)}"
+        where_ = f"InfluxDB at {redact_url(self.url)}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                body = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise DataSourceError(
-                    f"{where_}: HTTP {exc.code}, not authorised: check dashboard.influx_username"
-                    " and influx_password, or influx_token (read access to the database)"
-                ) from None
-            raise DataSourceError(f"{where_}: HTTP {exc.code}: {_error_of(exc)}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DataSourceError(f"{where_}: cannot connect: {reason}") from None
-        except ValueError as exc:
-            raise DataSourceError(f"{where_}: not an InfluxDB answer: {exc}") from None
+            response = request(
+                "GET",
+                f"{self.url}/query?{params}",
+                headers=self._headers,
+                timeout_s=self.timeout_s,
+                max_response_bytes=MAX_ANSWER_BYTES,
+                raise_for_status=False,
+                secrets=self._secrets,
+            )
+        except HttpError as exc:
+            raise DataSourceError(f"{where_}: {exc.message}") from None
+        if response.status in (401, 403):
+            raise DataSourceError(
+                f"{where_}: HTTP {response.status}, not authorised: check"
+                " dashboard.influx_username and influx_password, or influx_token"
+                " (read access to the database)"
+            )
+        if not response.ok:
+            raise DataSourceError(f"{where_}: HTTP {response.status}: {_error_of(response)}")
+        try:
+            body = response.json()
+        except HttpError as exc:
+            raise DataSourceError(f"{where_}: not an InfluxDB answer: {exc.message}") from None
         if "error" in body:
             raise DataSourceError(f"{where_}: {body['error']}")
         results = body.get("results", [])
@@ -132,11 +131,8 @@ class InfluxClient:
         return out + [[] for _ in range(len(statements) - len(out))]
 
 
-def _error_of(exc: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.loads(exc.read()).get("error", exc.reason))
-    except (ValueError, OSError):
-        return str(exc.reason)
+def _error_of(response: Response) -> str:
+    return explanation(response) or response.reason
 
 
 def _frame(series: list[Series], bucketed: bool = False) -> pd.DataFrame:
@@ -160,10 +156,10 @@ class InfluxSource(Derived):
         self.client = client
 
     def describe(self) -> str:
-        return f"InfluxDB {safe_url(self.client.url)}, database {self.client.database}"
+        return f"InfluxDB {redact_url(self.client.url)}, database {self.client.database}"
 
     def cache_key(self) -> str:
-        return f"influxdb:{safe_url(self.client.url)}:{self.client.database}"
+        return f"influxdb:{redact_url(self.client.url)}:{self.client.database}"
 
     def _one(self, statement: str) -> list[Series]:
         return self.client.query(statement)[0]

@@ -10,7 +10,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.config_check import ConfigError, redact_url
+from agent.config_check import ConfigError
+from agent.redaction import redact_url
 from exporters.sinks import SINKS
 
 if TYPE_CHECKING:
