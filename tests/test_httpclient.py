@@ -14,7 +14,7 @@ import pytest
 import agent.httpclient
 from agent.httpclient import HttpError, redact, redact_url, request, user_agent
 from agent.httpclient.testing import HttpTestServer, Reply, http_test_server
-from tests.servers import self_signed_certificate
+from tests.server_fixtures import self_signed_certificate
 
 SECRET = "s3cr3t-t0ken-value"
 
