@@ -42,7 +42,7 @@ from agent.method import method_to_json
 from agent.records import IntervalResult
 from exporters.points import MEASUREMENTS, Point, flatten
 from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY, OTHER, ProcessRow, ProcessRows
-from exporters.store_reader import StoreReader, open_reader
+from exporters.store_reader import StoreReader, read_runs
 from exporters.store_schema import SCHEMA_VERSION, StoreError, create_or_upgrade
 
 __all__ = ["OTHER_PROCESS", "SCHEMA_VERSION", "SqliteStore", "StoreError", "read_runs", "to_ms"]
@@ -490,15 +490,6 @@ def _values(p: Point) -> tuple[object, ...]:
 
 def _marks(names: Sequence[str]) -> str:
     return ",".join("?" * len(names))
-
-
-def read_runs(path: str | Path, run_id_prefix: str) -> list[dict[str, Any]]:
-    """The runs whose id starts with ``run_id_prefix`` (read-only; [] with no store)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open_reader(path) as reader:
-        return reader.runs(run_id_prefix)
 
 
 def _iso_ms(text: str) -> int:

@@ -70,6 +70,15 @@ def open_reader(path: str | Path, timeout_s: float = 5.0) -> Iterator[StoreReade
         db.close()
 
 
+def read_runs(path: str | Path, run_id_prefix: str) -> list[dict[str, Any]]:
+    """The runs whose id starts with ``run_id_prefix`` (read-only; [] with no store)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open_reader(path) as reader:
+        return reader.runs(run_id_prefix)
+
+
 class StoreReader:
     """Named queries over ``db``, the store at ``path``. On the writer's own connection
     (``wrap_errors=False``) SQLite's errors pass through, for its fault handling."""
