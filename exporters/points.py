@@ -20,6 +20,7 @@ process) in both backends.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -59,14 +60,24 @@ class Point:
         return f"{head} {body} {self.time_ms}"
 
 
+#: A backslash that would escape what follows it (a special character, or the end).
+_LOOSE_BACKSLASH = {
+    ", ": re.compile(r"\\(?=[, ]|$)"),
+    ",= ": re.compile(r"\\(?=[,= ]|$)"),
+}
+
+
 def _escape(text: str, special: str) -> str:
     """Escape a measurement, tag key or tag value.
 
-    Line protocol has no escape for a backslash in these (``a\\b`` would be stored
-    doubled, a trailing one breaks the line) nor for a newline: both become ``/`` and a
-    space; names with either are vanishingly rare (process names, cgroup paths).
+    Line protocol has no escape for a backslash: InfluxDB keeps one as written
+    (``db\\01`` is stored as such, as in the store) unless it ends the text or comes
+    before a special character, where it would escape what follows; only there it
+    becomes ``/``. A newline has no escape either and becomes a space.
     """
-    text = text.replace("\\", "/").replace("\n", " ")
+    text = text.replace("\n", " ")
+    if "\\" in text:
+        text = _LOOSE_BACKSLASH[special].sub("/", text)
     for ch in special:
         text = text.replace(ch, "\\" + ch)
     return text

@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -382,8 +381,7 @@ class SqliteStore:
         """Write ``batch`` in one transaction; the original error is what is raised."""
         db.execute("BEGIN")
         try:
-            for result in batch:
-                self._write_one(db, result)
+            self._write_rows(db, batch)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (disk full)
@@ -414,16 +412,21 @@ class SqliteStore:
             self._last_prune = time.monotonic()
             log.warning("store: pruning skipped: %s", _describe(self.path, exc))
 
-    def _write_one(self, db: sqlite3.Connection, accepted: _Accepted) -> None:
-        """The interval's points, one row each in its measurement's table, and its method."""
-        r = accepted.result
-        start_ms, ts = to_ms(r)
+    def _write_rows(self, db: sqlite3.Connection, batch: Sequence[_Accepted]) -> None:
+        """The intervals' points, one row each in its measurement's table (one statement
+        per table and set of columns), and their methods."""
+        rows: dict[tuple[str, tuple[str, ...]], list[tuple[object, ...]]] = {}
+        for accepted in batch:
+            for shape, row in map(_row, flatten(accepted.result, accepted.processes)):
+                rows.setdefault(shape, []).append(row)
         # a replayed interval's process rows replace the old ones whole (their names may differ)
-        db.execute("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", (r.host, ts))
-        for (table, names), points in groupby(flatten(r, accepted.processes), _shape):
+        ends = [(a.result.host, to_ms(a.result)[1]) for a in batch]
+        db.executemany("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", ends)
+        for (table, names), table_rows in rows.items():
             sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({_marks(names)})"
-            db.executemany(sql, [_values(p) for p in points])
-        self._write_method(db, r, start_ms)
+            db.executemany(sql, table_rows)
+        for accepted in batch:
+            self._write_method(db, accepted.result, to_ms(accepted.result)[0])
 
     def _write_method(self, db: sqlite3.Connection, r: IntervalResult, start_ms: int) -> None:
         """Record ``r.method`` from ``start_ms`` on, only when it differs from the host's last
@@ -476,16 +479,10 @@ class SqliteStore:
         return self._db
 
 
-def _shape(p: Point) -> tuple[str, tuple[str, ...]]:
-    """A point's table and columns (consecutive points of one shape share a statement)."""
-    names = [k for k, _ in p.tags] + [k for k, _ in p.fields] + [k for k, _ in p.local]
-    return p.measurement, (*names, "ts_ms")
-
-
-def _values(p: Point) -> tuple[object, ...]:
-    """A point's row: a None tag is NULL; bools are 0/1."""
-    values = [v for _, v in p.tags] + [v for _, v in p.fields] + [v for _, v in p.local]
-    return (*values, p.time_ms)
+def _row(p: Point) -> tuple[tuple[str, tuple[str, ...]], tuple[object, ...]]:
+    """A point's (table, columns) and values: a None tag is NULL, a bool 0/1."""
+    pairs = p.tags + p.fields + p.local
+    return (p.measurement, (*(k for k, _ in pairs), "ts_ms")), (*(v for _, v in pairs), p.time_ms)
 
 
 def _marks(names: Sequence[str]) -> str:
