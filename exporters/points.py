@@ -35,13 +35,13 @@ OTHER_PROCESS = OTHER
 class Point:
     """One row of a measurement; ``time_ms`` is milliseconds since the epoch (UTC).
 
-    A tag whose value is None is absent (NULL in the store); line protocol leaves out
-    ``""`` too (it has no empty tag value). ``local`` fields are kept by the embedded
-    store only, never sent: a point with no ``fields`` (``intervals``) is the store's alone.
+    An absent tag is left out of ``tags`` (NULL in the store); line protocol also leaves
+    out a tag whose value is ``""``. ``local`` fields are kept by the embedded store only,
+    never sent: a point with no ``fields`` (``intervals``) is the store's alone.
     """
 
     measurement: str
-    tags: tuple[tuple[str, str | None], ...]
+    tags: tuple[tuple[str, str], ...]
     fields: tuple[tuple[str, FieldValue], ...]
     time_ms: int
     local: tuple[tuple[str, FieldValue | None], ...] = ()
@@ -50,7 +50,7 @@ class Point:
         """Serialise as InfluxDB line protocol (millisecond precision)."""
         head = _escape(self.measurement, ", ")
         for key, value in sorted(self.tags):
-            if value:  # an empty tag value is invalid line protocol
+            if value != "":  # an empty tag value is invalid line protocol
                 head += f",{_escape(key, ',= ')}={_escape(value, ',= ')}"
         body = ",".join(
             f"{_escape(k, ',= ')}={_field(v)}"
@@ -169,7 +169,9 @@ def sci(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
         ]
         if s.sci is not None:
             fields.append(("sci", s.sci))
-        tags = (("host", r.host), ("app", s.app), ("unit", s.unit))
+        tags: tuple[tuple[str, str], ...] = (("host", r.host), ("app", s.app))
+        if s.unit is not None:
+            tags += (("unit", s.unit),)
         yield Point("sci", tags, tuple(fields), t, (("interval_s", r.interval_s),))
 
 

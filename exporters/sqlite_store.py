@@ -480,7 +480,7 @@ class SqliteStore:
 
 
 def _row(p: Point) -> tuple[tuple[str, tuple[str, ...]], tuple[object, ...]]:
-    """A point's (table, columns) and values: a None tag is NULL, a bool 0/1."""
+    """A point's (table, columns) and values (a column the point lacks is NULL)."""
     pairs = p.tags + p.fields + p.local
     return (p.measurement, (*(k for k, _ in pairs), "ts_ms")), (*(v for _, v in pairs), p.time_ms)
 
