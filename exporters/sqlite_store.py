@@ -39,7 +39,8 @@ from typing import Any
 
 from agent.method import method_to_json
 from agent.records import IntervalResult
-from exporters.points import MEASUREMENTS, Point, flatten
+from exporters import points
+from exporters.points import Point, flatten
 from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY, OTHER, ProcessRow, ProcessRows
 from exporters.store_reader import StoreReader, read_runs
 from exporters.store_schema import SCHEMA_VERSION, StoreError, create_or_upgrade
@@ -51,7 +52,6 @@ log = logging.getLogger("sci_agent.store")
 OTHER_PROCESS = OTHER
 
 
-_TABLES = tuple(m.__name__ for m in MEASUREMENTS)  # one table per measurement
 _PRUNE_EVERY_S = 3600.0
 #: Intervals kept in memory while the store cannot be written (an hour at 5 s).
 DEFAULT_BACKLOG_INTERVALS = 720
@@ -443,7 +443,7 @@ class SqliteStore:
         db = self._require()
         cutoff = round((time.time() - self.retention_days * 86400) * 1000)
         deleted = 0
-        for table in _TABLES:
+        for table in (m.__name__ for m in points.MEASUREMENTS):  # a table per measurement
             deleted += db.execute(f"DELETE FROM {table} WHERE ts_ms < ?", (cutoff,)).rowcount
         self._last_prune = time.monotonic()
         if deleted:
