@@ -238,8 +238,6 @@ class SqliteStore:
             db.execute("PRAGMA cache_size=-512")  # 512 KiB: small batches need no big cache
             create_or_upgrade(db)
         except sqlite3.DatabaseError as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             db.close()
             if _is_corrupt(exc):
                 raise _Corrupt(_sqlite_cause(exc)) from None

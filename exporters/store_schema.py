@@ -11,8 +11,11 @@ measurement's table).
 
 Versions (``PRAGMA user_version``): 1, ``process_energy`` keyed by ``(host, ts_ms,
 pid)`` without ``count``; 2, keyed by ``(host, ts_ms, app, process)`` as InfluxDB's
-series, with ``count`` (NULL in rows written before). ``upgrade`` rebuilds a version 1
-table once, when the writer opens the store; readers read either shape.
+series, with ``count``. ``create_or_upgrade`` adds ``count`` to a version 1 table (NULL
+in the rows written before) and keeps its key: rebuilding a month of process rows would
+hold the agent's start for minutes (~20 s per million rows on a small VM), and the
+writer's rows are unique by either key (one row per (app, process) an interval, each
+with its own biggest process's pid). Readers read either shape.
 """
 
 from __future__ import annotations
@@ -71,33 +74,15 @@ CREATE INDEX IF NOT EXISTS app_energy_ts ON app_energy (ts_ms);
 CREATE INDEX IF NOT EXISTS process_energy_ts ON process_energy (ts_ms);
 """
 
-#: Version 1's process rows merged per (host, ts_ms, app, process), with the pid of the
-#: biggest (SQLite takes a bare column from the row of the one max()).
-_PROCESS_ENERGY_V2 = """
-CREATE TABLE process_energy_v2 (
-    host TEXT NOT NULL, app TEXT NOT NULL, process TEXT NOT NULL, pid INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL, joules REAL NOT NULL, cpu_s REAL NOT NULL, count INTEGER,
-    PRIMARY KEY (host, ts_ms, app, process)) WITHOUT ROWID;
-INSERT INTO process_energy_v2 (host, app, process, pid, ts_ms, joules, cpu_s)
-    SELECT host, app, process, pid, ts_ms, j, c FROM (
-        SELECT host, app, process, pid, ts_ms, max(joules), sum(joules) AS j, sum(cpu_s) AS c
-        FROM process_energy GROUP BY host, ts_ms, app, process);
-DROP TABLE process_energy;
-ALTER TABLE process_energy_v2 RENAME TO process_energy;
-CREATE INDEX process_energy_ts ON process_energy (ts_ms);
-"""
-
-
 class StoreError(Exception):
     """The store cannot be opened, written or read now; the message names the path and cause."""
 
 
 def create_or_upgrade(db: sqlite3.Connection) -> None:
-    """Make the missing tables and bring older ones to ``SCHEMA_VERSION`` (one transaction
-    per upgrade; ``db`` in autocommit mode)."""
+    """Make the missing tables and bring older ones to ``SCHEMA_VERSION``."""
     db.executescript(SCHEMA)
-    if "count" not in columns(db, "process_energy"):  # version 1
-        db.executescript(f"BEGIN IMMEDIATE;{_PROCESS_ENERGY_V2}COMMIT;")
+    if "count" not in columns(db, "process_energy"):  # version 1: instant, no rebuild
+        db.execute("ALTER TABLE process_energy ADD COLUMN count INTEGER")
     if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

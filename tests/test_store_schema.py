@@ -171,8 +171,9 @@ CREATE TABLE process_energy (
 
 
 def test_a_version_1_store_reads_as_is_and_opens_upgraded(tmp_path: Path) -> None:
-    """Rows keyed by pid (two ``python`` processes of one app in one interval) are read
-    as they are, then merged into one (app, process) row when the writer opens the file."""
+    """Rows keyed by pid (two ``python`` processes of one app in one interval, as before
+    process rows were grouped by name) read as they are, before and after the writer
+    opens the file and adds ``count``; new rows go in beside them."""
     path = tmp_path / "old.db"
     t = int(T0.timestamp() * 1000)
     with connect(path) as db:
@@ -197,18 +198,22 @@ def test_a_version_1_store_reads_as_is_and_opens_upgraded(tmp_path: Path) -> Non
 
     store = SqliteStore(path, retention_days=36500)
     store.open()
-    store.write([interval(0, host="h2")])  # the upgraded table takes new rows
+    new = interval(0, host="h2")
+    store.write([new, new])  # the upgraded table takes new rows; a replay overwrites them
     store.close()
     with connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (store_schema.SCHEMA_VERSION,)
         assert "count" in store_schema.columns(db, "process_energy")
         rows = db.execute(
             "SELECT ts_ms, app, process, pid, joules, cpu_s, count FROM process_energy"
-            " WHERE host = 'h1' ORDER BY ts_ms, app"
+            " WHERE host = 'h1' ORDER BY ts_ms, app, pid"
         ).fetchall()
         idle_j = db.execute("SELECT idle_j FROM app_energy WHERE host = 'h1'").fetchone()
-    assert rows == [
-        (t, "ml", "python", 12, 80.0, 7.0, None),  # the biggest's pid; count unknown
+        written = db.execute("SELECT sum(count) FROM process_energy WHERE host = 'h2'")
+        assert written.fetchone() == (len(new.processes),)
+    assert rows == [  # kept as written; count unknown
+        (t, "ml", "python", 11, 30.0, 3.0, None),
+        (t, "ml", "python", 12, 50.0, 4.0, None),
         (t, "web", "nginx", 20, 7.0, 1.0, None),
         (t + 5000, "ml", "python", 11, 9.0, 1.0, None),
     ]
