@@ -212,17 +212,24 @@ def _batches(results: Iterable[IntervalResult]) -> Iterator[list[IntervalResult]
 
 
 def fill_store(path: str | Path, spec: SampleSpec) -> SampleInfo:
-    """Write ``spec``'s intervals into the store at ``path`` through ``SqliteStore``."""
+    """Write ``spec``'s intervals into the store at ``path`` through ``SqliteStore``;
+    ``rows`` counts the table rows written."""
     store = SqliteStore(path, retention_days=36500)
     store.open()
     count = 0
     try:
         for batch in _batches(intervals(spec)):
             store.write(batch)
-            count += len(batch)
+            count += sum(_rows(r) for r in batch)
     finally:
         store.close()
     return SampleInfo(**{**plan(spec).__dict__, "rows": count})
+
+
+def _rows(r: IntervalResult) -> int:
+    """The store's rows of a generated interval (its apps each run one process name)."""
+    parts = (r.components, r.energy_rows(), r.processes, r.sci)
+    return 2 + sum(map(len, parts))  # + its intervals and grid_intensity rows
 
 
 def write_influx(
