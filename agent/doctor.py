@@ -7,7 +7,6 @@ import grp
 import os
 import pwd
 import socket
-import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from agent.config import Config, ConfigError
 from agent.embodied import HOW_TO_SET, host_embodied
 from agent.httpclient import HttpError, request
 from agent.sensors import SensorSet
+from exporters.store_reader import StoreReadError, open_reader
 from sci import humanize
 
 #: The group the service's tmpfiles rule gives read access to the RAPL counters.
@@ -72,20 +72,16 @@ def store_status(path: str) -> tuple[bool, str]:
         return False, problem
     if target.exists():
         try:
-            db = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
-            rows = db.execute("SELECT count(*) FROM intervals").fetchone()[0]
-            db.close()
+            with open_reader(target) as store:
+                rows = store.interval_count()
             return True, f"{target} ({rows} intervals)"
-        except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
-                sqlite3.SQLITE_CORRUPT,
-                sqlite3.SQLITE_NOTADB,
-            ):
+        except StoreReadError as exc:
+            if exc.corrupt:
                 return False, (
-                    f"{target} is corrupt ({exc}): `sci-agent run` moves it aside to "
+                    f"{target} is corrupt ({exc.cause}): `sci-agent run` moves it aside to "
                     f"{target.name}.corrupt-<UTC time> and starts a fresh store"
                 )
-            return False, f"{target}: {exc}"
+            return False, f"{target}: {exc.cause}"
     return True, f"{target} (will be created)"
 
 

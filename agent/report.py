@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from agent.config import Config
 from agent.embodied import HOW_TO_SET
 from agent.grid.builtin import stored_value_zone
 from agent.method import describe, method_from_json
+from exporters.store_reader import StoreReader, StoreReadError, open_reader
 from sci import humanize
 
 _DURATION = re.compile(r"^([-+]?\d+(?:\.\d+)?)([smhd])$")
@@ -208,54 +208,28 @@ def build(
     path = Path(db_path or config.store.path)
     if not path.exists():
         raise ReportError(f"no store at {path}: run `sci-agent run` first")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return _build(db, config, app, start, end)
-    except sqlite3.Error as exc:
-        raise ReportError(f"cannot read the store {path}: {exc}") from None
-    finally:
-        db.close()
+        with open_reader(path) as store:
+            return _build(store, config, app, start, end)
+    except StoreReadError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _build(
-    db: sqlite3.Connection, config: Config, app: str, start: datetime, end: datetime
+    store: StoreReader, config: Config, app: str, start: datetime, end: datetime
 ) -> SciReport:
     lo, hi = round(start.timestamp() * 1000), round(end.timestamp() * 1000)
-    row = db.execute(
-        "SELECT count(*), sum(energy_kwh), sum(operational_g), sum(embodied_g), sum(units),"
-        " sum(intensity * interval_s), sum(interval_s), max(unit),"
-        " min(ts_ms - interval_s * 1000), max(ts_ms)"
-        " FROM sci WHERE app = ? AND ts_ms > ? AND ts_ms <= ?",
-        (app, lo, hi),
-    ).fetchone()
+    row = store.sci_totals(app, lo, hi)
     count = row[0]
     if not count:
-        known = [a for (a,) in db.execute("SELECT DISTINCT app FROM sci ORDER BY app")]
+        known = store.sci_apps()
         raise ReportError(
             f"no SCI data for app {app!r} in the period; apps in the store: "
             + (", ".join(known) or "none yet")
         )
     _, energy, operational, embodied, units, i_dt, dt, unit, first, last = row
-    hosts = [
-        h
-        for (h,) in db.execute(
-            "SELECT DISTINCT host FROM sci WHERE app = ? AND ts_ms > ? AND ts_ms <= ?",
-            (app, lo, hi),
-        )
-    ]
-    components = db.execute(
-        "SELECT DISTINCT component, source FROM host_energy WHERE ts_ms > ? AND ts_ms <= ?",
-        (lo, hi),
-    ).fetchall()
-    sources = [
-        {"zone": z, "provider": p, "signal": s, "intervals": n, "fallback_intervals": f}
-        for z, p, s, n, f in db.execute(
-            "SELECT zone, provider, signal, count(*), sum(fallback) FROM grid_intensity"
-            " WHERE ts_ms > ? AND ts_ms <= ? GROUP BY zone, provider, signal",
-            (lo, hi),
-        )
-    ]
-    methods = recorded_methods(db, hosts, lo, hi)
+    hosts = store.sci_hosts(app, lo, hi)
+    methods = recorded_methods(store, hosts, lo, hi)
     return assemble(
         config,
         app,
@@ -270,8 +244,8 @@ def _build(
         embodied_g=embodied,
         units=units,
         intensity=i_dt / dt if dt else None,
-        components=components,
-        intensity_sources=sources,
+        components=store.components(lo, hi),
+        intensity_sources=store.intensity_sources(lo, hi),
     )
 
 
@@ -338,22 +312,16 @@ def _with_value_zone(source: dict[str, Any]) -> dict[str, Any]:
 
 
 def recorded_methods(
-    db: sqlite3.Connection, hosts: Iterable[str], lo: int, hi: int
+    store: StoreReader, hosts: Iterable[str], lo: int, hi: int
 ) -> list[dict[str, Any]]:
     """The methods in force over ``(lo, hi]`` per host: the one in force at ``lo`` and every
     change after it, oldest first (none when the store predates the method table)."""
-    exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'method'").fetchone()
-    if exists is None:
-        return []
     out: list[dict[str, Any]] = []
     for host in hosts:
-        rows = db.execute(
-            "SELECT ts_ms, method FROM method WHERE host = ? AND ts_ms <= ? ORDER BY ts_ms",
-            (host, hi),
-        ).fetchall()
+        rows = store.methods(host, hi)
         before = [r for r in rows if r[0] <= lo][-1:]
-        for ts_ms, text in before + [r for r in rows if r[0] > lo]:
-            out.append({"host": host, "since": iso_ms(ts_ms), "method": json.loads(text)})
+        for ts_ms, method in before + [r for r in rows if r[0] > lo]:
+            out.append({"host": host, "since": iso_ms(ts_ms), "method": method})
     return out
 
 

@@ -1,14 +1,16 @@
 """Generated measurements for tests, demos and benchmarks: N hosts × M apps × days.
 
-Rows follow the store's schema (``exporters/sqlite_store.py``) and obey its invariants:
-each interval's app rows (``_idle`` and ``_unattributed`` included) add up to its
-components, SCI rows use the proportional idle policy, and each app's score is
-Σ carbon / Σ units. The first ``model_hosts`` hosts report ``cpu``/``dram`` estimated by
-the power model (``source=model``), the others RAPL's ``cpu0``/``dram0``; the first RAPL
-host also has an NVIDIA GPU. The last ``stale_hosts`` hosts stopped reporting
-``stale_s`` before the end. The grid intensity falls back to ``builtin`` one hour in
-twelve. The same rows are written to SQLite (``fill_store``, with ``executemany``) or
-to InfluxDB as line protocol (``write_influx``).
+``intervals`` generates ``IntervalResult`` records, and the real sinks write them:
+the store's (``fill_store``, ``SqliteStore``) or InfluxDB's (``write_influx``, the same
+points through ``InfluxV1Sink``), so both hold what an agent would write. They obey the
+pipeline's invariants: each interval's app rows (``_idle`` and ``_unattributed``
+included) add up to its components, SCI rows use the proportional idle policy (apps
+carry no static share), and each app's score is Σ carbon / Σ units. The first
+``model_hosts`` hosts report ``cpu``/``dram`` estimated by the power model
+(``source=model``), the others RAPL's ``cpu0``/``dram0``; the first RAPL host also has
+an NVIDIA GPU. The last ``stale_hosts`` hosts stopped reporting ``stale_s`` before the
+end. The grid intensity, written with each host's intervals, falls back to ``builtin``
+one hour in twelve. Each app runs one process, ``<app>-worker`` (pid 1000 + its index).
 
 ``python -m dashboard.sample_data var/demo.db --hosts 3 --apps 5 --days 2`` writes a demo store.
 """
@@ -16,21 +18,27 @@ to InfluxDB as line protocol (``write_influx``).
 from __future__ import annotations
 
 import argparse
-import base64
 import math
-import sqlite3
 import sys
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from queue import Queue
-from typing import Any
 
+from agent.config import InfluxConfig
+from agent.records import (
+    AppEnergy,
+    ComponentReading,
+    IntensityValue,
+    IntervalResult,
+    ProcessEnergy,
+    SciRecord,
+)
+from exporters.delivery import RetryableError
+from exporters.influxdb_v1 import InfluxV1Sink
+from exporters.points import interval_points
+from exporters.process_rows import ProcessRows
 from exporters.sqlite_store import SqliteStore
 
 APP_NAMES = ("web", "api", "batch", "ml", "cron", "db", "cache", "queue", "search", "etl")
@@ -38,8 +46,8 @@ UNITS = ("request", "request", "job", "inference", None)
 LIFESPAN_S = 4 * 365.25 * 86400
 EMBODIED_G = 400_000.0  # 400 kg CO2e per host
 ZONE = "FR"
-Row = tuple[object, ...]
-TABLES = ("intervals", "host_energy", "app_energy", "process_energy", "sci", "grid_intensity")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BATCH = 512  # intervals per write
 
 
 @dataclass(frozen=True)
@@ -120,314 +128,158 @@ def intensity_at(ts_ms: int) -> tuple[str, float, int]:
     return "electricitymaps", 60.0 + 40.0 * math.sin(phase), 0
 
 
-def generate(spec: SampleSpec, chunk_s: float = 86400.0) -> Iterator[tuple[str, list[Row]]]:
-    """``(table, rows)`` chunks in each table's key order, host by host, day by day."""
+def intervals(spec: SampleSpec) -> Iterator[IntervalResult]:
+    """Every host's intervals in time order, host by host."""
     info = plan(spec)
     step = round(info.interval_s * 1000)
-    dt = info.interval_s
-    per_chunk = max(1, int(chunk_s * 1000 // step))
-    grid: list[Row] = []
-    for t in range(info.start_ms + step, info.end_ms + 1, step):
-        provider, gco2, fallback = intensity_at(t)
-        grid.append((spec.zone, provider, t, gco2, "average", fallback, dt))
-    yield "grid_intensity", grid
-    host_m = EMBODIED_G * dt / LIFESPAN_S
-    napps = len(info.apps)
     for i, host in enumerate(info.hosts):
-        model = host in info.model_hosts
-        gpu = host in info.gpu_hosts
-        cpu_name, dram_name, source = (
-            ("cpu", "dram", "model") if model else ("cpu0", "dram0", "rapl")
+        for t in range(info.start_ms + step, info.last_ms[host] + 1, step):
+            yield _interval(spec, info, i, host, t)
+
+
+def _interval(spec: SampleSpec, info: SampleInfo, i: int, host: str, t: int) -> IntervalResult:
+    """Host ``i``'s interval ending at ``t`` (ms)."""
+    dt = info.interval_s
+    gpu = host in info.gpu_hosts
+    cpu_name, dram_name, source = (
+        ("cpu", "dram", "model") if host in info.model_hosts else ("cpu0", "dram0", "rapl")
+    )
+    phase = 2 * math.pi * (t % 86_400_000) / 86_400_000
+    provider, gco2, fallback = intensity_at(t)
+    cpu_j: list[float] = []
+    dram_j: list[float] = []
+    gpu_j: list[float] = []
+    cpu_s: list[float] = []
+    for a in range(len(info.apps)):
+        base = 2.0 + (a * 7 + i * 3) % 11
+        w = base * (1.2 + math.sin(phase + a + i))
+        cpu_j.append(w * dt)
+        dram_j.append(0.1 * base * dt)
+        gpu_j.append(60.0 * (1.1 + math.sin(phase * 3 + a)) * dt if gpu and a == 0 else 0.0)
+        cpu_s.append(w / 20.0 * dt)
+    idle = AppEnergy("_idle", 15.0 * dt, 2.0 * dt, 25.0 * dt if gpu else 0.0)
+    unattributed = AppEnergy("_unattributed", 0.5 * dt, 0.0, 0.0)
+    cpu_total = sum(cpu_j) + idle.cpu_joules + unattributed.cpu_joules
+    components = [
+        ComponentReading(cpu_name, "cpu", source, cpu_total),
+        ComponentReading(dram_name, "dram", source, sum(dram_j) + idle.dram_joules),
+    ]
+    if gpu:
+        components.append(ComponentReading("gpu0", "gpu", "nvml", sum(gpu_j) + idle.gpu_joules))
+    active = sum(cpu_j) + sum(dram_j) + sum(gpu_j)
+    overhead = idle.joules + unattributed.joules
+    host_m = EMBODIED_G * dt / LIFESPAN_S
+    apps, processes, scis = [], [], []
+    for a, app in enumerate(info.apps):
+        name = spec.process_names[a] if a < len(spec.process_names) else f"{app}-worker"
+        energy = (cpu_j[a], dram_j[a], gpu_j[a])
+        processes.append(ProcessEnergy(1000 + a, name, app, cpu_s[a], *energy))
+        apps.append(AppEnergy(app, cpu_j[a], dram_j[a], gpu_j[a], cpu_s[a]))
+        joules = cpu_j[a] + dram_j[a] + gpu_j[a]
+        energy_kwh = (joules + overhead * joules / active) / 3.6e6
+        operational = energy_kwh * gco2
+        embodied = host_m * cpu_s[a] / sum(cpu_s)
+        unit = info.units[app]
+        units = (
+            float(round((5 + a) * dt * (1.0 + 0.8 * math.sin(t / 137_000 + a)))) if unit else 0.0
         )
-        stamps = list(range(info.start_ms + step, info.last_ms[host] + 1, step))
-        for c0 in range(0, len(stamps), per_chunk):
-            chunk = stamps[c0 : c0 + per_chunk]
-            intervals: list[Row] = []
-            parts: dict[str, list[Row]] = {cpu_name: [], dram_name: []}
-            if gpu:
-                parts["gpu0"] = []
-            apps: dict[str, list[Row]] = {a: [] for a in (*info.apps, "_idle", "_unattributed")}
-            scis: dict[str, list[Row]] = {a: [] for a in info.apps}
-            procs: list[Row] = []
-            for t in chunk:
-                phase = 2 * math.pi * (t % 86_400_000) / 86_400_000
-                _, gco2, _ = intensity_at(t)
-                cpu_j: list[float] = []
-                dram_j: list[float] = []
-                gpu_j: list[float] = []
-                cpu_s: list[float] = []
-                for a in range(napps):
-                    base = 2.0 + (a * 7 + i * 3) % 11
-                    w = base * (1.2 + math.sin(phase + a + i))
-                    cpu_j.append(w * dt)
-                    dram_j.append(0.1 * base * dt)
-                    gpu_j.append(
-                        60.0 * (1.1 + math.sin(phase * 3 + a)) * dt if gpu and a == 0 else 0.0
-                    )
-                    cpu_s.append(w / 20.0 * dt)
-                idle = (15.0 * dt, 2.0 * dt, 25.0 * dt if gpu else 0.0)
-                unattributed = 0.5 * dt
-                active = sum(cpu_j) + sum(dram_j) + sum(gpu_j)
-                total = active + sum(idle) + unattributed
-                overhead = sum(idle) + unattributed
-                intervals.append((host, t, t - step, dt, total, sum(idle), unattributed))
-                cpu_total = sum(cpu_j) + idle[0] + unattributed
-                parts[cpu_name].append((host, cpu_name, source, t, cpu_total, cpu_total / dt))
-                parts[dram_name].append(
-                    (
-                        host,
-                        dram_name,
-                        source,
-                        t,
-                        sum(dram_j) + idle[1],
-                        (sum(dram_j) + idle[1]) / dt,
-                    )
-                )
-                if gpu:
-                    g = sum(gpu_j) + idle[2]
-                    parts["gpu0"].append((host, "gpu0", "nvml", t, g, g / dt))
-                used_s = sum(cpu_s)
-                for a, app in enumerate(info.apps):
-                    joules = cpu_j[a] + dram_j[a] + gpu_j[a]
-                    apps[app].append(
-                        (host, app, t, cpu_j[a], dram_j[a], gpu_j[a], 0.0, joules, cpu_s[a])
-                    )
-                    process = (
-                        spec.process_names[a] if a < len(spec.process_names) else f"{app}-worker"
-                    )
-                    procs.append((host, app, process, 1000 + a, t, joules, cpu_s[a]))
-                    energy_kwh = (joules + overhead * joules / active) / 3.6e6
-                    operational = energy_kwh * gco2
-                    embodied = host_m * cpu_s[a] / used_s
-                    unit = info.units[app]
-                    units = (
-                        float(round((5 + a) * dt * (1.0 + 0.8 * math.sin(t / 137_000 + a))))
-                        if unit
-                        else 0.0
-                    )
-                    score = (operational + embodied) / units if units > 0 else None
-                    scis[app].append(
-                        (
-                            host,
-                            app,
-                            unit,
-                            t,
-                            dt,
-                            energy_kwh,
-                            gco2,
-                            operational,
-                            embodied,
-                            units,
-                            score,
-                        )
-                    )
-                apps["_idle"].append(
-                    (host, "_idle", t, idle[0], idle[1], idle[2], 0.0, sum(idle), 0.0)
-                )
-                apps["_unattributed"].append(
-                    (host, "_unattributed", t, unattributed, 0.0, 0.0, 0.0, unattributed, 0.0)
-                )
-            yield "intervals", intervals
-            yield "host_energy", [r for k in sorted(parts) for r in parts[k]]
-            yield "app_energy", [r for k in sorted(apps) for r in apps[k]]
-            yield "process_energy", procs
-            yield "sci", [r for k in sorted(scis) for r in scis[k]]
+        score = (operational + embodied) / units if units > 0 else None
+        scis.append(SciRecord(app, unit, units, energy_kwh, gco2, operational, embodied, score))
+    end = EPOCH + timedelta(milliseconds=t)
+    return IntervalResult(
+        host=host,
+        start=end - timedelta(seconds=dt),
+        end=end,
+        components=tuple(components),
+        processes=tuple(processes),
+        apps=tuple(apps),
+        idle=idle,
+        unattributed=unattributed,
+        intensity=IntensityValue(spec.zone, gco2, provider, "average", end, bool(fallback)),
+        sci=tuple(scis),
+    )
 
 
-_INSERT = {
-    "intervals": "INSERT OR REPLACE INTO intervals VALUES (?,?,?,?,?,?,?)",
-    "host_energy": "INSERT OR REPLACE INTO host_energy VALUES (?,?,?,?,?,?)",
-    "app_energy": "INSERT OR REPLACE INTO app_energy VALUES (?,?,?,?,?,?,?,?,?)",
-    "process_energy": (
-        "INSERT OR REPLACE INTO process_energy (host, app, process, pid, ts_ms, joules, cpu_s)"
-        " VALUES (?,?,?,?,?,?,?)"
-    ),
-    "sci": "INSERT OR REPLACE INTO sci VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-    "grid_intensity": "INSERT OR REPLACE INTO grid_intensity VALUES (?,?,?,?,?,?,?)",
-}
+def _batches(results: Iterable[IntervalResult]) -> Iterator[list[IntervalResult]]:
+    batch: list[IntervalResult] = []
+    for r in results:
+        batch.append(r)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def fill_store(path: str | Path, spec: SampleSpec) -> SampleInfo:
-    """Write ``spec``'s rows into the store at ``path`` (created with the store's schema)."""
+    """Write ``spec``'s intervals into the store at ``path`` through ``SqliteStore``;
+    ``rows`` counts the table rows written."""
     store = SqliteStore(path, retention_days=36500)
-    store.open()  # the exact schema
-    store.close()
-    db = sqlite3.connect(path, isolation_level=None)
-    indexes = [
-        n
-        for (n,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE '%_ts'"
-        )
-    ]
-    for name in indexes:  # rebuilt once at the end: much faster than row by row
-        db.execute(f"DROP INDEX {name}")
-    db.execute("PRAGMA synchronous=OFF")
+    store.open()
     count = 0
-    for table, rows in generate(spec):
-        db.execute("BEGIN")
-        db.executemany(_INSERT[table], rows)
-        db.execute("COMMIT")
-        count += len(rows)
-    db.close()
-    store = SqliteStore(path, retention_days=36500)
-    store.open()  # recreates the indexes
-    store.close()
-    info = plan(spec)
-    return SampleInfo(**{**info.__dict__, "rows": count})
+    try:
+        for batch in _batches(intervals(spec)):
+            store.write(batch)
+            count += sum(_rows(r) for r in batch)
+    finally:
+        store.close()
+    return SampleInfo(**{**plan(spec).__dict__, "rows": count})
 
 
-# -- InfluxDB -----------------------------------------------------------------------------
-
-
-def _tag(text: str) -> str:
-    """A tag key or value in line protocol: commas, equals signs and spaces escaped."""
-    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def _series(measurement: str, **tags: str | None) -> str:
-    head = measurement.replace(",", "\\,").replace(" ", "\\ ")
-    for key in sorted(tags):
-        value = tags[key]
-        if value:
-            head += f",{key}={_tag(value)}"
-    return head
-
-
-def lines(table: str, rows: Sequence[Row]) -> list[str]:
-    """Rows of one store table → line protocol (ms), following ``exporters/points.py``."""
-    out: list[str] = []
-    heads: dict[tuple[object, ...], str] = {}
-
-    def head(key: tuple[object, ...], measurement: str, **tags: Any) -> str:
-        found = heads.get(key)
-        if found is None:
-            found = heads[key] = _series(measurement, **tags)
-        return found
-
-    if table == "host_energy":
-        for host, comp, source, t, joules, watts in rows:
-            h = head((host, comp, source), "host_energy", host=host, component=comp, source=source)
-            out.append(f"{h} joules={joules!r},watts={watts!r} {t}")
-    elif table == "app_energy":
-        for host, app, t, cpu, dram, gpu, idle, total, cpu_s in rows:
-            h = head((host, app), "app_energy", host=host, app=app)
-            out.append(
-                f"{h} cpu_j={cpu!r},dram_j={dram!r},gpu_j={gpu!r},idle_j={idle!r},"
-                f"total_j={total!r},cpu_s={cpu_s!r} {t}"
-            )
-    elif table == "process_energy":
-        for host, app, process, pid, t, joules, cpu_s in rows:
-            h = head((host, app, process), "process_energy", host=host, app=app, process=process)
-            out.append(f"{h} pid={pid}i,joules={joules!r},cpu_s={cpu_s!r},count=1i {t}")
-    elif table == "sci":
-        for host, app, unit, t, _dt, e, i, op, emb, units, score in rows:
-            h = head((host, app, unit), "sci", host=host, app=app, unit=unit)
-            tail = f",sci={score!r}" if score is not None else ""
-            out.append(
-                f"{h} energy_kwh={e!r},intensity={i!r},operational_g={op!r},"
-                f"embodied_g={emb!r},units={units!r}{tail} {t}"
-            )
-    elif table == "grid_intensity":
-        for zone, provider, t, gco2, signal, fallback, _dt in rows:
-            h = head(
-                (zone, provider, signal),
-                "grid_intensity",
-                zone=zone,
-                provider=provider,
-                signal=signal,
-            )
-            out.append(f"{h} gco2_per_kwh={gco2!r},fallback={'true' if fallback else 'false'} {t}")
-    # "intervals" has no measurement in InfluxDB: the same facts are in app_energy
-    return out
-
-
-class InfluxWriter:
-    """POSTs line protocol to ``/write`` (1.x API, ms precision) from a background thread."""
-
-    def __init__(
-        self,
-        url: str,
-        database: str,
-        token: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        batch: int = 10_000,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.database = database
-        self.batch = batch
-        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if token:
-            self.headers["Authorization"] = f"Token {token}"
-        elif username:
-            pair = f"{username}:{password or ''}".encode()
-            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        self._queue: Queue[bytes | None] = Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def create_database(self) -> None:
-        q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{self.database}"'})
-        req = urllib.request.Request(
-            f"{self.url}/query",
-            data=q.encode(),
-            headers={**self.headers, "Content-Type": "application/x-www-form-urlencoded"},
-        )
-        urllib.request.urlopen(req, timeout=30).read()
-
-    def put(self, batch_lines: Sequence[str]) -> None:
-        for k in range(0, len(batch_lines), self.batch):
-            if self._error is not None:
-                raise self._error
-            self._queue.put("\n".join(batch_lines[k : k + self.batch]).encode())
-
-    def _drain(self) -> None:
-        params = urllib.parse.urlencode({"db": self.database, "precision": "ms"})
-        while (body := self._queue.get()) is not None:
-            for attempt in range(8):  # a busy server answers 5xx (cache full): back off
-                try:
-                    req = urllib.request.Request(
-                        f"{self.url}/write?{params}", data=body, headers=self.headers
-                    )
-                    urllib.request.urlopen(req, timeout=300).read()
-                    break
-                except urllib.error.HTTPError as exc:
-                    if exc.code < 500 or attempt == 7:
-                        self._error = exc
-                        break
-                    time.sleep(0.5 * 2**attempt)
-                except BaseException as exc:  # reported by put/close
-                    self._error = exc
-                    break
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+def _rows(r: IntervalResult) -> int:
+    """The store's rows of a generated interval (its apps each run one process name)."""
+    parts = (r.components, r.energy_rows(), r.processes, r.sci)
+    return 2 + sum(map(len, parts))  # + its intervals and grid_intensity rows
 
 
 def write_influx(
     url: str,
     database: str,
     spec: SampleSpec,
-    token: str | None = None,
     username: str | None = None,
     password: str | None = None,
 ) -> SampleInfo:
-    """Write ``spec``'s rows to InfluxDB (the database is created if missing)."""
-    writer = InfluxWriter(url, database, token, username, password)
-    writer.create_database()
+    """Write ``spec``'s intervals to an existing InfluxDB database (``send_influx``)."""
+    count = send_influx(url, database, intervals(spec), username, password)
+    return SampleInfo(**{**plan(spec).__dict__, "rows": count})
+
+
+def send_influx(
+    url: str,
+    database: str,
+    results: Iterable[IntervalResult],
+    username: str | None = None,
+    password: str | None = None,
+) -> int:
+    """Send ``results`` as the agent's InfluxDB sink would (its points, through its network
+    sink ``InfluxV1Sink``) to an existing database; return the number of points."""
+    cfg = InfluxConfig(
+        enabled=True, url=url, api="v1", database=database, username=username,
+        password=password, timeout_s=300.0,
+    )  # fmt: skip
+    sink = InfluxV1Sink(cfg)
+    rows = ProcessRows()
     count = 0
     try:
-        for table, rows in generate(spec):
-            batch = lines(table, rows)
-            writer.put(batch)
-            count += len(batch)
+        for batch in _batches(results):
+            lines = [p.to_line() for r in batch for p in interval_points(r, rows=rows)]
+            _send(sink, lines)
+            count += len(lines)
     finally:
-        writer.close()
-    return SampleInfo(**{**plan(spec).__dict__, "rows": count})
+        sink.close()
+    return count
+
+
+def _send(sink: InfluxV1Sink, lines: list[str], attempts: int = 8) -> None:
+    """Send ``lines``, backing off while a busy server answers 5xx (its cache full)."""
+    for attempt in range(attempts):
+        try:
+            sink.send(lines)
+            return
+        except RetryableError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

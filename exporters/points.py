@@ -1,4 +1,11 @@
-"""Intervals as time-series points (the design brief's data model) and line protocol.
+"""The one flattening of an interval into the data model's rows, and line protocol.
+
+``flatten`` turns one ``IntervalResult`` into ``Point`` rows, one measurement function
+each (``MEASUREMENTS``); both backends write these same rows: InfluxDB as line protocol
+(``interval_points``), the embedded store as one table row per point (table =
+measurement, columns = tags, fields and ``local`` fields, see
+``exporters/store_schema.py``). Adding a measurement is one function here, listed in
+``MEASUREMENTS``, plus its table in the schema module.
 
 Each point's timestamp is its interval's end in whole milliseconds, so the same
 interval always yields the same points: a replayed write overwrites itself.
@@ -6,16 +13,19 @@ Tags stay low-cardinality (host, app, component, source, unit, zone, provider,
 signal); a pid is a field, never a tag. Process rows come from ``ProcessRows``
 (``exporters/process_rows.py``): grouped by (app, process name), a stable top N per
 app, the rest in one ``_other`` row per app, at most a capped number of names per host
-per day; the rows still sum to the processes' energy.
+per day; the rows still sum to the processes' energy. Their key is (host, app,
+process) in both backends.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from agent.records import IntervalResult
-from exporters.process_rows import DEFAULT_TOP_N, OTHER, ProcessRows
+from exporters.process_rows import DEFAULT_TOP_N, OTHER, ProcessRow, ProcessRows
 
 FieldValue = float | int | bool | str
 OTHER_PROCESS = OTHER
@@ -23,12 +33,18 @@ OTHER_PROCESS = OTHER
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """One line-protocol point; ``time_ms`` is milliseconds since the epoch (UTC)."""
+    """One row of a measurement; ``time_ms`` is milliseconds since the epoch (UTC).
+
+    An absent tag is left out of ``tags`` (NULL in the store); line protocol also leaves
+    out a tag whose value is ``""``. ``local`` fields are kept by the embedded store only,
+    never sent: a point with no ``fields`` (``intervals``) is the store's alone.
+    """
 
     measurement: str
     tags: tuple[tuple[str, str], ...]
     fields: tuple[tuple[str, FieldValue], ...]
     time_ms: int
+    local: tuple[tuple[str, FieldValue | None], ...] = ()
 
     def to_line(self) -> str:
         """Serialise as InfluxDB line protocol (millisecond precision)."""
@@ -44,14 +60,24 @@ class Point:
         return f"{head} {body} {self.time_ms}"
 
 
+#: A backslash that would escape what follows it (a special character, or the end).
+_LOOSE_BACKSLASH = {
+    ", ": re.compile(r"\\(?=[, ]|$)"),
+    ",= ": re.compile(r"\\(?=[,= ]|$)"),
+}
+
+
 def _escape(text: str, special: str) -> str:
     """Escape a measurement, tag key or tag value.
 
-    Line protocol has no escape for a backslash in these (``a\\b`` would be stored
-    doubled, a trailing one breaks the line) nor for a newline: both become ``/`` and a
-    space; names with either are vanishingly rare (process names, cgroup paths).
+    Line protocol has no escape for a backslash: InfluxDB keeps one as written
+    (``db\\01`` is stored as such, as in the store) unless it ends the text or comes
+    before a special character, where it would escape what follows; only there it
+    becomes ``/``. A newline has no escape either and becomes a space.
     """
-    text = text.replace("\\", "/").replace("\n", " ")
+    text = text.replace("\n", " ")
+    if "\\" in text:
+        text = _LOOSE_BACKSLASH[special].sub("/", text)
     for ch in special:
         text = text.replace(ch, "\\" + ch)
     return text
@@ -75,58 +101,65 @@ def interval_time_ms(result: IntervalResult) -> int:
 def interval_points(
     result: IntervalResult, top_n: int = DEFAULT_TOP_N, rows: ProcessRows | None = None
 ) -> list[Point]:
-    """Every point of one interval, following the data model. Process rows come from
-    ``rows``, the sink's state across intervals; without it, from a fresh
-    ``ProcessRows(top_n)``, which bounds nothing beyond this one interval."""
-    t = interval_time_ms(result)
-    host = result.host
-    seconds = result.interval_s
-    points = [
-        Point(
-            "host_energy",
-            (("host", host), ("component", c.component), ("source", c.source)),
-            (("joules", c.joules), ("watts", c.joules / seconds if seconds > 0 else 0.0)),
-            t,
-        )
-        for c in result.components
-    ]
-    for a in result.energy_rows():  # idle_j: the static share the policy gave the app
-        points.append(
-            Point(
-                "app_energy",
-                (("host", host), ("app", a.app)),
-                (
-                    ("cpu_j", a.cpu_joules),
-                    ("dram_j", a.dram_joules),
-                    ("gpu_j", a.gpu_joules),
-                    ("idle_j", a.static_joules),
-                    ("total_j", a.total_joules),
-                    ("cpu_s", a.cpu_s),
-                ),
-                t,
-            )
-        )
+    """The points of one interval sent as line protocol (``flatten``'s, less the store's
+    own). Process rows come from ``rows``, the sink's state across intervals; without
+    it, from a fresh ``ProcessRows(top_n)``, which bounds nothing beyond this interval."""
     selector = rows if rows is not None else ProcessRows(top_n)
-    for r in selector.rows(host, result.end, result.processes):
-        points.append(
-            Point(
-                "process_energy",
-                (("host", host), ("app", r.app), ("process", r.process)),
-                (("pid", r.pid), ("joules", r.joules), ("cpu_s", r.cpu_s), ("count", r.count)),
-                t,
-            )
+    processes = selector.rows(result.host, result.end, result.processes)
+    return [p for p in flatten(result, processes) if p.fields]
+
+
+def flatten(result: IntervalResult, processes: Sequence[ProcessRow]) -> list[Point]:
+    """Every row of one interval, for every backend; ``processes`` are its process rows
+    (``ProcessRows.rows``, decided once per interval by the sink's state)."""
+    t = interval_time_ms(result)
+    return [p for measurement in MEASUREMENTS for p in measurement(result, processes, t)]
+
+
+def host_energy(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
+    """Joules and mean watts per component (tags: host, component, source)."""
+    seconds = r.interval_s
+    for c in r.components:
+        watts = c.joules / seconds if seconds > 0 else 0.0
+        tags = (("host", r.host), ("component", c.component), ("source", c.source))
+        yield Point("host_energy", tags, (("joules", c.joules), ("watts", watts)), t)
+
+
+def app_energy(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
+    """Each app's energy by kind, then ``_idle`` and ``_unattributed``: the rows sum to
+    the host. ``idle_j`` is the static energy the share policy gave the app."""
+    for a in r.energy_rows():
+        fields: tuple[tuple[str, FieldValue], ...] = (
+            ("cpu_j", a.cpu_joules),
+            ("dram_j", a.dram_joules),
+            ("gpu_j", a.gpu_joules),
+            ("idle_j", a.static_joules),
+            ("total_j", a.total_joules),
+            ("cpu_s", a.cpu_s),
         )
-    if result.intensity is not None:
-        i = result.intensity
-        points.append(
-            Point(
-                "grid_intensity",
-                (("zone", i.zone), ("provider", i.provider), ("signal", i.signal)),
-                (("gco2_per_kwh", i.gco2_per_kwh), ("fallback", i.fallback)),
-                t,
-            )
-        )
-    for s in result.sci:
+        yield Point("app_energy", (("host", r.host), ("app", a.app)), fields, t)
+
+
+def process_energy(r: IntervalResult, rows: Sequence[ProcessRow], t: int) -> Iterator[Point]:
+    """One point per process row: its processes' joules, CPU time and count."""
+    for p in rows:
+        tags = (("host", r.host), ("app", p.app), ("process", p.process))
+        fields = (("pid", p.pid), ("joules", p.joules), ("cpu_s", p.cpu_s), ("count", p.count))
+        yield Point("process_energy", tags, fields, t)
+
+
+def grid_intensity(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
+    """The grid intensity the interval was scored with (none before scoring)."""
+    i = r.intensity
+    if i is not None:
+        tags = (("zone", i.zone), ("provider", i.provider), ("signal", i.signal))
+        fields = (("gco2_per_kwh", i.gco2_per_kwh), ("fallback", i.fallback))
+        yield Point("grid_intensity", tags, fields, t, (("interval_s", r.interval_s),))
+
+
+def sci(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
+    """Each app's SCI terms; an undefined score is absent (line protocol has no null)."""
+    for s in r.sci:
         fields: list[tuple[str, FieldValue]] = [
             ("energy_kwh", s.energy_kwh),
             ("intensity", s.intensity_gco2_per_kwh),
@@ -134,9 +167,33 @@ def interval_points(
             ("embodied_g", s.embodied_g),
             ("units", s.units),
         ]
-        if s.sci is not None:  # line protocol has no null: an undefined score is absent
+        if s.sci is not None:
             fields.append(("sci", s.sci))
-        points.append(
-            Point("sci", (("host", host), ("app", s.app), ("unit", s.unit or "")), tuple(fields), t)
-        )
-    return points
+        tags: tuple[tuple[str, str], ...] = (("host", r.host), ("app", s.app))
+        if s.unit is not None:
+            tags += (("unit", s.unit),)
+        yield Point("sci", tags, tuple(fields), t, (("interval_s", r.interval_s),))
+
+
+def intervals(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
+    """The interval's measured facts, the store's alone (InfluxDB has them in app_energy)."""
+    local: tuple[tuple[str, FieldValue], ...] = (
+        ("start_ms", round(r.start.timestamp() * 1000)),
+        ("interval_s", r.interval_s),
+        ("total_j", r.total_joules),
+        ("idle_j", r.idle_joules),
+        ("unattributed_j", r.unattributed_joules),
+    )
+    yield Point("intervals", (("host", r.host),), (), t, local)
+
+
+Measurement = Callable[[IntervalResult, Sequence[ProcessRow], int], Iterator[Point]]
+#: The measurements of an interval, in the order written (each a table of the store).
+MEASUREMENTS: tuple[Measurement, ...] = (
+    intervals,
+    host_energy,
+    app_energy,
+    process_energy,
+    grid_intensity,
+    sci,
+)

@@ -1,15 +1,11 @@
-"""The embedded store: SQLite (standard library) in WAL mode, no server needed.
+"""The embedded store's writer: SQLite (standard library) in WAL mode, no server needed.
 
-Tables follow the design brief's data model, keyed by ``(host, …, ts_ms)`` so a
-write replayed for the same interval overwrites itself. ``ts_ms`` is the end of
-the interval in milliseconds since the Unix epoch (UTC). Per-process rows are
-the same as InfluxDB's (``exporters/process_rows.py``): one per (app, process name)
-for a stable top N per app, one ``_other`` row per app with the rest, at most
-``max_process_names_per_day`` names per host per day; they still sum to the
-processes' energy. Each row's pid is its biggest process's, so the key stays unique.
-The ``method`` table holds the
-``Method`` in force (JSON, with each component's model and static floor) from the
-start of the first interval it produced, one row per change.
+Each interval is written as the rows of ``exporters/points.py``'s ``flatten``, the same
+rows InfluxDB gets (process rows included: the same top N + ``_other`` rule and key),
+one table per measurement (``exporters/store_schema.py``); reads go through
+``exporters/store_reader.py``. The ``method`` table holds the ``Method`` in force
+(JSON, with each component's model and static floor) from the start of the first
+interval it produced, one row per change.
 
 Faults never stop measuring (``open`` and ``write`` raise only ``StoreError``):
 
@@ -36,69 +32,26 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.method import method_to_json
-from agent.records import IntervalResult, ProcessEnergy
-from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY, OTHER, ProcessRows
+from agent.records import IntervalResult
+from exporters import points
+from exporters.points import Point, flatten
+from exporters.process_rows import DEFAULT_MAX_NAMES_PER_DAY, OTHER, ProcessRow, ProcessRows
+from exporters.store_reader import StoreReader, read_runs
+from exporters.store_schema import SCHEMA_VERSION, StoreError, create_or_upgrade
+
+__all__ = ["OTHER_PROCESS", "SCHEMA_VERSION", "SqliteStore", "StoreError", "read_runs", "to_ms"]
 
 log = logging.getLogger("sci_agent.store")
 
 OTHER_PROCESS = OTHER
-SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS intervals (
-    host TEXT NOT NULL, ts_ms INTEGER NOT NULL, start_ms INTEGER NOT NULL,
-    interval_s REAL NOT NULL, total_j REAL NOT NULL, idle_j REAL NOT NULL,
-    unattributed_j REAL NOT NULL,
-    PRIMARY KEY (host, ts_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS host_energy (
-    host TEXT NOT NULL, component TEXT NOT NULL, source TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL, joules REAL NOT NULL, watts REAL NOT NULL,
-    PRIMARY KEY (host, component, ts_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS app_energy (
-    host TEXT NOT NULL, app TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    cpu_j REAL NOT NULL, dram_j REAL NOT NULL, gpu_j REAL NOT NULL,
-    idle_j REAL NOT NULL, total_j REAL NOT NULL, cpu_s REAL NOT NULL,
-    PRIMARY KEY (host, app, ts_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS process_energy (
-    host TEXT NOT NULL, app TEXT NOT NULL, process TEXT NOT NULL, pid INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL, joules REAL NOT NULL, cpu_s REAL NOT NULL,
-    PRIMARY KEY (host, ts_ms, pid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sci (
-    host TEXT NOT NULL, app TEXT NOT NULL, unit TEXT, ts_ms INTEGER NOT NULL,
-    interval_s REAL NOT NULL, energy_kwh REAL NOT NULL, intensity REAL NOT NULL,
-    operational_g REAL NOT NULL, embodied_g REAL NOT NULL, units REAL NOT NULL, sci REAL,
-    PRIMARY KEY (host, app, ts_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS grid_intensity (
-    zone TEXT NOT NULL, provider TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    gco2_per_kwh REAL NOT NULL, signal TEXT NOT NULL, fallback INTEGER NOT NULL,
-    interval_s REAL NOT NULL,
-    PRIMARY KEY (zone, ts_ms)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS method (
-    host TEXT NOT NULL, ts_ms INTEGER NOT NULL, method TEXT NOT NULL,
-    PRIMARY KEY (host, ts_ms)) WITHOUT ROWID;  -- ts_ms: start of its first interval
-CREATE TABLE IF NOT EXISTS runs (  -- one per `sci-agent measure`: never pruned
-    run_id TEXT NOT NULL PRIMARY KEY, host TEXT NOT NULL, app TEXT NOT NULL,
-    command TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
-    exit_code INTEGER NOT NULL, cpu_s REAL NOT NULL, energy_j REAL NOT NULL,
-    energy_kwh REAL NOT NULL, carbon_g REAL NOT NULL, units REAL, unit TEXT, sci REAL,
-    stored_intervals INTEGER NOT NULL, json TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS runs_start ON runs (start_ms);
-CREATE INDEX IF NOT EXISTS sci_ts ON sci (ts_ms);
-CREATE INDEX IF NOT EXISTS sci_app_ts ON sci (app, ts_ms);  -- reports select one app
-CREATE INDEX IF NOT EXISTS grid_intensity_ts ON grid_intensity (ts_ms);
-CREATE INDEX IF NOT EXISTS intervals_ts ON intervals (ts_ms);
-CREATE INDEX IF NOT EXISTS host_energy_ts ON host_energy (ts_ms);
-CREATE INDEX IF NOT EXISTS app_energy_ts ON app_energy (ts_ms);
-CREATE INDEX IF NOT EXISTS process_energy_ts ON process_energy (ts_ms);
-"""
 
-_TABLES = ("intervals", "host_energy", "app_energy", "process_energy", "sci", "grid_intensity")
 _PRUNE_EVERY_S = 3600.0
 #: Intervals kept in memory while the store cannot be written (an hour at 5 s).
 DEFAULT_BACKLOG_INTERVALS = 720
@@ -118,12 +71,16 @@ _WAL_HEADER_BYTES = 32
 _FULL_BELOW_BYTES = 64 << 10  # an I/O error with less free than this is a full disk
 
 
-class StoreError(Exception):
-    """The store cannot be opened or written now; the message names the path and cause."""
-
-
 class _Corrupt(Exception):
     """The database file is damaged; the message is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """An interval as the backlog keeps it: without its processes, with its process rows."""
+
+    result: IntervalResult
+    processes: tuple[ProcessRow, ...]
 
 
 def to_ms(result: IntervalResult) -> tuple[int, int]:
@@ -154,7 +111,7 @@ class SqliteStore:
         self.process_rows = ProcessRows(top_n, max_process_names_per_day)
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
-        self._backlog: deque[IntervalResult] = deque()
+        self._backlog: deque[_Accepted] = deque()
         self._failing: str | None = None  # why writes fail, while they do
         self._outage_dropped = 0
 
@@ -184,7 +141,7 @@ class SqliteStore:
     def write(self, batch: Sequence[IntervalResult]) -> None:
         """Write ``batch`` after any backlog; on failure keep it in memory, raise StoreError."""
         kept = len(self._backlog)  # accepted while the store could not be written
-        self._backlog.extend(map(self._reduce, batch))
+        self._backlog.extend(map(self._accept, batch))
         try:
             if self._db is None:
                 self._open_db()
@@ -242,16 +199,10 @@ class SqliteStore:
         try:
             if self._db is None:
                 self._open_db()
-            row = self._require().execute(
-                "SELECT ts_ms, interval_s FROM intervals i WHERE host = ? AND ts_ms > ? "
-                "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.host = i.host "
-                "AND r.stored_intervals AND i.ts_ms BETWEEN r.start_ms AND r.end_ms + 1) "
-                "ORDER BY ts_ms DESC LIMIT 1",
-                (host, since_ms),
-            ).fetchone()
+            reader = StoreReader(self._require(), self.path, wrap_errors=False)
+            return reader.last_interval_not_from_runs(host, since_ms)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(_describe(self.path, exc)) from None
-        return None if row is None else (int(row[0]), float(row[1]))
 
     # -- opening, and what to do with a damaged file ------------------------------------
 
@@ -285,9 +236,7 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA cache_size=-512")  # 512 KiB: small batches need no big cache
-            db.executescript(_SCHEMA)
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            create_or_upgrade(db)
         except sqlite3.DatabaseError as exc:
             db.close()
             if _is_corrupt(exc):
@@ -362,21 +311,16 @@ class SqliteStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def _reduce(self, r: IntervalResult) -> IntervalResult:
+    def _accept(self, r: IntervalResult) -> _Accepted:
         """``r`` with its process rows as the store keeps them, decided once, on arrival.
 
         The rows (a stable top N per app, ``_other`` rows, the daily cap) depend on the
         intervals before, so they are computed when the interval is accepted: a retried
         or backlogged write stores exactly what a direct one would, and the backlog
-        holds only those rows (each row's energy is kept as its ``cpu_joules``).
+        holds only those rows, not every process.
         """
-        rows = self.process_rows.rows(r.host, r.end, r.processes)
-        return replace(
-            r,
-            processes=tuple(
-                ProcessEnergy(p.pid, p.process, p.app, p.cpu_s, p.joules, 0.0, 0.0) for p in rows
-            ),
-        )
+        rows = tuple(self.process_rows.rows(r.host, r.end, r.processes))
+        return _Accepted(replace(r, processes=()), rows)
 
     def _trim_backlog(self) -> None:
         """Drop the oldest intervals kept beyond ``backlog_intervals``; count and log it."""
@@ -431,12 +375,11 @@ class SqliteStore:
                 self._backlog.popleft()
         return rejected
 
-    def _commit(self, db: sqlite3.Connection, batch: Sequence[IntervalResult]) -> None:
+    def _commit(self, db: sqlite3.Connection, batch: Sequence[_Accepted]) -> None:
         """Write ``batch`` in one transaction; the original error is what is raised."""
         db.execute("BEGIN")
         try:
-            for result in batch:
-                self._write_one(db, result)
+            self._write_rows(db, batch)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (disk full)
@@ -467,69 +410,21 @@ class SqliteStore:
             self._last_prune = time.monotonic()
             log.warning("store: pruning skipped: %s", _describe(self.path, exc))
 
-    def _write_one(self, db: sqlite3.Connection, r: IntervalResult) -> None:
-        start_ms, ts = to_ms(r)
-        host, seconds = r.host, r.interval_s
-        db.execute(
-            "INSERT OR REPLACE INTO intervals VALUES (?,?,?,?,?,?,?)",
-            (host, ts, start_ms, seconds, r.total_joules, r.idle_joules, r.unattributed_joules),
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO host_energy VALUES (?,?,?,?,?,?)",
-            [
-                (host, c.component, c.source, ts, c.joules, c.joules / seconds if seconds else 0.0)
-                for c in r.components
-            ],
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO app_energy VALUES (?,?,?,?,?,?,?,?,?)",
-            [  # idle_j: the static share the policy gave the app; rows sum to the host
-                (
-                    host,
-                    a.app,
-                    ts,
-                    a.cpu_joules,
-                    a.dram_joules,
-                    a.gpu_joules,
-                    a.static_joules,
-                    a.total_joules,
-                    a.cpu_s,
-                )
-                for a in r.energy_rows()
-            ],
-        )
-        if r.intensity is not None:
-            i = r.intensity
-            db.execute(
-                "INSERT OR REPLACE INTO grid_intensity VALUES (?,?,?,?,?,?,?)",
-                (i.zone, i.provider, ts, i.gco2_per_kwh, i.signal, int(i.fallback), seconds),
-            )
-        db.executemany(
-            "INSERT OR REPLACE INTO sci VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    host,
-                    s.app,
-                    s.unit,
-                    ts,
-                    seconds,
-                    s.energy_kwh,
-                    s.intensity_gco2_per_kwh,
-                    s.operational_g,
-                    s.embodied_g,
-                    s.units,
-                    s.sci,
-                )
-                for s in r.sci
-            ],
-        )
-        self._write_method(db, r, start_ms)
-        # a replayed interval's rows replace the old ones whole (their pids may differ)
-        db.execute("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", (host, ts))
-        db.executemany(
-            "INSERT OR REPLACE INTO process_energy VALUES (?,?,?,?,?,?,?)",
-            [(host, p.app, p.name, p.pid, ts, p.joules, p.cpu_s) for p in r.processes],
-        )
+    def _write_rows(self, db: sqlite3.Connection, batch: Sequence[_Accepted]) -> None:
+        """The intervals' points, one row each in its measurement's table (one statement
+        per table and set of columns), and their methods."""
+        rows: dict[tuple[str, tuple[str, ...]], list[tuple[object, ...]]] = {}
+        for accepted in batch:
+            for shape, row in map(_row, flatten(accepted.result, accepted.processes)):
+                rows.setdefault(shape, []).append(row)
+        # a replayed interval's process rows replace the old ones whole (their names may differ)
+        ends = [(a.result.host, to_ms(a.result)[1]) for a in batch]
+        db.executemany("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", ends)
+        for (table, names), table_rows in rows.items():
+            sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({_marks(names)})"
+            db.executemany(sql, table_rows)
+        for accepted in batch:
+            self._write_method(db, accepted.result, to_ms(accepted.result)[0])
 
     def _write_method(self, db: sqlite3.Connection, r: IntervalResult, start_ms: int) -> None:
         """Record ``r.method`` from ``start_ms`` on, only when it differs from the host's last
@@ -537,11 +432,8 @@ class SqliteStore:
         if r.method is None:
             return
         text = json.dumps(method_to_json(r.method), sort_keys=True, separators=(",", ":"))
-        last = db.execute(
-            "SELECT method FROM method WHERE host = ? AND ts_ms <= ? ORDER BY ts_ms DESC LIMIT 1",
-            (r.host, start_ms),
-        ).fetchone()
-        if last is None or last[0] != text:
+        last = StoreReader(db, self.path, wrap_errors=False).method_text_at(r.host, start_ms)
+        if last != text:
             db.execute("INSERT OR REPLACE INTO method VALUES (?,?,?)", (r.host, start_ms, text))
 
     def prune(self) -> int:
@@ -549,7 +441,7 @@ class SqliteStore:
         db = self._require()
         cutoff = round((time.time() - self.retention_days * 86400) * 1000)
         deleted = 0
-        for table in _TABLES:
+        for table in (m.__name__ for m in points.MEASUREMENTS):  # a table per measurement
             deleted += db.execute(f"DELETE FROM {table} WHERE ts_ms < ?", (cutoff,)).rowcount
         self._last_prune = time.monotonic()
         if deleted:
@@ -585,27 +477,14 @@ class SqliteStore:
         return self._db
 
 
-def read_runs(path: str | Path, run_id_prefix: str) -> list[dict[str, Any]]:
-    """The runs whose id starts with ``run_id_prefix`` (read-only; [] with no store)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute(
-                "SELECT json FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY start_ms",
-                (len(run_id_prefix), run_id_prefix),
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []  # a store written before runs existed
-        raise StoreError(_describe(path, exc)) from None
-    except sqlite3.Error as exc:
-        raise StoreError(_describe(path, exc)) from None
-    return [json.loads(r[0]) for r in rows]
+def _row(p: Point) -> tuple[tuple[str, tuple[str, ...]], tuple[object, ...]]:
+    """A point's (table, columns) and values (a column the point lacks is NULL)."""
+    pairs = p.tags + p.fields + p.local
+    return (p.measurement, (*(k for k, _ in pairs), "ts_ms")), (*(v for _, v in pairs), p.time_ms)
+
+
+def _marks(names: Sequence[str]) -> str:
+    return ",".join("?" * len(names))
 
 
 def _iso_ms(text: str) -> int:

@@ -349,8 +349,7 @@ def test_idle_vs_active_is_the_same_from_both_sources_under_every_policy(
     from agent.attribution import attribute
     from agent.records import ComponentReading, CpuActivity, IntensityValue, ProcessActivity
     from agent.scoring import Scorer
-    from dashboard.sample_data import InfluxWriter
-    from exporters.points import interval_points
+    from dashboard.sample_data import send_influx
     from exporters.sqlite_store import SqliteStore
 
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
@@ -375,10 +374,8 @@ def test_idle_vs_active_is_the_same_from_both_sources_under_every_policy(
     store.write(results)
     store.close()
     database = f"parity_{policy}"
-    writer = InfluxWriter(influxd.url, database, None, influxd.username, influxd.password)
-    writer.create_database()
-    writer.put([p.to_line() for r in results for p in interval_points(r)])
-    writer.close()
+    influxd.create_database(database)
+    send_influx(influxd.url, database, results, influxd.username, influxd.password)
     client = InfluxClient(
         influxd.url, database, username=influxd.username, password=influxd.password
     )

@@ -20,7 +20,7 @@ def test_line_protocol_escapes_and_types() -> None:
         1767225600000,
     )
     assert p.to_line() == (
-        'host\\ energy,host=web\\ 1\\,a\\=b,path=C:/x/ j=1.5,n=3i,ok=true,s="say \\"hi\\"\\\\"'
+        'host\\ energy,host=web\\ 1\\,a\\=b,path=C:\\x/ j=1.5,n=3i,ok=true,s="say \\"hi\\"\\\\"'
         " 1767225600000"
     )
 

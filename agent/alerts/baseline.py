@@ -10,10 +10,11 @@ A store that cannot be read gives no baseline (the rules wait) and is logged onc
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from exporters.store_reader import StoreReadError, open_reader
 
 log = logging.getLogger("sci_agent.alerts")
 
@@ -55,17 +56,10 @@ class SciBaseline:
         if not self.path.exists():
             return {}
         try:
-            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
-            try:
-                rows = db.execute(
-                    "SELECT app, sum(operational_g + embodied_g), sum(units) FROM sci"
-                    " WHERE host = ? AND ts_ms > ? AND ts_ms <= ? GROUP BY app",
-                    (self.host, start_ms, end_ms),
-                ).fetchall()
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            message = f"{type(exc).__name__}: {exc}"
+            with open_reader(self.path) as store:
+                rows = store.sci_by_app(self.host, start_ms, end_ms)
+        except StoreReadError as exc:
+            message = exc.cause
             if self._failing != message:
                 log.warning(
                     "alerts: cannot read the 7-day SCI baseline from %s: %s", self.path, message

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import Config
-from exporters.sqlite_store import StoreError, read_runs
+from exporters.store_reader import read_runs
+from exporters.store_schema import StoreError
 from sci import humanize
 
 #: (label, key path in the run JSON, unit) of the figures compared.
