@@ -27,16 +27,14 @@ from agent.records import (
 from dashboard.data.influx_source import InfluxClient, InfluxSource
 from dashboard.data.sqlite_source import SqliteSource
 from dashboard.timerange import TimeRange
+from devtools.servers import InfluxdServer
 from exporters import points, store_schema
 from exporters.influx_sink import build_influx_sink
 from exporters.points import Point, flatten, interval_points
 from exporters.process_rows import ProcessRow, ProcessRows
 from exporters.sqlite_store import SqliteStore
 from exporters.store_reader import open_reader
-from tests import servers
-from tests.servers import InfluxdServer
 
-influxd = servers.influxd
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
 
