@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from agent.procfs import CLK_TCK
 from agent.records import (
     IDLE_APP,
     UNATTRIBUTED_APP,
@@ -108,7 +107,7 @@ def attribute(
     # The CPU capacity is what /proc/stat counted over the interval (all CPUs' ticks,
     # idle and steal included); the wall clock only when no /proc/stat delta is known.
     seconds = max(0.0, (end - start).total_seconds())
-    kernel_ticks = cpu.total_ticks or seconds * max(1, cpu.cpu_count) * CLK_TCK
+    kernel_ticks = cpu.total_ticks or seconds * max(1, cpu.cpu_count) * cpu.ticks_per_s
     capacity = _Capacity(
         cpu_ticks=max(kernel_ticks, tick_sum),
         memory_bytes=max(memory_total_bytes, rss_sum),
@@ -174,7 +173,7 @@ def _process_rows(
 ) -> tuple[ProcessEnergy, ...]:
     cpu_j, dram_j, gpu_j = per_kind["cpu"], per_kind["dram"], per_kind["gpu"]
     rows = [
-        ProcessEnergy(p.pid, p.name, p.app, p.cpu_ticks / CLK_TCK, cpu_j[i], dram_j[i], gpu_j[i])
+        ProcessEnergy(p.pid, p.name, p.app, p.cpu_s, cpu_j[i], dram_j[i], gpu_j[i])
         for i, p in enumerate(processes)
         if cpu_j[i] or dram_j[i] or gpu_j[i]
     ]
@@ -207,6 +206,7 @@ def _app_rows(
             float(max(0, p.cpu_ticks)),
             float(max(0, p.rss_bytes)),
             gpu_share[i],
+            max(0.0, p.cpu_s),
         )
         if not any(row):
             continue
@@ -219,13 +219,13 @@ def _app_rows(
             c,
             d,
             g,
-            cpu_s=t / CLK_TCK,
+            cpu_s=cs,
             rss_bytes=int(m),
             cpu_share=t / capacity.cpu_ticks if capacity.cpu_ticks > 0 else 0.0,
             dram_share=m / capacity.memory_bytes if capacity.memory_bytes > 0 else 0.0,
             gpu_share=s / capacity.gpus if capacity.gpus else 0.0,
         )
-        for app, (c, d, g, t, m, s) in sums.items()
+        for app, (c, d, g, t, m, s, cs) in sums.items()
     ]
     apps.sort(key=lambda a: a.joules, reverse=True)
     return tuple(apps)

@@ -80,6 +80,8 @@ class SensorsConfig:
 class ProcfsConfig:
     root: str = "/proc"
     sys_root: str = "/sys"  # for CPU topology (package of each CPU)
+    cgroup_root: str = "/sys/fs/cgroup"  # per-cgroup CPU usage: read only groups that ran
+    full_scan_every: int = 60  # every N scans read every process (RSS, cgroup moves)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import cgroup_cpu
 from agent.apps import AppNamer, ProcessFacts, parse_cgroup_file
 from agent.records import CpuActivity, ProcessActivity
 
@@ -36,11 +37,33 @@ class CpuTimes:
 
 @dataclass(slots=True)
 class _Known:
+    """What the scanner keeps about one live process between scans."""
+
+    pid: int
     name: str
     app: str
-    ticks: int  # utime + stime at the last scan
-    child_ticks: int = 0  # cutime + cstime: reaped children's CPU, at the last scan
+    starttime: int
+    group: str | None  # its cgroup in the gate's hierarchy; None: read every scan
+    cgroup_text: str  # /proc/PID/cgroup as last read (a change is a move)
+    ticks: int = 0  # utime + stime at the last read
+    child_ticks: int = 0  # cutime + cstime: reaped children's CPU, at the last read
     ppid: int = 0
+    rss_pages: int = 0
+    precharged: int = 0  # vanished descendants' ticks its cutime shows at its next read
+    row: ProcessActivity | None = None  # what it reported in the last scan
+
+
+@dataclass(slots=True)
+class _Read:
+    """One ``/proc/PID/stat`` read in this scan, applied once the scan has finished."""
+
+    info: _Known  # a new record for a process first seen (or one whose cgroup changed)
+    ticks: int
+    child_ticks: int
+    delta: int  # ticks since the last read (all of them for a process first seen)
+    child_delta: int
+    ppid: int
+    rss_pages: int
 
 
 def _busy_total(columns: list[str]) -> tuple[int, int]:
@@ -94,12 +117,29 @@ class ProcScanner:
     _stat_fd: int | None = None  # /proc/stat, kept open (see read_cpu_times)
 
     def __init__(
-        self, namer: AppNamer, root: str = "/proc", sys_root: str = "/sys", self_pid: int = 0
+        self,
+        namer: AppNamer,
+        root: str = "/proc",
+        sys_root: str = "/sys",
+        self_pid: int = 0,
+        cgroup_root: str | None = None,
+        full_scan_every: int = 60,
     ) -> None:
+        """``cgroup_root`` (e.g. ``/sys/fs/cgroup``) turns on reading only the processes
+        of cgroups that ran; ``full_scan_every`` scans, every process is read anyway."""
         self._namer = namer
         self._root = root
-        self._known: dict[tuple[int, int], _Known] = {}
+        self._known: dict[int, _Known] = {}  # by pid; the record holds its starttime
         self._primed = False
+        self._gate = cgroup_cpu.detect(cgroup_root) if cgroup_root else None
+        self.full_scan_every = max(1, full_scan_every)
+        self._since_full = 0
+        self._listing: set[str] = set()  # the last scan's /proc entries
+        self._members: dict[str, set[int]] = {}  # cgroup → pids named in it
+        self._usage: dict[str, int | None] = {}  # cgroup → usage when last looked at
+        self._ungated: set[int] = set()  # pids in no readable cgroup: read every scan
+        self._busy: list[_Known] = []  # processes that reported ticks in the last scan
+        self.last_read = 0  # /proc/PID/stat files the last scan read
         self._cpu_prev: CpuTimes | None = None
         self.packages = _cpu_packages(sys_root)
         self.memory_total_bytes = _memory_total(root)
@@ -151,7 +191,7 @@ class ProcScanner:
         now = self.read_cpu_times()
         prev, self._cpu_prev = self._cpu_prev, now
         if prev is None:
-            return CpuActivity(0, 0, self.cpu_count)
+            return CpuActivity(0, 0, self.cpu_count, ticks_per_s=CLK_TCK)
         package_ticks: dict[int, list[int]] = {}
         for cpu, (busy, total) in now.per_cpu.items():
             before = prev.per_cpu.get(cpu, (busy, total))
@@ -164,6 +204,7 @@ class ProcScanner:
             total_ticks=max(0, now.total - prev.total),
             cpu_count=self.cpu_count,
             package_busy=shares,
+            ticks_per_s=CLK_TCK,
         )
 
     # -- processes ---------------------------------------------------------------
@@ -174,75 +215,220 @@ class ProcScanner:
         The first scan only records a baseline and returns nothing. A process first
         seen after that started since the previous scan, so all its ticks count.
 
+        Which ``/proc/PID/stat`` files are read (see ``agent.cgroup_cpu``): with a
+        cgroup hierarchy, those of processes first seen, of cgroups whose CPU usage
+        moved, and of processes outside any readable group; every ``full_scan_every``
+        scans, all of them (which also refreshes the RSS of processes that did not
+        run and re-reads every cgroup, so a move is noticed). A process not read did
+        not run: it reports zero ticks and its last RSS. Skipping a read defers
+        ticks, never loses them: the baseline stays where it was last read.
+
         A child that lived and died between two scans is in no scan, but the kernel
         adds its CPU time to its parent's ``cutime``/``cstime`` when the parent reaps
         it: the parent is charged that increase, less what its vanished children were
         already charged while they were seen (so nothing counts twice). Orphans reaped
         by init (pid 1) or kthreadd stay unattributed: init did not cause them.
         """
+        primed = self._primed
+        reconcile = primed and self._since_full + 1 >= self.full_scan_every
+        usage = self._read_usage()  # before the listing and the reads: see the docstring
+        listing = set(os.listdir(self._root))
+        full = not primed or reconcile or self._gate is None
+        if full:
+            targets = [int(e) for e in listing if e.isdigit()]
+            found_in: dict[int, str] = {}
+        else:
+            targets, found_in = self._gated_targets(listing, usage)
+        reads, failed = self._read_stats(targets, reconcile, found_in)
+        # Only a scan that finished moves the baselines: one that failed part-way (out of
+        # file descriptors) raised above and left them, so the next scan charges the window.
+        vanished = self._vanished(listing, reads, failed, full)
+        charged = _charged_to_live_ancestors(self._known, vanished)
+        self._apply(reads, vanished, usage, listing)
+        self.last_read = len(reads)
+        self._since_full = 0 if reconcile or not primed else self._since_full + 1
+        if not primed:
+            self._primed = True
+            for r in reads:
+                r.info.row = self._row(r.info, 0, 0)
+            return []
+        for pid, ticks in charged.items():
+            live = self._known.get(pid)
+            if live is not None:
+                live.precharged += ticks
+        return self._rows(reads)
+
+    def _read_usage(self) -> dict[str, int | None]:
+        """Each tracked cgroup's CPU usage counter now (None: unreadable)."""
+        gate = self._gate
+        if gate is None:
+            return {}
+        return {group: cgroup_cpu.read_usage(gate, group) for group in self._members}
+
+    def _gated_targets(
+        self, listing: set[str], usage: dict[str, int | None]
+    ) -> tuple[list[int], dict[int, str]]:
+        """The pids to read when the cgroup counters say who ran, and who is in which group.
+
+        New entries of the listing, processes outside any readable group, and the
+        members of every group whose counter moved (as known, and as its
+        ``cgroup.procs`` says now: a process that moved in is read and renamed).
+        """
+        assert self._gate is not None
+        pids = {int(e) for e in listing.difference(self._listing) if e.isdigit()}
+        pids.update(self._ungated)
+        found_in: dict[int, str] = {}
+        for group, now in usage.items():
+            if now is not None and now == self._usage.get(group):
+                continue
+            pids.update(self._members[group])
+            for pid in cgroup_cpu.read_members(self._gate, group) or ():
+                found_in[pid] = group
+                pids.add(pid)
+        return [p for p in pids if str(p) in listing], found_in
+
+    def _read_stats(
+        self, targets: list[int], reconcile: bool, found_in: dict[int, str]
+    ) -> tuple[list[_Read], list[int]]:
+        """Read and parse each target's ``/proc/PID/stat``; also the pids that vanished."""
         root = self._root
         known = self._known
-        seen: dict[tuple[int, int], _Known] = {}
-        rows: list[tuple[int, int, _Known, int, int, int]] = []
-        updates: list[tuple[_Known, int, int, int]] = []
         primed = self._primed
-        for entry in os.listdir(root):
-            if not entry.isdigit():
-                continue
+        reads: list[_Read] = []
+        failed: list[int] = []
+        for pid in targets:
             try:
-                raw = _read_small(f"{root}/{entry}/stat")
+                raw = _read_small(f"{root}/{pid}/stat")
             except OSError:
-                continue  # vanished between listdir and read
+                failed.append(pid)  # vanished between the listing and the read
+                continue
             close = raw.rfind(b")")
             fields = raw[close + 2 :].split()
             if len(fields) < 22:
+                failed.append(pid)
                 continue
-            pid = int(entry)
             starttime = int(fields[19])
             ticks = int(fields[11]) + int(fields[12])
             child_ticks = int(fields[13]) + int(fields[14])
-            key = (pid, starttime)
-            info = known.get(key)
-            if info is None:
+            ppid = int(fields[1])
+            info = known.get(pid)
+            if info is None or info.starttime != starttime:
                 comm = raw[raw.find(b"(") + 1 : close].decode("utf-8", "replace")
-                info = self._new_process(pid, comm, int(fields[1]))
+                info = self._new_process(pid, comm, ppid, starttime)
                 if info is None:
+                    failed.append(pid)
                     continue
-                delta = ticks if primed else 0
-                child_delta = child_ticks if primed else 0
+                delta, child_delta = (ticks, child_ticks) if primed else (0, 0)
             else:
-                delta = ticks - info.ticks
-                child_delta = child_ticks - info.child_ticks
-            updates.append((info, ticks, child_ticks, int(fields[1])))
-            seen[key] = info
-            if primed:
-                rows.append((pid, starttime, info, delta, child_delta, int(fields[21])))
-        # Only a scan that finished moves the baselines: one that failed part-way (out of
-        # file descriptors) leaves them, so the next scan charges the whole window.
-        for info, ticks, child_ticks, ppid in updates:
-            info.ticks, info.child_ticks, info.ppid = ticks, child_ticks, ppid
-        self._known = seen
-        if not primed:
-            self._primed = True
-            return []
-        charged = _charged_to_live_ancestors(known, seen)
-        out: list[ProcessActivity] = []
-        for pid, starttime, info, delta, child_delta, rss_pages in rows:
-            reaped = max(0, child_delta - charged.get(pid, 0)) if pid > 2 else 0
-            out.append(
-                ProcessActivity(
-                    pid,
-                    starttime,
-                    info.name,
-                    info.app,
-                    max(0, delta) + reaped,
-                    rss_pages * PAGE_SIZE,
-                    reaped_ticks=reaped,
-                )
-            )
-        return out
+                delta, child_delta = ticks - info.ticks, child_ticks - info.child_ticks
+                if reconcile or (pid in found_in and found_in[pid] != info.group):
+                    info = self._recheck_cgroup(info)
+            reads.append(_Read(info, ticks, child_ticks, delta, child_delta, ppid, int(fields[21])))
+        return reads, failed
 
-    def _new_process(self, pid: int, comm: str, ppid: int) -> _Known | None:
+    def _vanished(
+        self, listing: set[str], reads: list[_Read], failed: list[int], full: bool
+    ) -> list[_Known]:
+        """Known processes gone since the last scan (exited, or their pid reused)."""
+        known = self._known
+        if full:  # every pid was read: whoever was not read as itself is gone
+            alive = {(r.info.pid, r.info.starttime) for r in reads}
+            return [info for info in known.values() if (info.pid, info.starttime) not in alive]
+        gone = [known[int(e)] for e in self._listing.difference(listing) if int(e) in known]
+        gone += [known[pid] for pid in failed if pid in known]
+        gone += [
+            old
+            for r in reads
+            if (old := known.get(r.info.pid)) is not None and old.starttime != r.info.starttime
+        ]
+        return gone
+
+    def _apply(
+        self,
+        reads: list[_Read],
+        vanished: list[_Known],
+        usage: dict[str, int | None],
+        listing: set[str],
+    ) -> None:
+        """Move the baselines: forget the vanished, record what was read."""
+        known = self._known
+        for info in vanished:
+            if known.get(info.pid) is info:
+                del known[info.pid]
+            self._untrack(info)
+        for r in reads:
+            info = r.info
+            old = known.get(info.pid)
+            if old is not info:
+                if old is not None:
+                    self._untrack(old)
+                known[info.pid] = info
+                self._track(info)
+            info.ticks, info.child_ticks, info.ppid = r.ticks, r.child_ticks, r.ppid
+            info.rss_pages = r.rss_pages
+        for group in usage:
+            if group in self._members:
+                self._usage[group] = usage[group]
+            else:
+                self._usage.pop(group, None)
+        self._listing = listing
+
+    def _track(self, info: _Known) -> None:
+        if info.group is None:
+            self._ungated.add(info.pid)
+        else:
+            self._members.setdefault(info.group, set()).add(info.pid)
+
+    def _untrack(self, info: _Known) -> None:
+        if info.group is None:
+            self._ungated.discard(info.pid)
+            return
+        members = self._members.get(info.group)
+        if members is not None:
+            members.discard(info.pid)
+            if not members:
+                del self._members[info.group]
+
+    def _rows(self, reads: list[_Read]) -> list[ProcessActivity]:
+        """This scan's rows: fresh for the processes read, the idle row for the others."""
+        for info in self._busy:
+            if info.row is not None and info.row.cpu_ticks:
+                info.row = self._row(info, 0, 0)
+        busy: list[_Known] = []
+        for r in reads:
+            info = r.info
+            pid = info.pid
+            reaped = max(0, r.child_delta - info.precharged) if pid > 2 else 0
+            info.precharged = 0
+            ticks = max(0, r.delta) + reaped
+            row = info.row
+            if (
+                ticks
+                or row is None
+                or row.cpu_ticks
+                or row.rss_bytes != info.rss_pages * PAGE_SIZE
+            ):
+                info.row = self._row(info, ticks, reaped)
+            if ticks:
+                busy.append(info)
+        self._busy = busy
+        return [info.row for info in self._known.values() if info.row is not None]
+
+    @staticmethod
+    def _row(info: _Known, ticks: int, reaped: int) -> ProcessActivity:
+        return ProcessActivity(
+            info.pid,
+            info.starttime,
+            info.name,
+            info.app,
+            ticks,
+            info.rss_pages * PAGE_SIZE,
+            reaped_ticks=reaped,
+            ticks_per_s=CLK_TCK,
+        )
+
+    def _new_process(self, pid: int, comm: str, ppid: int, starttime: int) -> _Known | None:
+        """Name a process first seen (its command line, cgroup and owner are read once)."""
         base = f"{self._root}/{pid}"
         try:
             cmdline = _read_small(f"{base}/cmdline").rstrip(b"\0").replace(b"\0", b" ")
@@ -260,12 +446,26 @@ class ProcScanner:
             kernel_thread=kernel,
             ppid=ppid,
         )
-        return _Known(comm, self._namer.name(facts), 0)
+        group = cgroup_cpu.group_of(cgroup, self._gate) if self._gate is not None else None
+        return _Known(pid, comm, self._namer.name(facts), starttime, group, cgroup)
+
+    def _recheck_cgroup(self, info: _Known) -> _Known:
+        """The same process, renamed if its cgroup changed since it was named."""
+        try:
+            text = _read_small(f"{self._root}/{info.pid}/cgroup").decode("utf-8", "replace")
+        except OSError:
+            return info  # vanishing: the next scan forgets it
+        if text == info.cgroup_text:
+            return info
+        renamed = self._new_process(info.pid, info.name, info.ppid, info.starttime)
+        if renamed is None:
+            return info
+        renamed.ticks, renamed.child_ticks = info.ticks, info.child_ticks
+        renamed.precharged, renamed.rss_pages = info.precharged, info.rss_pages
+        return renamed
 
 
-def _charged_to_live_ancestors(
-    known: dict[tuple[int, int], _Known], seen: dict[tuple[int, int], _Known]
-) -> dict[int, int]:
+def _charged_to_live_ancestors(known: dict[int, _Known], vanished: list[_Known]) -> dict[int, int]:
     """Ticks already charged to vanished processes, keyed by their nearest live ancestor.
 
     When a process exits, its parent's ``cutime`` grows by its whole CPU time and that
@@ -274,20 +474,18 @@ def _charged_to_live_ancestors(
     (a child and grandchild that exit in the same interval both land on the live
     grandparent). An ancestor that reused a vanished pid is not the same process.
     """
-    vanished = [key for key in known if key not in seen]
     if not vanished:
         return {}  # the usual cycle: nothing to walk
-    previous = {key[0]: key for key in known}
+    gone = {id(info) for info in vanished}
     charged: dict[int, int] = {}
-    for key in vanished:
-        gone = known[key]
-        ancestor = gone.ppid
+    for info in vanished:
+        ancestor = info.ppid
         for _ in range(64):  # a pid cycle cannot occur, but never loop on bad input
-            old_key = previous.get(ancestor)
-            if old_key is None or old_key in seen:
+            old = known.get(ancestor)
+            if old is None or id(old) not in gone:
                 break  # live (or never seen): it reaped the vanished subtree
-            ancestor = known[old_key].ppid
-        charged[ancestor] = charged.get(ancestor, 0) + gone.ticks + gone.child_ticks
+            ancestor = old.ppid
+        charged[ancestor] = charged.get(ancestor, 0) + info.ticks + info.child_ticks
     return charged
 
 
