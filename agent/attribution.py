@@ -76,9 +76,9 @@ def attribute(
 
     ticks = cpu_ticks(processes)
     tick_sum = sum(ticks)
-    rss = [max(0, p.rss_bytes) for p in processes]
+    rss = [m if (m := p.rss_bytes) > 0 else 0 for p in processes]
     rss_sum = sum(rss)
-    index_of_pid = {p.pid: i for i, p in enumerate(processes)}
+    index_of_pid: dict[int, int] = {}  # built for the first GPU reading
 
     for r in readings:
         static = min(max(0.0, r.static_joules), r.joules) if r.joules > 0 else 0.0
@@ -98,6 +98,8 @@ def attribute(
             given = _split(per_kind["dram"], dynamic, rss, rss_sum)
             unattributed["dram"] += dynamic - given
         else:
+            if not index_of_pid:
+                index_of_pid.update((p.pid, i) for i, p in enumerate(processes))
             weights, weight_total = _gpu_weights(r, n, index_of_pid)
             given = _split(per_kind["gpu"], dynamic, weights, weight_total)
             unattributed["gpu"] += dynamic - given
@@ -131,7 +133,7 @@ def cpu_ticks(processes: Sequence[ProcessActivity]) -> list[int]:
     ``ProcessActivity.cpu_ticks`` already includes the children a process reaped during
     the interval (see ``agent.procfs``); negative values cannot carry energy.
     """
-    return [max(0, p.cpu_ticks) for p in processes]
+    return [t if (t := p.cpu_ticks) > 0 else 0 for p in processes]
 
 
 def _split(into: list[float], joules: float, weights: Sequence[float], denominator: float) -> float:
@@ -196,23 +198,30 @@ def _app_rows(
     gpu_share: Sequence[float],
     capacity: _Capacity,
 ) -> tuple[AppEnergy, ...]:
-    """One row per app that used energy or capacity (ticks, memory, a GPU)."""
+    """One row per app that used energy or capacity (ticks, memory, a GPU).
+
+    A process that used nothing but memory (most of them, most intervals) only adds
+    its RSS: the loop stays cheap with thousands of idle processes.
+    """
+    cpu_j, dram_j, gpu_j = per_kind["cpu"], per_kind["dram"], per_kind["gpu"]
     sums: dict[str, list[float]] = {}
     for i, p in enumerate(processes):
-        row = (
-            per_kind["cpu"][i],
-            per_kind["dram"][i],
-            per_kind["gpu"][i],
-            float(max(0, p.cpu_ticks)),
-            float(max(0, p.rss_bytes)),
-            gpu_share[i],
-            max(0.0, p.cpu_s),
-        )
-        if not any(row):
-            continue
-        acc = sums.setdefault(p.app, [0.0] * len(row))
-        for k, v in enumerate(row):
-            acc[k] += v
+        if cpu_j[i] or dram_j[i] or gpu_j[i] or p.cpu_ticks > 0 or gpu_share[i]:
+            row = (
+                cpu_j[i],
+                dram_j[i],
+                gpu_j[i],
+                float(max(0, p.cpu_ticks)),
+                float(max(0, p.rss_bytes)),
+                gpu_share[i],
+                max(0.0, p.cpu_s),
+            )
+            acc = sums.setdefault(p.app, [0.0] * len(row))
+            for k, v in enumerate(row):
+                acc[k] += v
+        elif p.rss_bytes > 0:
+            acc = sums.get(p.app) or sums.setdefault(p.app, [0.0] * 7)
+            acc[4] += p.rss_bytes
     apps = [
         AppEnergy(
             app,

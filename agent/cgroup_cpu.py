@@ -76,16 +76,13 @@ def read_usage(hierarchy: Hierarchy, group: str) -> int | None:
         return None
 
 
-def read_members(hierarchy: Hierarchy, group: str) -> set[int] | None:
-    """The pids directly in the group (``cgroup.procs``), None if unreadable."""
+def read_members(hierarchy: Hierarchy, group: str) -> set[str] | None:
+    """The pids directly in the group (``cgroup.procs``), as ``/proc`` names them."""
     try:
         raw = _read_all(f"{hierarchy.mount}{group.rstrip('/')}/cgroup.procs")
     except OSError:
         return None
-    try:
-        return {int(p) for p in raw.split()}
-    except ValueError:
-        return None
+    return set(raw.decode("ascii", "replace").split())
 
 
 def _read(path: str) -> bytes:

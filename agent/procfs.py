@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,9 +125,12 @@ class ProcScanner:
         self_pid: int = 0,
         cgroup_root: str | None = None,
         full_scan_every: int = 60,
+        trust_loadavg: bool | None = None,
     ) -> None:
         """``cgroup_root`` (e.g. ``/sys/fs/cgroup``) turns on reading only the processes
-        of cgroups that ran; ``full_scan_every`` scans, every process is read anyway."""
+        of cgroups that ran; ``full_scan_every`` scans, every process is read anyway.
+        ``trust_loadavg``: whether ``root``'s ``loadavg`` names the newest pid of its
+        processes (default: when ``root`` is this process's own ``/proc``)."""
         self._namer = namer
         self._root = root
         self._known: dict[int, _Known] = {}  # by pid; the record holds its starttime
@@ -135,11 +139,17 @@ class ProcScanner:
         self.full_scan_every = max(1, full_scan_every)
         self._since_full = 0
         self._listing: set[str] = set()  # the last scan's /proc entries
-        self._members: dict[str, set[int]] = {}  # cgroup → pids named in it
+        self._members: dict[str, set[str]] = {}  # cgroup → pids named in it (as in /proc)
         self._usage: dict[str, int | None] = {}  # cgroup → usage when last looked at
-        self._ungated: set[int] = set()  # pids in no readable cgroup: read every scan
+        self._ungated: set[str] = set()  # pids in no readable cgroup: read every scan
         self._busy: list[_Known] = []  # processes that reported ticks in the last scan
         self.last_read = 0  # /proc/PID/stat files the last scan read
+        # /proc/loadavg's newest pid is that of the reader's pid namespace: only trusted
+        # for the /proc this process itself sees.
+        self._own_proc = (
+            os.path.realpath(root) == "/proc" if trust_loadavg is None else trust_loadavg
+        )
+        self._last_pid: int | None = None
         self._cpu_prev: CpuTimes | None = None
         self.packages = _cpu_packages(sys_root)
         self.memory_total_bytes = _memory_total(root)
@@ -231,20 +241,30 @@ class ProcScanner:
         """
         primed = self._primed
         reconcile = primed and self._since_full + 1 >= self.full_scan_every
+        last_pid = self._read_last_pid()  # first: a fork after it changes it for next time
         usage = self._read_usage()  # before the listing and the reads: see the docstring
-        listing = set(os.listdir(self._root))
         full = not primed or reconcile or self._gate is None
+        # No fork since the last scan (the newest pid is the same): no new process, and
+        # the listing is only needed to see who was reaped, which a read shows (below).
+        reuse = not full and last_pid is not None and last_pid == self._last_pid
+        listing = self._listing if reuse else set(os.listdir(self._root))
+        targets: Collection[str]
         if full:
-            targets = [int(e) for e in listing if e.isdigit()]
+            targets = [e for e in listing if e.isdigit()]
             found_in: dict[int, str] = {}
         else:
             targets, found_in = self._gated_targets(listing, usage)
         reads, failed = self._read_stats(targets, reconcile, found_in)
+        if reuse and any(r.child_delta > 0 for r in reads):
+            # Someone reaped a child: list /proc now to see which processes are gone. Keep
+            # as seen only what the last listing had, so a pid forked since stays new.
+            listing = self._listing & set(os.listdir(self._root))
         # Only a scan that finished moves the baselines: one that failed part-way (out of
         # file descriptors) raised above and left them, so the next scan charges the window.
         vanished = self._vanished(listing, reads, failed, full)
         charged = _charged_to_live_ancestors(self._known, vanished)
         self._apply(reads, vanished, usage, listing)
+        self._last_pid = last_pid
         self.last_read = len(reads)
         self._since_full = 0 if reconcile or not primed else self._since_full + 1
         if not primed:
@@ -258,6 +278,15 @@ class ProcScanner:
                 live.precharged += ticks
         return self._rows(reads)
 
+    def _read_last_pid(self) -> int | None:
+        """The newest pid (``/proc/loadavg``), where ``/proc`` is this agent's own."""
+        if not self._own_proc:
+            return None
+        try:
+            return int(_read_small(f"{self._root}/loadavg").rsplit(None, 1)[-1])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def _read_usage(self) -> dict[str, int | None]:
         """Each tracked cgroup's CPU usage counter now (None: unreadable)."""
         gate = self._gate
@@ -267,28 +296,34 @@ class ProcScanner:
 
     def _gated_targets(
         self, listing: set[str], usage: dict[str, int | None]
-    ) -> tuple[list[int], dict[int, str]]:
+    ) -> tuple[set[str], dict[int, str]]:
         """The pids to read when the cgroup counters say who ran, and who is in which group.
 
         New entries of the listing, processes outside any readable group, and the
         members of every group whose counter moved (as known, and as its
         ``cgroup.procs`` says now: a process that moved in is read and renamed).
+        Pids are ``/proc``'s names for them, so the set work stays in C.
         """
         assert self._gate is not None
-        pids = {int(e) for e in listing.difference(self._listing) if e.isdigit()}
-        pids.update(self._ungated)
+        pids = {e for e in listing.difference(self._listing) if e.isdigit()}
+        pids |= self._ungated
         found_in: dict[int, str] = {}
         for group, now in usage.items():
             if now is not None and now == self._usage.get(group):
                 continue
-            pids.update(self._members[group])
-            for pid in cgroup_cpu.read_members(self._gate, group) or ():
-                found_in[pid] = group
-                pids.add(pid)
-        return [p for p in pids if str(p) in listing], found_in
+            named = self._members[group]
+            pids |= named
+            members = cgroup_cpu.read_members(self._gate, group)
+            if members:
+                pids |= members
+                for entry in members.difference(named):
+                    if entry.isdigit():
+                        found_in[int(entry)] = group
+        pids &= listing
+        return pids, found_in
 
     def _read_stats(
-        self, targets: list[int], reconcile: bool, found_in: dict[int, str]
+        self, targets: Collection[str], reconcile: bool, found_in: dict[int, str]
     ) -> tuple[list[_Read], list[int]]:
         """Read and parse each target's ``/proc/PID/stat``; also the pids that vanished."""
         root = self._root
@@ -296,9 +331,10 @@ class ProcScanner:
         primed = self._primed
         reads: list[_Read] = []
         failed: list[int] = []
-        for pid in targets:
+        for entry in targets:
+            pid = int(entry)
             try:
-                raw = _read_small(f"{root}/{pid}/stat")
+                raw = _read_small(f"{root}/{entry}/stat")
             except OSError:
                 failed.append(pid)  # vanished between the listing and the read
                 continue
@@ -341,7 +377,7 @@ class ProcScanner:
             for r in reads
             if (old := known.get(r.info.pid)) is not None and old.starttime != r.info.starttime
         ]
-        return gone
+        return list({id(info): info for info in gone}.values())  # each once
 
     def _apply(
         self,
@@ -372,20 +408,23 @@ class ProcScanner:
             else:
                 self._usage.pop(group, None)
         self._listing = listing
+        for info in vanished:
+            if info.pid not in known:
+                listing.discard(str(info.pid))  # a reuse of its pid is then a new entry
 
     def _track(self, info: _Known) -> None:
         if info.group is None:
-            self._ungated.add(info.pid)
+            self._ungated.add(str(info.pid))
         else:
-            self._members.setdefault(info.group, set()).add(info.pid)
+            self._members.setdefault(info.group, set()).add(str(info.pid))
 
     def _untrack(self, info: _Known) -> None:
         if info.group is None:
-            self._ungated.discard(info.pid)
+            self._ungated.discard(str(info.pid))
             return
         members = self._members.get(info.group)
         if members is not None:
-            members.discard(info.pid)
+            members.discard(str(info.pid))
             if not members:
                 del self._members[info.group]
 

@@ -75,6 +75,7 @@ class World:
         self.cg.add(group, pid)
         self._write(pid)
         self.cg.charge(group, 3)  # a new process runs (fork, exec)
+        (self.proc.root / "loadavg").write_text(f"0.00 0.00 0.00 1/{len(self.procs)} {pid}\n")
         return pid
 
     def run(self, pid: int, ticks: int, rss_pages: int | None = None) -> None:
@@ -86,12 +87,19 @@ class World:
         self._write(pid)
         self.cg.charge(p.group, ticks * USEC_PER_TICK + 1)
 
-    def exit(self, pid: int, reap: bool = True, charge_reaper: bool = True) -> None:
-        """The process exits; its parent (if known and alive) reaps it and runs."""
+    def exit(
+        self, pid: int, reap: bool = True, charge_reaper: bool = True, zombie: bool = False
+    ) -> None:
+        """The process exits; its parent (if known and alive) reaps it and runs.
+
+        ``zombie``: it exited in an earlier interval (its group moved then) and is
+        only reaped now, so its group does not move now.
+        """
         p = self.procs.pop(pid)
         self.proc.remove_process(pid)
         self.cg.remove(p.group, pid)
-        self.cg.charge(p.group, 2)  # the exit path runs in the process's group
+        if not zombie:
+            self.cg.charge(p.group, 2)  # the exit path runs in the process's group
         parent = self.procs.get(p.ppid)
         if reap and parent is not None:
             parent.cutime += p.utime + p.cutime
@@ -112,11 +120,17 @@ class World:
         return busy
 
 
-def _scanners(world: World) -> tuple[ProcScanner, ProcScanner]:
+def _scanners(world: World, trust_loadavg: bool = True) -> tuple[ProcScanner, ProcScanner]:
     root, sys_root = str(world.proc.root), str(world.tmp / "sys")
     full = ProcScanner(AppNamer(), root, sys_root, self_pid=1, full_scan_every=1)
     gated = ProcScanner(
-        AppNamer(), root, sys_root, self_pid=1, cgroup_root=str(world.cg.root), full_scan_every=999
+        AppNamer(),
+        root,
+        sys_root,
+        self_pid=1,
+        cgroup_root=str(world.cg.root),
+        full_scan_every=999,
+        trust_loadavg=trust_loadavg,
     )
     return full, gated
 
@@ -169,13 +183,16 @@ def _server(world: World, services: int, idle_each: int) -> dict[str, list[int]]
     return layout
 
 
+@pytest.mark.parametrize("trust_loadavg", [True, False], ids=["newest-pid", "always-list"])
 @pytest.mark.parametrize("seed", range(6))
-def test_gated_scan_attributes_what_a_full_scan_attributes(tmp_path: Path, seed: int) -> None:
+def test_gated_scan_attributes_what_a_full_scan_attributes(
+    tmp_path: Path, seed: int, trust_loadavg: bool
+) -> None:
     rng = random.Random(seed)
     world = World(tmp_path)
     layout = _server(world, services=8, idle_each=6)
     groups = list(layout)
-    full, gated = _scanners(world)
+    full, gated = _scanners(world, trust_loadavg)
     assert full.scan() == [] and gated.scan() == []
     read_full = read_gated = 0
     for step in range(30):
@@ -188,8 +205,8 @@ def test_gated_scan_attributes_what_a_full_scan_attributes(tmp_path: Path, seed:
             world.run(child, rng.randint(1, 20))
             if rng.random() < 0.7:
                 world.exit(child)
-        if rng.random() < 0.3:  # a process exits
-            world.exit(rng.choice(list(world.procs)))
+        if rng.random() < 0.3:  # a process exits (reaped by its parent, or by nobody we see)
+            world.exit(rng.choice(list(world.procs)), reap=rng.random() < 0.7)
         if rng.random() < 0.2:  # a process moves to another group and runs there
             pid = rng.choice(list(world.procs))
             world.move(pid, rng.choice(groups))
@@ -299,3 +316,21 @@ def test_without_a_cgroup_tree_every_process_is_read(tmp_path: Path) -> None:
     s.scan()
     s.scan()
     assert s.last_read == 6
+
+
+def test_a_zombie_reaped_with_no_fork_since_is_seen_gone_through_its_reaper(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    layout = _server(world, services=2, idle_each=3)
+    parent = layout["/system.slice/svc0.service"][0]
+    child = world.spawn("/system.slice/svc1.service", ppid=parent)
+    full, gated = _scanners(world, trust_loadavg=True)
+    full.scan(), gated.scan()
+    world.run(child, 9)
+    a, b = {p.pid: p for p in full.scan()}, {p.pid: p for p in gated.scan()}
+    assert a[child].cpu_ticks == b[child].cpu_ticks == 9
+    world.exit(child, zombie=True)  # no fork since: the newest pid is unchanged
+    a, b = {p.pid: p for p in full.scan()}, {p.pid: p for p in gated.scan()}
+    assert child not in a and child not in b
+    assert a[parent].cpu_ticks == b[parent].cpu_ticks == 0  # its 9 ticks counted once
