@@ -52,6 +52,7 @@ class ComponentReading:
     static_joules: float = 0.0
     static_source: str = ""
     model: str | None = None
+    package: int | None = None  # the CPU package (socket) a cpu/dram reading is on
 
     @property
     def dynamic_joules(self) -> float:

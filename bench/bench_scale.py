@@ -324,6 +324,7 @@ def time_layout(rounds: int, interval: float, naive_every: int, store_dir: str) 
         out = real_scan()
         t.gated_scan.append(time.process_time() - c)
         t.gated_read.append(gated.scanner.last_read)
+        t.processes.append(len(out))
         return out
 
     setattr(gated.scanner, "scan", timed_scan)  # noqa: B010 - instance-level wrap
@@ -338,7 +339,6 @@ def time_layout(rounds: int, interval: float, naive_every: int, store_dir: str) 
             store.write([result])
             if keep:
                 into.append(time.process_time() - c)
-                t.processes.append(len(result.processes))
 
         return run
 
@@ -361,6 +361,7 @@ def time_layout(rounds: int, interval: float, naive_every: int, store_dir: str) 
             if not keep:
                 t.gated_scan.clear()
                 t.gated_read.clear()
+                t.processes.clear()
     finally:
         for s, st in ((gated, gstore), (full, fstore)):
             st.close()
@@ -395,6 +396,129 @@ def codecarbon(python: str | None, interval: float, window: float) -> dict[str, 
     if out.returncode != 0:
         return f"not measured: codecarbon failed: {out.stderr.strip().splitlines()[-1:]}"
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# -- NVML on many GPUs ---------------------------------------------------------------
+
+#: Per-call latency (s) recorded on an H200 (tests/fixtures/nvml/nvml-two-process-trace.json,
+#: ``call_ms``): total-energy counter, per-process utilisation, running processes.
+H200_CALL_S = {"energy": 0.003505, "proc_util": 0.002172, "running": 0.00016}
+
+
+class SlowNvml:
+    """Stands in for pynvml: each device call sleeps as long as it took on an H200.
+
+    A sleep stands for the driver call (the thread waits and holds no GIL, as in a
+    ctypes call); what is measured is the sensor's own work and the wall time of a read.
+    """
+
+    class NVMLError(Exception):
+        value = 999
+
+    NVML_ERROR_NOT_FOUND = 6
+    NVML_ERROR_NOT_SUPPORTED = 3
+    NVML_ERROR_FUNCTION_NOT_FOUND = 13
+
+    def __init__(self, gpus: int) -> None:
+        self.gpus = gpus
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlShutdown(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return self.gpus
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:
+        return f"GPU-stand-in-{handle}"
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return "H200 stand-in"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
+        time.sleep(H200_CALL_S["energy"])
+        return int(time.monotonic() * 700_000)  # a GPU drawing 700 W (mJ)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: int, last_seen: int) -> list[Any]:
+        time.sleep(H200_CALL_S["proc_util"])
+        return []
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[Any]:
+        time.sleep(H200_CALL_S["running"])
+        return []
+
+
+def time_nvml(gpus: int, reads: int) -> dict[str, float]:
+    """Wall and CPU per read of ``gpus`` stand-in GPUs, serial and in parallel."""
+    from agent.records import CpuActivity
+    from agent.sensors.base import IntervalContext
+    from agent.sensors.nvml import NvmlSensor
+    from agent.static_power import StaticPowerLearner
+
+    ctx = IntervalContext(1.0, CpuActivity(0, 0, 1), 1)
+    out: dict[str, float] = {"gpus": gpus}
+    for mode, parallel in (("serial", False), ("parallel", True)):
+        sensor = NvmlSensor(
+            idle_watts=70.0, nvml=SlowNvml(gpus), parallel=parallel, static=StaticPowerLearner("n")
+        )
+        sensor.open()
+        walls, cpus = [], []
+        try:
+            for _ in range(reads):
+                w, c = time.perf_counter(), time.process_time()
+                assert len(sensor.read(ctx)) == gpus
+                walls.append(time.perf_counter() - w)
+                cpus.append(time.process_time() - c)
+        finally:
+            sensor.close()
+        out[f"{mode}_wall_ms"] = ms(walls)
+        out[f"{mode}_cpu_ms"] = ms(cpus)
+    return out
+
+
+def nvml_section(rows: list[dict[str, float]]) -> dict[str, Any]:
+    text = (
+        "NVML on many GPUs: the real `NvmlSensor` reading a stand-in for pynvml whose "
+        "device calls *sleep* for the latency recorded on an H200 (energy counter "
+        f"{H200_CALL_S['energy'] * 1000:.2f} ms, per-process utilisation "
+        f"{H200_CALL_S['proc_util'] * 1000:.2f} ms, running processes "
+        f"{H200_CALL_S['running'] * 1000:.2f} ms; no GPU here). The wall time is what a "
+        "read adds to the cycle's latency; CPU is this process's (the sensor's Python "
+        "and, in parallel, the thread hand-offs), not the driver's, which a sleep cannot "
+        "show. At a 1 s interval the wall time is the share of the interval the read "
+        "takes."
+    )
+    table_rows = [
+        [
+            f"{r['gpus']:.0f}",
+            f"{r['serial_wall_ms']:.1f}",
+            f"{r['parallel_wall_ms']:.1f}",
+            f"{r['serial_cpu_ms']:.2f}",
+            f"{r['parallel_cpu_ms']:.2f}",
+            f"{r['parallel_wall_ms'] / 10:.1f}",
+        ]
+        for r in rows
+    ]
+    return {
+        "heading": "NVML reads on 1–8 GPUs (ms per read, medians)",
+        "text": text,
+        "table": {
+            "columns": [
+                "GPUs",
+                "serial wall",
+                "parallel wall",
+                "serial CPU",
+                "parallel CPU",
+                "parallel wall, % of a 1 s interval",
+            ],
+            "rows": table_rows,
+        },
+    }
 
 
 # -- the report -----------------------------------------------------------------------
@@ -543,11 +667,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--big", type=int, default=10_000, help="processes of the large case")
     p.add_argument("--codecarbon-python", help="an interpreter with codecarbon installed")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument(
+        "--gpus-only", action="store_true", help="only the NVML section, merged into --output"
+    )
     return p.parse_args(argv)
+
+
+def nvml_rows(reads: int) -> list[dict[str, float]]:
+    rows = [time_nvml(n, reads) for n in (1, 2, 4, 8)]
+    for r in rows:
+        log(json.dumps(r))
+    return rows
+
+
+def merge_nvml(path: Path, reads: int) -> dict[str, Any]:
+    """Replace (or add) the NVML section of an existing results file."""
+    res = dict(json.loads(path.read_text(encoding="utf-8")))
+    section = nvml_section(nvml_rows(reads))
+    res["sections"] = [s for s in res["sections"] if s["heading"] != section["heading"]]
+    res["sections"].append(section)
+    return res
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.gpus_only:
+        res = merge_nvml(args.output, 10 if args.quick else 40)
+        args.output.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+        print(json.dumps(res, indent=1, ensure_ascii=False))
+        return 0
     rounds = 6 if args.quick else args.rounds
     big = 2_000 if args.quick else args.big
     layouts = [
@@ -595,6 +743,7 @@ def main(argv: list[str]) -> int:
         "codecarbon": cc,
     }
     res = result_json(figures)
+    res["sections"].append(nvml_section(nvml_rows(40)))
     res["figures"] = figures
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
