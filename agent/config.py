@@ -470,6 +470,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("store.top_processes: must be 0 or more")
     if cfg.max_process_names_per_day < 1:
         raise ConfigError("max_process_names_per_day: must be 1 or more")
+    if cfg.procfs.full_scan_every < 1:
+        raise ConfigError("procfs.full_scan_every: must be 1 or more")
     model = cfg.sensors.model
     for key in ("min_w_per_vcpu", "max_w_per_vcpu", "memory_w_per_gb"):
         value = getattr(model, key)
