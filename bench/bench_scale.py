@@ -622,7 +622,7 @@ def result_json(figures: dict[str, Any]) -> dict[str, Any]:
                         "processes",
                         "stat files read (gated)",
                         "gated cycle",
-                        "full cycle (before)",
+                        "full cycle (every process read)",
                         "amortised cycle",
                         "naive psutil scan",
                         "amortised ÷ naive",
