@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from agent.procfs import CLK_TCK
 from agent.records import (
     IDLE_APP,
     UNATTRIBUTED_APP,
@@ -77,9 +76,9 @@ def attribute(
 
     ticks = cpu_ticks(processes)
     tick_sum = sum(ticks)
-    rss = [max(0, p.rss_bytes) for p in processes]
+    rss = [m if (m := p.rss_bytes) > 0 else 0 for p in processes]
     rss_sum = sum(rss)
-    index_of_pid = {p.pid: i for i, p in enumerate(processes)}
+    index_of_pid: dict[int, int] = {}  # built for the first GPU reading
 
     for r in readings:
         static = min(max(0.0, r.static_joules), r.joules) if r.joules > 0 else 0.0
@@ -99,6 +98,8 @@ def attribute(
             given = _split(per_kind["dram"], dynamic, rss, rss_sum)
             unattributed["dram"] += dynamic - given
         else:
+            if not index_of_pid:
+                index_of_pid.update((p.pid, i) for i, p in enumerate(processes))
             weights, weight_total = _gpu_weights(r, n, index_of_pid)
             given = _split(per_kind["gpu"], dynamic, weights, weight_total)
             unattributed["gpu"] += dynamic - given
@@ -108,7 +109,7 @@ def attribute(
     # The CPU capacity is what /proc/stat counted over the interval (all CPUs' ticks,
     # idle and steal included); the wall clock only when no /proc/stat delta is known.
     seconds = max(0.0, (end - start).total_seconds())
-    kernel_ticks = cpu.total_ticks or seconds * max(1, cpu.cpu_count) * CLK_TCK
+    kernel_ticks = cpu.total_ticks or seconds * max(1, cpu.cpu_count) * cpu.ticks_per_s
     capacity = _Capacity(
         cpu_ticks=max(kernel_ticks, tick_sum),
         memory_bytes=max(memory_total_bytes, rss_sum),
@@ -132,7 +133,7 @@ def cpu_ticks(processes: Sequence[ProcessActivity]) -> list[int]:
     ``ProcessActivity.cpu_ticks`` already includes the children a process reaped during
     the interval (see ``agent.procfs``); negative values cannot carry energy.
     """
-    return [max(0, p.cpu_ticks) for p in processes]
+    return [t if (t := p.cpu_ticks) > 0 else 0 for p in processes]
 
 
 def _split(into: list[float], joules: float, weights: Sequence[float], denominator: float) -> float:
@@ -174,7 +175,7 @@ def _process_rows(
 ) -> tuple[ProcessEnergy, ...]:
     cpu_j, dram_j, gpu_j = per_kind["cpu"], per_kind["dram"], per_kind["gpu"]
     rows = [
-        ProcessEnergy(p.pid, p.name, p.app, p.cpu_ticks / CLK_TCK, cpu_j[i], dram_j[i], gpu_j[i])
+        ProcessEnergy(p.pid, p.name, p.app, p.cpu_s, cpu_j[i], dram_j[i], gpu_j[i])
         for i, p in enumerate(processes)
         if cpu_j[i] or dram_j[i] or gpu_j[i]
     ]
@@ -197,35 +198,43 @@ def _app_rows(
     gpu_share: Sequence[float],
     capacity: _Capacity,
 ) -> tuple[AppEnergy, ...]:
-    """One row per app that used energy or capacity (ticks, memory, a GPU)."""
+    """One row per app that used energy or capacity (ticks, memory, a GPU).
+
+    A process that used nothing but memory (most of them, most intervals) only adds
+    its RSS: the loop stays cheap with thousands of idle processes.
+    """
+    cpu_j, dram_j, gpu_j = per_kind["cpu"], per_kind["dram"], per_kind["gpu"]
     sums: dict[str, list[float]] = {}
     for i, p in enumerate(processes):
-        row = (
-            per_kind["cpu"][i],
-            per_kind["dram"][i],
-            per_kind["gpu"][i],
-            float(max(0, p.cpu_ticks)),
-            float(max(0, p.rss_bytes)),
-            gpu_share[i],
-        )
-        if not any(row):
-            continue
-        acc = sums.setdefault(p.app, [0.0] * len(row))
-        for k, v in enumerate(row):
-            acc[k] += v
+        if cpu_j[i] or dram_j[i] or gpu_j[i] or p.cpu_ticks > 0 or gpu_share[i]:
+            row = (
+                cpu_j[i],
+                dram_j[i],
+                gpu_j[i],
+                float(max(0, p.cpu_ticks)),
+                float(max(0, p.rss_bytes)),
+                gpu_share[i],
+                max(0.0, p.cpu_s),
+            )
+            acc = sums.setdefault(p.app, [0.0] * len(row))
+            for k, v in enumerate(row):
+                acc[k] += v
+        elif p.rss_bytes > 0:
+            acc = sums.get(p.app) or sums.setdefault(p.app, [0.0] * 7)
+            acc[4] += p.rss_bytes
     apps = [
         AppEnergy(
             app,
             c,
             d,
             g,
-            cpu_s=t / CLK_TCK,
+            cpu_s=cs,
             rss_bytes=int(m),
             cpu_share=t / capacity.cpu_ticks if capacity.cpu_ticks > 0 else 0.0,
             dram_share=m / capacity.memory_bytes if capacity.memory_bytes > 0 else 0.0,
             gpu_share=s / capacity.gpus if capacity.gpus else 0.0,
         )
-        for app, (c, d, g, t, m, s) in sums.items()
+        for app, (c, d, g, t, m, s, cs) in sums.items()
     ]
     apps.sort(key=lambda a: a.joules, reverse=True)
     return tuple(apps)

@@ -82,6 +82,8 @@ SensorsConfig = SENSORS.compose(SensorsConfig)  # type: ignore[misc]
 class ProcfsConfig:
     root: str = "/proc"
     sys_root: str = "/sys"  # for CPU topology (package of each CPU)
+    cgroup_root: str = "/sys/fs/cgroup"  # per-cgroup CPU usage: read only groups that ran
+    full_scan_every: int = 60  # every N scans read every process (RSS, cgroup moves)
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("host: must not be empty")
     if cfg.max_process_names_per_day < 1:
         raise ConfigError("max_process_names_per_day: must be 1 or more")
+    if cfg.procfs.full_scan_every < 1:
+        raise ConfigError("procfs.full_scan_every: must be 1 or more")
     _validate_sensors(cfg.sensors)
     _validate_grid(cfg.grid)
     _validate_embodied(cfg.embodied)

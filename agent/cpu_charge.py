@@ -37,9 +37,14 @@ def charge_once(
     ``capacity_ticks`` is the interval's ticks over all CPUs (``/proc/stat``'s total);
     0 or less means unknown and skips the per-process cap.
     """
-    rows = [_capped(p, capacity_ticks) for p in processes]
-    clamped = sum(p.cpu_ticks for p in processes) - sum(p.cpu_ticks for p in rows)
-    excess = sum(p.cpu_ticks for p in rows) - busy_ticks
+    ticks = sum(p.cpu_ticks for p in processes)
+    over = capacity_ticks > 0 and any(p.cpu_ticks > capacity_ticks for p in processes)
+    rows = [_capped(p, capacity_ticks) for p in processes] if over else list(processes)
+    capped = sum(p.cpu_ticks for p in rows) if over else ticks
+    clamped = ticks - capped
+    excess = capped - busy_ticks
+    if excess <= tolerance_ticks:  # the usual interval: nothing to take back
+        return ChargedTicks(tuple(rows), clamped)
     reaped_total = sum(p.reaped_ticks for p in rows)
     if excess > tolerance_ticks and reaped_total > 0:
         cut = _proportional_cuts([p.reaped_ticks for p in rows], min(excess, reaped_total))

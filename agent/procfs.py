@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import cgroup_cpu
 from agent.apps import AppNamer, ProcessFacts, parse_cgroup_file
 from agent.records import CpuActivity, ProcessActivity
 
@@ -36,11 +38,33 @@ class CpuTimes:
 
 @dataclass(slots=True)
 class _Known:
+    """What the scanner keeps about one live process between scans."""
+
+    pid: int
     name: str
     app: str
-    ticks: int  # utime + stime at the last scan
-    child_ticks: int = 0  # cutime + cstime: reaped children's CPU, at the last scan
+    starttime: int
+    group: str | None  # its cgroup in the gate's hierarchy; None: read every scan
+    cgroup_text: str  # /proc/PID/cgroup as last read (a change is a move)
+    ticks: int = 0  # utime + stime at the last read
+    child_ticks: int = 0  # cutime + cstime: reaped children's CPU, at the last read
     ppid: int = 0
+    rss_pages: int = 0
+    precharged: int = 0  # vanished descendants' ticks its cutime shows at its next read
+    row: ProcessActivity | None = None  # what it reported in the last scan
+
+
+@dataclass(slots=True)
+class _Read:
+    """One ``/proc/PID/stat`` read in this scan, applied once the scan has finished."""
+
+    info: _Known  # a new record for a process first seen (or one whose cgroup changed)
+    ticks: int
+    child_ticks: int
+    delta: int  # ticks since the last read (all of them for a process first seen)
+    child_delta: int
+    ppid: int
+    rss_pages: int
 
 
 def _busy_total(columns: list[str]) -> tuple[int, int]:
@@ -94,12 +118,38 @@ class ProcScanner:
     _stat_fd: int | None = None  # /proc/stat, kept open (see read_cpu_times)
 
     def __init__(
-        self, namer: AppNamer, root: str = "/proc", sys_root: str = "/sys", self_pid: int = 0
+        self,
+        namer: AppNamer,
+        root: str = "/proc",
+        sys_root: str = "/sys",
+        self_pid: int = 0,
+        cgroup_root: str | None = None,
+        full_scan_every: int = 60,
+        trust_loadavg: bool | None = None,
     ) -> None:
+        """``cgroup_root`` (e.g. ``/sys/fs/cgroup``) turns on reading only the processes
+        of cgroups that ran; ``full_scan_every`` scans, every process is read anyway.
+        ``trust_loadavg``: whether ``root``'s ``loadavg`` names the newest pid of its
+        processes (default: when ``root`` is this process's own ``/proc``)."""
         self._namer = namer
         self._root = root
-        self._known: dict[tuple[int, int], _Known] = {}
+        self._known: dict[int, _Known] = {}  # by pid; the record holds its starttime
         self._primed = False
+        self._gate = cgroup_cpu.detect(cgroup_root) if cgroup_root else None
+        self.full_scan_every = max(1, full_scan_every)
+        self._since_full = 0
+        self._listing: set[str] = set()  # the last scan's /proc entries
+        self._members: dict[str, set[str]] = {}  # cgroup → pids named in it (as in /proc)
+        self._usage: dict[str, int | None] = {}  # cgroup → usage when last looked at
+        self._ungated: set[str] = set()  # pids in no readable cgroup: read every scan
+        self._busy: list[_Known] = []  # processes that reported ticks in the last scan
+        self.last_read = 0  # /proc/PID/stat files the last scan read
+        # /proc/loadavg's newest pid is that of the reader's pid namespace: only trusted
+        # for the /proc this process itself sees.
+        self._own_proc = (
+            os.path.realpath(root) == "/proc" if trust_loadavg is None else trust_loadavg
+        )
+        self._last_pid: int | None = None
         self._cpu_prev: CpuTimes | None = None
         self.packages = _cpu_packages(sys_root)
         self.memory_total_bytes = _memory_total(root)
@@ -151,7 +201,7 @@ class ProcScanner:
         now = self.read_cpu_times()
         prev, self._cpu_prev = self._cpu_prev, now
         if prev is None:
-            return CpuActivity(0, 0, self.cpu_count)
+            return CpuActivity(0, 0, self.cpu_count, ticks_per_s=CLK_TCK)
         package_ticks: dict[int, list[int]] = {}
         for cpu, (busy, total) in now.per_cpu.items():
             before = prev.per_cpu.get(cpu, (busy, total))
@@ -164,6 +214,7 @@ class ProcScanner:
             total_ticks=max(0, now.total - prev.total),
             cpu_count=self.cpu_count,
             package_busy=shares,
+            ticks_per_s=CLK_TCK,
         )
 
     # -- processes ---------------------------------------------------------------
@@ -174,75 +225,249 @@ class ProcScanner:
         The first scan only records a baseline and returns nothing. A process first
         seen after that started since the previous scan, so all its ticks count.
 
+        Which ``/proc/PID/stat`` files are read (see ``agent.cgroup_cpu``): with a
+        cgroup hierarchy, those of processes first seen, of cgroups whose CPU usage
+        moved, and of processes outside any readable group; every ``full_scan_every``
+        scans, all of them (which also refreshes the RSS of processes that did not
+        run and re-reads every cgroup, so a move is noticed). A process not read did
+        not run: it reports zero ticks and its last RSS. Skipping a read defers
+        ticks, never loses them: the baseline stays where it was last read.
+
         A child that lived and died between two scans is in no scan, but the kernel
         adds its CPU time to its parent's ``cutime``/``cstime`` when the parent reaps
         it: the parent is charged that increase, less what its vanished children were
         already charged while they were seen (so nothing counts twice). Orphans reaped
         by init (pid 1) or kthreadd stay unattributed: init did not cause them.
         """
+        primed = self._primed
+        reconcile = primed and self._since_full + 1 >= self.full_scan_every
+        last_pid = self._read_last_pid()  # first: a fork after it changes it for next time
+        usage = self._read_usage()  # before the listing and the reads: see the docstring
+        full = not primed or reconcile or self._gate is None
+        # No fork since the last scan (the newest pid is the same): no new process, and
+        # the listing is only needed to see who was reaped, which a read shows (below).
+        reuse = not full and last_pid is not None and last_pid == self._last_pid
+        listing = self._listing if reuse else set(os.listdir(self._root))
+        targets: Collection[str]
+        if full:
+            targets = [e for e in listing if e.isdigit()]
+            found_in: dict[int, str] = {}
+        else:
+            targets, found_in = self._gated_targets(listing, usage)
+        reads, failed = self._read_stats(targets, reconcile, found_in)
+        if reuse and any(r.child_delta > 0 for r in reads):
+            # Someone reaped a child: list /proc now to see which processes are gone. Keep
+            # as seen only what the last listing had, so a pid forked since stays new.
+            listing = self._listing & set(os.listdir(self._root))
+        # Only a scan that finished moves the baselines: one that failed part-way (out of
+        # file descriptors) raised above and left them, so the next scan charges the window.
+        vanished = self._vanished(listing, reads, failed, full)
+        charged = _charged_to_live_ancestors(self._known, vanished)
+        self._apply(reads, vanished, usage, listing)
+        self._last_pid = last_pid
+        self.last_read = len(reads)
+        self._since_full = 0 if reconcile or not primed else self._since_full + 1
+        if not primed:
+            self._primed = True
+            for r in reads:
+                r.info.row = self._row(r.info, 0, 0)
+            return []
+        for pid, ticks in charged.items():
+            live = self._known.get(pid)
+            if live is not None:
+                live.precharged += ticks
+        return self._rows(reads)
+
+    def _read_last_pid(self) -> int | None:
+        """The newest pid (``/proc/loadavg``), where ``/proc`` is this agent's own."""
+        if not self._own_proc:
+            return None
+        try:
+            return int(_read_small(f"{self._root}/loadavg").rsplit(None, 1)[-1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _read_usage(self) -> dict[str, int | None]:
+        """Each tracked cgroup's CPU usage counter now (None: unreadable)."""
+        gate = self._gate
+        if gate is None:
+            return {}
+        return {group: cgroup_cpu.read_usage(gate, group) for group in self._members}
+
+    def _gated_targets(
+        self, listing: set[str], usage: dict[str, int | None]
+    ) -> tuple[set[str], dict[int, str]]:
+        """The pids to read when the cgroup counters say who ran, and who is in which group.
+
+        New entries of the listing, processes outside any readable group, and the
+        members of every group whose counter moved (as known, and as its
+        ``cgroup.procs`` says now: a process that moved in is read and renamed).
+        Pids are ``/proc``'s names for them, so the set work stays in C.
+        """
+        assert self._gate is not None
+        pids = {e for e in listing.difference(self._listing) if e.isdigit()}
+        pids |= self._ungated
+        found_in: dict[int, str] = {}
+        for group, now in usage.items():
+            if now is not None and now == self._usage.get(group):
+                continue
+            named = self._members[group]
+            pids |= named
+            members = cgroup_cpu.read_members(self._gate, group)
+            if members:
+                pids |= members
+                for entry in members.difference(named):
+                    if entry.isdigit():
+                        found_in[int(entry)] = group
+        pids &= listing
+        return pids, found_in
+
+    def _read_stats(
+        self, targets: Collection[str], reconcile: bool, found_in: dict[int, str]
+    ) -> tuple[list[_Read], list[int]]:
+        """Read and parse each target's ``/proc/PID/stat``; also the pids that vanished."""
         root = self._root
         known = self._known
-        seen: dict[tuple[int, int], _Known] = {}
-        rows: list[tuple[int, int, _Known, int, int, int]] = []
-        updates: list[tuple[_Known, int, int, int]] = []
         primed = self._primed
-        for entry in os.listdir(root):
-            if not entry.isdigit():
-                continue
+        reads: list[_Read] = []
+        failed: list[int] = []
+        for entry in targets:
+            pid = int(entry)
             try:
                 raw = _read_small(f"{root}/{entry}/stat")
             except OSError:
-                continue  # vanished between listdir and read
+                failed.append(pid)  # vanished between the listing and the read
+                continue
             close = raw.rfind(b")")
             fields = raw[close + 2 :].split()
             if len(fields) < 22:
+                failed.append(pid)
                 continue
-            pid = int(entry)
             starttime = int(fields[19])
             ticks = int(fields[11]) + int(fields[12])
             child_ticks = int(fields[13]) + int(fields[14])
-            key = (pid, starttime)
-            info = known.get(key)
-            if info is None:
+            ppid = int(fields[1])
+            info = known.get(pid)
+            if info is None or info.starttime != starttime:
                 comm = raw[raw.find(b"(") + 1 : close].decode("utf-8", "replace")
-                info = self._new_process(pid, comm, int(fields[1]))
+                info = self._new_process(pid, comm, ppid, starttime)
                 if info is None:
+                    failed.append(pid)
                     continue
-                delta = ticks if primed else 0
-                child_delta = child_ticks if primed else 0
+                delta, child_delta = (ticks, child_ticks) if primed else (0, 0)
             else:
-                delta = ticks - info.ticks
-                child_delta = child_ticks - info.child_ticks
-            updates.append((info, ticks, child_ticks, int(fields[1])))
-            seen[key] = info
-            if primed:
-                rows.append((pid, starttime, info, delta, child_delta, int(fields[21])))
-        # Only a scan that finished moves the baselines: one that failed part-way (out of
-        # file descriptors) leaves them, so the next scan charges the whole window.
-        for info, ticks, child_ticks, ppid in updates:
-            info.ticks, info.child_ticks, info.ppid = ticks, child_ticks, ppid
-        self._known = seen
-        if not primed:
-            self._primed = True
-            return []
-        charged = _charged_to_live_ancestors(known, seen)
-        out: list[ProcessActivity] = []
-        for pid, starttime, info, delta, child_delta, rss_pages in rows:
-            reaped = max(0, child_delta - charged.get(pid, 0)) if pid > 2 else 0
-            out.append(
-                ProcessActivity(
-                    pid,
-                    starttime,
-                    info.name,
-                    info.app,
-                    max(0, delta) + reaped,
-                    rss_pages * PAGE_SIZE,
-                    reaped_ticks=reaped,
-                )
-            )
-        return out
+                delta, child_delta = ticks - info.ticks, child_ticks - info.child_ticks
+                if reconcile or (pid in found_in and found_in[pid] != info.group):
+                    info = self._recheck_cgroup(info)
+            reads.append(_Read(info, ticks, child_ticks, delta, child_delta, ppid, int(fields[21])))
+        return reads, failed
 
-    def _new_process(self, pid: int, comm: str, ppid: int) -> _Known | None:
+    def _vanished(
+        self, listing: set[str], reads: list[_Read], failed: list[int], full: bool
+    ) -> list[_Known]:
+        """Known processes gone since the last scan (exited, or their pid reused)."""
+        known = self._known
+        if full:  # every pid was read: whoever was not read as itself is gone
+            alive = {(r.info.pid, r.info.starttime) for r in reads}
+            return [info for info in known.values() if (info.pid, info.starttime) not in alive]
+        gone = [known[int(e)] for e in self._listing.difference(listing) if int(e) in known]
+        gone += [known[pid] for pid in failed if pid in known]
+        gone += [
+            old
+            for r in reads
+            if (old := known.get(r.info.pid)) is not None and old.starttime != r.info.starttime
+        ]
+        return list({id(info): info for info in gone}.values())  # each once
+
+    def _apply(
+        self,
+        reads: list[_Read],
+        vanished: list[_Known],
+        usage: dict[str, int | None],
+        listing: set[str],
+    ) -> None:
+        """Move the baselines: forget the vanished, record what was read."""
+        known = self._known
+        for info in vanished:
+            if known.get(info.pid) is info:
+                del known[info.pid]
+            self._untrack(info)
+        for r in reads:
+            info = r.info
+            old = known.get(info.pid)
+            if old is not info:
+                if old is not None:
+                    self._untrack(old)
+                known[info.pid] = info
+                self._track(info)
+            info.ticks, info.child_ticks, info.ppid = r.ticks, r.child_ticks, r.ppid
+            info.rss_pages = r.rss_pages
+        for group in usage:
+            if group in self._members:
+                self._usage[group] = usage[group]
+            else:
+                self._usage.pop(group, None)
+        self._listing = listing
+        for info in vanished:
+            if info.pid not in known:
+                listing.discard(str(info.pid))  # a reuse of its pid is then a new entry
+
+    def _track(self, info: _Known) -> None:
+        if info.group is None:
+            self._ungated.add(str(info.pid))
+        else:
+            self._members.setdefault(info.group, set()).add(str(info.pid))
+
+    def _untrack(self, info: _Known) -> None:
+        if info.group is None:
+            self._ungated.discard(str(info.pid))
+            return
+        members = self._members.get(info.group)
+        if members is not None:
+            members.discard(str(info.pid))
+            if not members:
+                del self._members[info.group]
+
+    def _rows(self, reads: list[_Read]) -> list[ProcessActivity]:
+        """This scan's rows: fresh for the processes read, the idle row for the others."""
+        for info in self._busy:
+            if info.row is not None and info.row.cpu_ticks:
+                info.row = self._row(info, 0, 0)
+        busy: list[_Known] = []
+        for r in reads:
+            info = r.info
+            pid = info.pid
+            reaped = max(0, r.child_delta - info.precharged) if pid > 2 else 0
+            info.precharged = 0
+            ticks = max(0, r.delta) + reaped
+            row = info.row
+            if (
+                ticks
+                or row is None
+                or row.cpu_ticks
+                or row.rss_bytes != info.rss_pages * PAGE_SIZE
+            ):
+                info.row = self._row(info, ticks, reaped)
+            if ticks:
+                busy.append(info)
+        self._busy = busy
+        return [info.row for info in self._known.values() if info.row is not None]
+
+    @staticmethod
+    def _row(info: _Known, ticks: int, reaped: int) -> ProcessActivity:
+        return ProcessActivity(
+            info.pid,
+            info.starttime,
+            info.name,
+            info.app,
+            ticks,
+            info.rss_pages * PAGE_SIZE,
+            reaped_ticks=reaped,
+            ticks_per_s=CLK_TCK,
+        )
+
+    def _new_process(self, pid: int, comm: str, ppid: int, starttime: int) -> _Known | None:
+        """Name a process first seen (its command line, cgroup and owner are read once)."""
         base = f"{self._root}/{pid}"
         try:
             cmdline = _read_small(f"{base}/cmdline").rstrip(b"\0").replace(b"\0", b" ")
@@ -260,12 +485,26 @@ class ProcScanner:
             kernel_thread=kernel,
             ppid=ppid,
         )
-        return _Known(comm, self._namer.name(facts), 0)
+        group = cgroup_cpu.group_of(cgroup, self._gate) if self._gate is not None else None
+        return _Known(pid, comm, self._namer.name(facts), starttime, group, cgroup)
+
+    def _recheck_cgroup(self, info: _Known) -> _Known:
+        """The same process, renamed if its cgroup changed since it was named."""
+        try:
+            text = _read_small(f"{self._root}/{info.pid}/cgroup").decode("utf-8", "replace")
+        except OSError:
+            return info  # vanishing: the next scan forgets it
+        if text == info.cgroup_text:
+            return info
+        renamed = self._new_process(info.pid, info.name, info.ppid, info.starttime)
+        if renamed is None:
+            return info
+        renamed.ticks, renamed.child_ticks = info.ticks, info.child_ticks
+        renamed.precharged, renamed.rss_pages = info.precharged, info.rss_pages
+        return renamed
 
 
-def _charged_to_live_ancestors(
-    known: dict[tuple[int, int], _Known], seen: dict[tuple[int, int], _Known]
-) -> dict[int, int]:
+def _charged_to_live_ancestors(known: dict[int, _Known], vanished: list[_Known]) -> dict[int, int]:
     """Ticks already charged to vanished processes, keyed by their nearest live ancestor.
 
     When a process exits, its parent's ``cutime`` grows by its whole CPU time and that
@@ -274,20 +513,18 @@ def _charged_to_live_ancestors(
     (a child and grandchild that exit in the same interval both land on the live
     grandparent). An ancestor that reused a vanished pid is not the same process.
     """
-    vanished = [key for key in known if key not in seen]
     if not vanished:
         return {}  # the usual cycle: nothing to walk
-    previous = {key[0]: key for key in known}
+    gone = {id(info) for info in vanished}
     charged: dict[int, int] = {}
-    for key in vanished:
-        gone = known[key]
-        ancestor = gone.ppid
+    for info in vanished:
+        ancestor = info.ppid
         for _ in range(64):  # a pid cycle cannot occur, but never loop on bad input
-            old_key = previous.get(ancestor)
-            if old_key is None or old_key in seen:
+            old = known.get(ancestor)
+            if old is None or id(old) not in gone:
                 break  # live (or never seen): it reaped the vanished subtree
-            ancestor = known[old_key].ppid
-        charged[ancestor] = charged.get(ancestor, 0) + gone.ticks + gone.child_ticks
+            ancestor = old.ppid
+        charged[ancestor] = charged.get(ancestor, 0) + info.ticks + info.child_ticks
     return charged
 
 

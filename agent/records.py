@@ -54,6 +54,7 @@ class ComponentReading:
     static_joules: float = 0.0
     static_source: str = ""
     model: str | None = None
+    package: int | None = None  # the CPU package (socket) a cpu/dram reading is on
 
     @property
     def dynamic_joules(self) -> float:
@@ -69,6 +70,7 @@ class CpuActivity:
     total_ticks: int  # busy + idle + iowait + steal, all CPUs
     cpu_count: int
     package_busy: Mapping[int, float] = field(default_factory=dict)  # package → busy share
+    ticks_per_s: int = 100  # the kernel's USER_HZ (sysconf SC_CLK_TCK)
 
     @property
     def busy_fraction(self) -> float:
@@ -93,6 +95,12 @@ class ProcessActivity:
     cpu_ticks: int  # utime + stime accrued during the interval, reaped_ticks included
     rss_bytes: int
     reaped_ticks: int = 0  # children's CPU time it reaped that no scan saw (cutime delta)
+    ticks_per_s: int = 100  # the kernel's USER_HZ (sysconf SC_CLK_TCK)
+
+    @property
+    def cpu_s(self) -> float:
+        """The CPU time of the interval in seconds."""
+        return self.cpu_ticks / self.ticks_per_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,11 @@ class Sampler:
         self.config = config
         self.sensors = sensors
         self.scanner = scanner or ProcScanner(
-            AppNamer(config.apps), config.procfs.root, config.procfs.sys_root
+            AppNamer(config.apps),
+            config.procfs.root,
+            config.procfs.sys_root,
+            cgroup_root=config.procfs.cgroup_root or None,
+            full_scan_every=config.procfs.full_scan_every,
         )
         self._clock = clock
         self._wall_clock = wall_clock

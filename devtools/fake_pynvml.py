@@ -27,10 +27,18 @@ from __future__ import annotations
 import json
 import string
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+# The recording's ``call_ms`` keys, by the function they timed.
+_CALL_KEYS = {
+    "nvmlDeviceGetTotalEnergyConsumption": "energy",
+    "nvmlDeviceGetPowerUsage": "power",
+    "nvmlDeviceGetProcessUtilization": "proc_util",
+    "nvmlDeviceGetComputeRunningProcesses": "running",
+}
 TRACE = Path(__file__).resolve().parent.parent / "tests/fixtures/nvml/nvml-two-process-trace.json"
 
 # Return codes, named and numbered as in pynvml (nvidia-ml-py 13.x).
@@ -166,8 +174,11 @@ class RecordedNvml:
         device_count: int = 1,
         energy_supported: bool = True,
         init_error: int | None = None,
+        latency: bool = False,
     ) -> None:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+        # latency: each device call sleeps as long as the recorder measured it taking
+        self.call_s = {k: v / 1000 for k, v in data["call_ms"].items()} if latency else {}
         self.info: dict[str, Any] = data["info"]
         self.pids: dict[str, int] = data["pids"]
         self.samples: list[dict[str, Any]] = data["samples"]
@@ -293,6 +304,9 @@ class RecordedNvml:
     def _device_call(self, function: str, handle: RecordedHandle) -> None:
         self._check_init()
         self.calls.append((function, handle.index))
+        delay = self.call_s.get(_CALL_KEYS.get(function, ""), 0.0)
+        if delay:
+            time.sleep(delay)
         failure = self._failures.get((handle.index, self.cursor))
         if failure is not None and failure[0] in (None, function):
             raise NVMLError(failure[1])

@@ -62,3 +62,48 @@ def fake_topology(sys_root: Path, packages: dict[int, int]) -> None:
         d = sys_root / "devices/system/cpu" / f"cpu{cpu}" / "topology"
         d.mkdir(parents=True, exist_ok=True)
         (d / "physical_package_id").write_text(f"{package}\n")
+
+
+class FakeCgroups:
+    """A writable fake cgroup v2 tree: each group's ``cpu.stat`` and ``cgroup.procs``.
+
+    ``charge`` adds CPU time to a group and (as the kernel does) to every ancestor, so
+    a group whose processes did not run keeps the same ``usage_usec``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "cgroup.controllers").write_text("cpu memory\n")
+        self.usage: dict[str, int] = {}
+        self.members: dict[str, set[int]] = {}
+        self._write("/")
+
+    def _dir(self, group: str) -> Path:
+        return self.root / group.strip("/") if group != "/" else self.root
+
+    def _write(self, group: str) -> None:
+        d = self._dir(group)
+        d.mkdir(parents=True, exist_ok=True)
+        usage = self.usage.setdefault(group, 0)
+        (d / "cpu.stat").write_text(f"usage_usec {usage}\nuser_usec {usage}\nsystem_usec 0\n")
+        pids = sorted(self.members.setdefault(group, set()))
+        (d / "cgroup.procs").write_text("".join(f"{p}\n" for p in pids))
+
+    def charge(self, group: str, usec: int) -> None:
+        """``usec`` of CPU time run in ``group``: it and its ancestors move."""
+        path = group
+        while True:
+            self.usage[path] = self.usage.get(path, 0) + usec
+            self._write(path)
+            if path == "/":
+                return
+            path = path.rsplit("/", 1)[0] or "/"
+
+    def add(self, group: str, pid: int) -> None:
+        self.members.setdefault(group, set()).add(pid)
+        self._write(group)
+
+    def remove(self, group: str, pid: int) -> None:
+        self.members.setdefault(group, set()).discard(pid)
+        self._write(group)

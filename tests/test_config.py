@@ -454,3 +454,9 @@ def run_cli(
         cwd=cwd,
         env=env,
     )
+
+
+def test_procfs_full_scan_every_must_be_at_least_one() -> None:
+    assert config.loads("[procfs]\nfull_scan_every = 5\n").procfs.full_scan_every == 5
+    with pytest.raises(ConfigError, match=re.escape("procfs.full_scan_every: must be 1 or more")):
+        config.loads("[procfs]\nfull_scan_every = 0\n")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -395,3 +397,31 @@ def test_real_pynvml_on_this_host() -> None:
 def test_read_before_open_is_a_bug() -> None:
     with pytest.raises(RuntimeError):
         NvmlSensor(nvml=RecordedNvml()).read(CTX)
+
+
+def test_eight_gpus_are_read_in_parallel_with_the_readings_of_a_serial_read() -> None:
+    """With each call as slow as recorded on an H200 (energy 3.5 ms, utilisation 2.2 ms)."""
+    fakes = [RecordedNvml(device_count=8, latency=True) for _ in range(2)]
+    sensors = [
+        NvmlSensor(nvml=f, clock=f.clock, parallel=parallel)
+        for f, parallel in zip(fakes, (True, False), strict=True)
+    ]
+    walls: list[list[float]] = [[], []]
+    readings: list[list[list[ComponentReading]]] = [[], []]
+    try:
+        for sensor in sensors:
+            sensor.open()
+        for _ in range(8):
+            for i, (f, sensor) in enumerate(zip(fakes, sensors, strict=True)):
+                f.advance()
+                t = time.perf_counter()
+                readings[i].append(sensor.read(CTX))
+                walls[i].append(time.perf_counter() - t)
+    finally:
+        for sensor in sensors:
+            sensor.close()
+    assert readings[0] == readings[1]
+    assert [len(r) for r in readings[0]] == [8] * 8
+    serial, parallel = statistics.median(walls[1]), statistics.median(walls[0])
+    assert serial > 8 * 0.0055  # the recorded latencies, one GPU after the other
+    assert parallel < serial / 2

@@ -124,7 +124,10 @@ def test_package_number_comes_from_the_name_else_the_zone_index(
         ],
     )
     sensor = open_sensor(tree, opened)
-    assert sorted(joules(sensor.read(CTX))) == ["cpu1", "cpu3", "dram1"]
+    readings = sensor.read(CTX)
+    assert sorted(joules(readings)) == ["cpu1", "cpu3", "dram1"]
+    # the reading carries its package: nobody parses it back out of the name
+    assert {r.component: r.package for r in readings} == {"cpu1": 1, "cpu3": 3, "dram1": 1}
 
 
 def test_psys_reports_only_the_remainder(tmp_path: Path, opened: list[RaplSensor]) -> None:
@@ -140,6 +143,7 @@ def test_psys_reports_only_the_remainder(tmp_path: Path, opened: list[RaplSensor
 
     assert joules(readings) == pytest.approx({"cpu0": 6.0, "dram0": 1.5, "psys": 2.5})
     assert by_component(readings)["psys"].kind == "psys"
+    assert by_component(readings)["psys"].package is None  # the whole platform
     assert sum(r.joules for r in readings) == pytest.approx(10.0)
 
 

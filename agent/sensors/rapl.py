@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.records import ComponentKind, ComponentReading, CpuActivity
+from agent.records import ComponentKind, ComponentReading
 from agent.sensors import learner
 from agent.sensors.base import IntervalContext, SensorUnavailable
 from agent.sensors.registry import SENSORS
@@ -87,6 +87,7 @@ class _Zone:
     component: str
     kind: ComponentKind
     max_uj: int | None  # wrap range, None when unreadable or 0
+    package: int | None = None  # the socket a cpu/dram zone is on; None for psys
     fd: int = -1
     previous: int | None = None
     warned: set[str] = field(default_factory=set)
@@ -175,6 +176,7 @@ class RaplSensor:
     def _classify(self, found: list[_Found]) -> list[_Zone]:
         """Map zones to components; MSR zones win over MMIO duplicates."""
         package_suffix: dict[tuple[bool, int], str] = {}
+        package_of: dict[tuple[bool, int], int] = {}
         for f in found:
             if len(f.indices) == 1 and f.name.startswith("package"):
                 m = _PACKAGE.match(f.name)
@@ -185,6 +187,7 @@ class RaplSensor:
                 else:
                     suffix = f"{m.group(1)}-die{m.group(2)}"
                 package_suffix[(f.mmio, f.indices[0])] = suffix
+                package_of[(f.mmio, f.indices[0])] = int(m.group(1)) if m else f.indices[0]
         chosen: dict[str, _Zone] = {}
         for f in sorted(found, key=lambda f: (f.mmio, f.indices)):
             kind: ComponentKind
@@ -202,8 +205,14 @@ class RaplSensor:
                     log.warning("ignoring %s: a second RAPL zone for %s", f.path, component)
                 continue
             max_uj = _read_int(f.path / "max_energy_range_uj")
+            package = package_of.get((f.mmio, f.indices[0]), f.indices[0])
             chosen[component] = _Zone(
-                f.entry, f.path, component, kind, max_uj if max_uj and max_uj > 0 else None
+                f.entry,
+                f.path,
+                component,
+                kind,
+                max_uj if max_uj and max_uj > 0 else None,
+                None if kind == "psys" else package,
             )
         return sorted(chosen.values(), key=_order)
 
@@ -260,24 +269,35 @@ class RaplSensor:
                 parts_complete = False
             else:
                 measured += joules
-                readings.append(self._reading(zone.component, zone.kind, joules, ctx))
+                readings.append(self._reading(zone.component, zone.kind, joules, ctx, zone.package))
         if psys is not None:
             if parts_complete:
-                readings.append(self._reading("psys", "psys", max(0.0, psys - measured), ctx))
+                readings.append(
+                    self._reading("psys", "psys", max(0.0, psys - measured), ctx, None)
+                )
             else:
                 log.debug("psys dropped this interval: a package or DRAM reading is missing")
         return readings
 
     def _reading(
-        self, component: str, kind: ComponentKind, joules: float, ctx: IntervalContext
+        self,
+        component: str,
+        kind: ComponentKind,
+        joules: float,
+        ctx: IntervalContext,
+        package: int | None,
     ) -> ComponentReading:
-        """A reading with its static part; the interval also teaches the learner."""
+        """A reading with its static part; the interval also teaches the learner.
+
+        The learner sees the busy share of the reading's package (psys: the machine's).
+        """
         if ctx.interval_s > 0:
-            self.static.observe(
-                component, _utilisation(component, ctx.cpu), joules / ctx.interval_s
-            )
+            busy = ctx.cpu.busy_fraction_of(package)
+            self.static.observe(component, busy, joules / ctx.interval_s)
         static, source = self.static.static_joules(component, joules, ctx.interval_s)
-        return ComponentReading(component, kind, "rapl", joules, None, static, source)
+        return ComponentReading(
+            component, kind, "rapl", joules, None, static, source, package=package
+        )
 
     def close(self) -> None:
         """Close the counter files and save the learned floors; ``open`` may be called again."""
@@ -326,12 +346,6 @@ class RaplSensor:
         if problem not in zone.warned:
             zone.warned.add(problem)
             log.warning(message + " from the readings (warned once per zone)", zone.counter, detail)
-
-
-def _utilisation(component: str, cpu: CpuActivity) -> float:
-    """Busy share of the package ``cpu1``, ``cpu1-die0`` or ``dram1`` is on; psys: the machine."""
-    digits = re.match(r"^(?:cpu|dram)(\d+)", component)
-    return cpu.busy_fraction_of(int(digits.group(1)) if digits else None)
 
 
 def _order(zone: _Zone) -> tuple[int, list[int | str]]:
