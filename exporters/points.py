@@ -136,7 +136,48 @@ def interval_points(
         ]
         if s.sci is not None:  # line protocol has no null: an undefined score is absent
             fields.append(("sci", s.sci))
+        if s.remote_g or s.remote_energy_kwh:  # the app's AI calls, in ``sci`` too
+            fields += [("remote_g", s.remote_g), ("remote_energy_kwh", s.remote_energy_kwh)]
         points.append(
             Point("sci", (("host", host), ("app", s.app), ("unit", s.unit or "")), tuple(fields), t)
         )
+    points += remote_inference_points(result)
     return points
+
+
+def remote_inference_points(result: IntervalResult) -> list[Point]:
+    """The ``remote_inference`` points: an app's AI calls per (provider, model), estimated.
+
+    Tags host, app, provider, model, source (``estimate``); the energy is the remote
+    data centre's, never the host's, so no host or app energy row includes it.
+    """
+    t = interval_time_ms(result)
+    return [
+        Point(
+            "remote_inference",
+            (
+                ("host", result.host),
+                ("app", r.app),
+                ("provider", r.provider),
+                ("model", r.model),
+                ("source", r.source),
+            ),
+            (
+                ("calls", r.calls),
+                ("cached_calls", r.cached_calls),
+                ("unestimated_calls", r.unestimated_calls),
+                ("input_tokens", r.input_tokens),
+                ("output_tokens", r.output_tokens),
+                ("energy_kwh", r.energy_kwh),
+                ("energy_kwh_min", r.energy_kwh_min),
+                ("energy_kwh_max", r.energy_kwh_max),
+                ("usage_g", r.usage_g),
+                ("embodied_g", r.embodied_g),
+                ("mix_gco2_per_kwh", r.mix_gco2_per_kwh),
+                ("mix_zone", r.mix_zone),
+                ("method", r.method),
+            ),
+            t,
+        )
+        for r in result.remote
+    ]

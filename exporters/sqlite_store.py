@@ -88,6 +88,16 @@ CREATE TABLE IF NOT EXISTS runs (  -- one per `sci-agent measure`: never pruned
     exit_code INTEGER NOT NULL, cpu_s REAL NOT NULL, energy_j REAL NOT NULL,
     energy_kwh REAL NOT NULL, carbon_g REAL NOT NULL, units REAL, unit TEXT, sci REAL,
     stored_intervals INTEGER NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS remote_inference (  -- an app's AI calls, estimated (not host energy)
+    host TEXT NOT NULL, app TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL, interval_s REAL NOT NULL, calls REAL NOT NULL,
+    cached_calls REAL NOT NULL, unestimated_calls REAL NOT NULL, input_tokens REAL NOT NULL,
+    output_tokens REAL NOT NULL, energy_kwh REAL NOT NULL, energy_kwh_min REAL NOT NULL,
+    energy_kwh_max REAL NOT NULL, usage_g REAL NOT NULL, embodied_g REAL NOT NULL,
+    mix_zone TEXT NOT NULL, mix_gco2_per_kwh REAL NOT NULL, method TEXT NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (host, app, provider, model, ts_ms)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS remote_inference_ts ON remote_inference (ts_ms);
 CREATE INDEX IF NOT EXISTS runs_start ON runs (start_ms);
 CREATE INDEX IF NOT EXISTS sci_ts ON sci (ts_ms);
 CREATE INDEX IF NOT EXISTS sci_app_ts ON sci (app, ts_ms);  -- reports select one app
@@ -98,7 +108,15 @@ CREATE INDEX IF NOT EXISTS app_energy_ts ON app_energy (ts_ms);
 CREATE INDEX IF NOT EXISTS process_energy_ts ON process_energy (ts_ms);
 """
 
-_TABLES = ("intervals", "host_energy", "app_energy", "process_energy", "sci", "grid_intensity")
+_TABLES = (
+    "intervals",
+    "host_energy",
+    "app_energy",
+    "process_energy",
+    "sci",
+    "grid_intensity",
+    "remote_inference",
+)
 _PRUNE_EVERY_S = 3600.0
 #: Intervals kept in memory while the store cannot be written (an hour at 5 s).
 DEFAULT_BACKLOG_INTERVALS = 720
@@ -523,6 +541,7 @@ class SqliteStore:
                 for s in r.sci
             ],
         )
+        self._write_remote(db, r, ts)
         self._write_method(db, r, start_ms)
         # a replayed interval's rows replace the old ones whole (their pids may differ)
         db.execute("DELETE FROM process_energy WHERE host = ? AND ts_ms = ?", (host, ts))
@@ -530,6 +549,20 @@ class SqliteStore:
             "INSERT OR REPLACE INTO process_energy VALUES (?,?,?,?,?,?,?)",
             [(host, p.app, p.name, p.pid, ts, p.joules, p.cpu_s) for p in r.processes],
         )
+
+    def _write_remote(self, db: sqlite3.Connection, r: IntervalResult, ts: int) -> None:
+        """The interval's ``remote_inference`` rows (an app's AI calls, estimated)."""
+        db.executemany(
+            "INSERT OR REPLACE INTO remote_inference VALUES"
+            " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (r.host, x.app, x.provider, x.model, ts, r.interval_s, x.calls, x.cached_calls,
+                 x.unestimated_calls, x.input_tokens, x.output_tokens, x.energy_kwh,
+                 x.energy_kwh_min, x.energy_kwh_max, x.usage_g, x.embodied_g, x.mix_zone,
+                 x.mix_gco2_per_kwh, x.method, x.error)
+                for x in r.remote
+            ],
+        )  # fmt: skip
 
     def _write_method(self, db: sqlite3.Connection, r: IntervalResult, start_ms: int) -> None:
         """Record ``r.method`` from ``start_ms`` on, only when it differs from the host's last
