@@ -239,8 +239,12 @@ class Agent:
         units = self.counter.take()
         calls = self.calls.take()
         try:
-            remote = self.estimator.estimate(calls) if calls else ()
-            scored = self.scorer.score(result, self.chain.current(), units, remote)
+            intensity = self.chain.current()
+            if calls:  # the apps' remote AI calls, estimated, join their SCI
+                remote = self.estimator.estimate(calls)
+                scored = self.scorer.score(result, intensity, units, remote)
+            else:
+                scored = self.scorer.score(result, intensity, units)
             return replace(scored, method=self.method_of(scored))
         except Exception:
             self.counter.give_back(units)  # a failed cycle loses no unit: the next counts them

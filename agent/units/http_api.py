@@ -64,9 +64,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
 from agent.config import HttpConfig
-from agent.remote.calls import OPTIONAL_FIELDS as CALL_OPTIONAL_FIELDS
-from agent.remote.calls import REQUIRED_FIELDS as CALL_FIELDS
-from agent.remote.calls import CallLedger, UnknownApp
+from agent.remote import calls as remote_calls  # a module: agent.remote imports agent.units
 from agent.units.counter import UnitCounter, UnitError, kind_of
 
 log = logging.getLogger("sci_agent.http")
@@ -193,7 +191,10 @@ class LocalApi:
     """The local HTTP endpoint: ``POST /v1/units`` and ``GET /healthz`` to start with."""
 
     def __init__(
-        self, config: HttpConfig, counter: UnitCounter, calls: CallLedger | None = None
+        self,
+        config: HttpConfig,
+        counter: UnitCounter,
+        calls: remote_calls.CallLedger | None = None,
     ) -> None:
         self.config = config
         self.counter = counter
@@ -388,11 +389,13 @@ class LocalApi:
             raise HttpError(404, "no such path: /v1/calls")
         items, batch = _reports(request.json())
         for i, item in enumerate(items):
-            _shape(item, i if batch else None, CALL_FIELDS, CALL_OPTIONAL_FIELDS)
+            index = i if batch else None
+            _shape(item, index, remote_calls.REQUIRED_FIELDS, remote_calls.OPTIONAL_FIELDS)
         try:
             accepted = self.calls.add_many(items)
         except UnitError as exc:
-            raise _refused(exc, 422 if isinstance(exc, UnknownApp) else 400, batch) from None
+            status = 422 if isinstance(exc, remote_calls.UnknownApp) else 400
+            raise _refused(exc, status, batch) from None
         return json_response(202, {"accepted": accepted})
 
 
