@@ -26,10 +26,12 @@ from agent.remote.fake_provider import FakeProvider, fake_provider
 from agent.report import build
 from agent.runtime import Agent
 from agent.units import LocalApi, UnitCounter
+from exporters.influxdb_v1 import InfluxV1Sink
 from exporters.points import interval_points
 from exporters.sqlite_store import SqliteStore
 from sci import ai
 from sci.client import CallsClient, UnitsClient
+from tests import servers
 from tests.test_loop import fixture_config
 from tests.test_units_api import call as http_call
 
@@ -457,3 +459,22 @@ def _empty() -> Any:
     from agent.records import AppEnergy
 
     return AppEnergy("_idle", 0.0, 0.0, 0.0)
+
+
+influxd = servers.influxd
+
+
+def test_remote_inference_reaches_a_real_influxd(influxd: servers.InfluxdServer) -> None:
+    from tests.test_influxdb import assert_stored, fresh_database, interval, v1_config
+
+    ledger = CallLedger(APPS)
+    ledger.add_many([one_call(count=3, latency_s=6.0), one_call(cached=True)])
+    remote = EcoLogitsEstimator().estimate(ledger.take())
+    scored = replace(interval(), remote=remote)
+    db = fresh_database(influxd)
+    sent = [p for p in interval_points(scored) if p.measurement == "remote_inference"]
+    InfluxV1Sink(v1_config(influxd, database=db)).send([p.to_line() for p in sent])
+    assert_stored(influxd, db, sent)
+    (row,) = influxd.rows('SELECT * FROM "remote_inference"', db)
+    assert (row["calls"], row["cached_calls"], row["source"]) == (4, 1, "estimate")
+    assert row["usage_g"] + row["embodied_g"] == pytest.approx(remote[0].carbon_g)
