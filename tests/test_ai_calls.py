@@ -185,7 +185,8 @@ def test_client_keeps_calls_while_the_agent_is_down_and_drops_refused_ones(
     down = CallsClient("http://127.0.0.1:9", flush_interval_s=60, timeout_s=0.5)
     down.call("web", "openai", MODEL, 1, 1)
     assert not down.flush() and len(down.pending()) == 1
-    down._closed = True  # nothing to deliver at exit
+    down.close()  # one more try, refused again: the call is still kept, not dropped
+    assert len(down.pending()) == 1 and down.dropped == 0
 
 
 # -- the estimate ----------------------------------------------------------------------
