@@ -284,6 +284,32 @@ FAKE_CLIENTS = {
 }
 
 
+FAKE_CLIENTS.update(
+    {  # Google GenAI and Mistral: answers built in place (their usage shapes)
+        "google/__init__.py": "",
+        "google/genai/__init__.py": "",
+        "google/genai/models.py": '''
+            from types import SimpleNamespace as NS
+
+            class Models:
+                def generate_content(self, *, model, contents, **kw):
+                    usage = NS(prompt_token_count=7, candidates_token_count=20,
+                               thoughts_token_count=5)
+                    return NS(model_version=model, usage_metadata=usage, text="ok")
+        ''',
+        "mistralai/__init__.py": "",
+        "mistralai/chat.py": '''
+            from types import SimpleNamespace as NS
+
+            class Chat:
+                def complete(self, *, model, messages, stream=False, **kw):
+                    return NS(model=model, usage=NS(prompt_tokens=4, completion_tokens=11))
+        ''',
+    }
+)
+_FAKE_PACKAGES = ("openai", "anthropic", "google", "mistralai")
+
+
 @pytest.fixture
 def fake_clients(tmp_path: Path) -> Iterator[None]:
     """Stand-ins for the openai and anthropic packages (not installed here): the same
@@ -298,7 +324,7 @@ def fake_clients(tmp_path: Path) -> Iterator[None]:
     finally:
         ai.uninstrument()
         sys.path.remove(str(tmp_path / "clients"))
-        for module in [m for m in sys.modules if m.split(".")[0] in ("openai", "anthropic")]:
+        for module in [m for m in sys.modules if m.split(".")[0] in _FAKE_PACKAGES]:
             del sys.modules[module]
 
 
@@ -313,10 +339,10 @@ def test_instrument_records_openai_and_anthropic_calls_off_by_default(
     messages = [{"role": "user", "content": "say three words"}]
     with fake_provider(output_tokens=30) as llm:
         Completions(llm.url).create(model=MODEL, messages=messages)  # not instrumented yet
-        wrapped = ai.instrument("web", calls=client)
+        wrapped = ai.instrument("web", providers=["openai", "anthropic"], calls=client)
         assert wrapped == ["openai: Completions.create", "anthropic: Messages.create"]
         Completions(llm.url).create(model=MODEL, messages=messages)
-        Messages(llm.url).create(model="claude-3-5-haiku-latest", messages=messages, max_tokens=9)
+        Messages(llm.url).create(model="claude-haiku-4-5", messages=messages, max_tokens=9)
         ai.uninstrument()
         Completions(llm.url).create(model=MODEL, messages=messages)
         assert llm.requests == 4
@@ -326,7 +352,7 @@ def test_instrument_records_openai_and_anthropic_calls_off_by_default(
     assert taken["openai"][0] == MODEL and taken["openai"][1].count == 1
     assert (taken["openai"][1].input_tokens, taken["openai"][1].output_tokens) == (3, 30)
     model, sums = taken["anthropic"]
-    assert (model, sums.input_tokens, sums.output_tokens) == ("claude-3-5-haiku-latest", 3, 9)
+    assert (model, sums.input_tokens, sums.output_tokens) == ("claude-haiku-4-5", 3, 9)
     assert sums.latency_s > 0 and sums.timed == 1
     with pytest.raises(ValueError, match="cohere"):
         ai.instrument("web", providers=["cohere"])
@@ -479,3 +505,29 @@ def test_remote_inference_reaches_a_real_influxd(influxd: servers.InfluxdServer)
     (row,) = influxd.rows('SELECT * FROM "remote_inference"', db)
     assert (row["calls"], row["cached_calls"], row["source"]) == (4, 1, "estimate")
     assert row["usage_g"] + row["embodied_g"] == pytest.approx(remote[0].carbon_g)
+
+
+def test_instrument_reads_google_and_mistral_usage(
+    fake_clients: None, endpoint: tuple[LocalApi, CallLedger]
+) -> None:
+    from google.genai.models import Models  # type: ignore[import-not-found]
+    from mistralai.chat import Chat  # type: ignore[import-not-found]
+
+    api, ledger = endpoint
+    client = CallsClient(api.url, flush_interval_s=60)
+    assert ai.instrument("web", calls=client) == [
+        "openai: Completions.create",
+        "anthropic: Messages.create",
+        "google: Models.generate_content",
+        "mistral: Chat.complete",
+    ]
+    Models().generate_content(model="gemini-2.5-flash", contents="hi")
+    Chat().complete(model="mistral-small-latest", messages=[])
+    Chat().complete(model="mistral-small-latest", messages=[], stream=True)  # not recorded
+    assert client.flush()
+    client.close()
+    taken = {k.provider: (k.model, s) for k, s in ledger.take().items()}
+    google_model, google = taken["google"]
+    assert (google_model, google.input_tokens, google.output_tokens) == ("gemini-2.5-flash", 7, 25)
+    mistral_model, mistral = taken["mistral"]
+    assert (mistral_model, mistral.count, mistral.output_tokens) == ("mistral-small-latest", 1, 11)
