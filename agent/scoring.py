@@ -172,9 +172,7 @@ def with_remote(rows: Sequence[SciRecord], remote: Sequence[RemoteInference]) ->
         extra = carbon.get(row.app, 0.0)
         if row.app in carbon:
             score = row.sci + extra / row.units if row.sci is not None and row.units > 0 else None
-            row = replace(
-                row, remote_g=extra, remote_energy_kwh=energy[row.app], sci=score
-            )
+            row = replace(row, remote_g=extra, remote_energy_kwh=energy[row.app], sci=score)
         out.append(row)
     return out
 

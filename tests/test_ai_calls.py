@@ -288,7 +288,7 @@ FAKE_CLIENTS.update(
     {  # Google GenAI and Mistral: answers built in place (their usage shapes)
         "google/__init__.py": "",
         "google/genai/__init__.py": "",
-        "google/genai/models.py": '''
+        "google/genai/models.py": """
             from types import SimpleNamespace as NS
 
             class Models:
@@ -296,15 +296,15 @@ FAKE_CLIENTS.update(
                     usage = NS(prompt_token_count=7, candidates_token_count=20,
                                thoughts_token_count=5)
                     return NS(model_version=model, usage_metadata=usage, text="ok")
-        ''',
+        """,
         "mistralai/__init__.py": "",
-        "mistralai/chat.py": '''
+        "mistralai/chat.py": """
             from types import SimpleNamespace as NS
 
             class Chat:
                 def complete(self, *, model, messages, stream=False, **kw):
                     return NS(model=model, usage=NS(prompt_tokens=4, completion_tokens=11))
-        ''',
+        """,
     }
 )
 _FAKE_PACKAGES = ("openai", "anthropic", "google", "mistralai")
