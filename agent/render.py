@@ -76,7 +76,6 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
                 "energy_kwh": s.energy_kwh,
                 "operational_g": s.operational_g,
                 "embodied_g": s.embodied_g,
-                "remote_g": s.remote_g,  # the app's AI calls (estimated), in ``sci`` too
                 "sci": s.sci,
             }
             for s in r.sci
