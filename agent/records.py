@@ -186,6 +186,44 @@ class IntensityValue:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteInference:
+    """One app's remote AI calls in one interval, per (provider, model): an estimate.
+
+    ``source`` is always ``"estimate"`` and ``method`` names the estimator (EcoLogits
+    and its version). The energy is the calls' in someone else's data centre, never
+    the host's: ``usage_g`` = ``energy_kwh`` × ``mix_gco2_per_kwh`` (the provider
+    region's mix the estimator assumes), ``embodied_g`` the servers' embodied share.
+    ``energy_kwh_min``/``_max`` is the estimate's range, ``energy_kwh`` its middle.
+    Cache hits cost no remote energy; ``unestimated_calls`` are calls the estimator
+    cannot price (an unknown model): counted, never a silent zero.
+    """
+
+    app: str
+    provider: str
+    model: str
+    calls: float
+    cached_calls: float
+    input_tokens: float
+    output_tokens: float
+    unestimated_calls: float
+    energy_kwh: float
+    energy_kwh_min: float
+    energy_kwh_max: float
+    usage_g: float
+    embodied_g: float
+    mix_zone: str = ""
+    mix_gco2_per_kwh: float = 0.0
+    method: str = ""
+    source: str = "estimate"
+    error: str = ""
+
+    @property
+    def carbon_g(self) -> float:
+        """Usage (E × I with the provider's mix) plus embodied (M)."""
+        return self.usage_g + self.embodied_g
+
+
+@dataclass(frozen=True, slots=True)
 class SciRecord:
     """One application's SCI terms for one interval: SCI = (E × I + M) per R."""
 
@@ -197,10 +235,15 @@ class SciRecord:
     operational_g: float  # E × I
     embodied_g: float  # M
     sci: float | None  # grams per unit; None when no units were counted
+    #: the app's remote AI calls (``remote_inference``, estimated, never host energy):
+    #: kept apart from E, operational and embodied above, included in ``sci``
+    remote_g: float = 0.0
+    remote_energy_kwh: float = 0.0
 
     @property
     def carbon_g(self) -> float:
-        return self.operational_g + self.embodied_g
+        """Local (E × I + M) plus the remote calls' carbon."""
+        return self.operational_g + self.embodied_g + self.remote_g
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +290,8 @@ class IntervalResult:
     #: ``_idle`` and ``_unattributed`` as the share policy left them (set by scoring):
     #: the energy no app was allocated. None before scoring.
     overhead_left: tuple[AppEnergy, AppEnergy] | None = None
+    #: the apps' remote AI calls this interval (set by scoring; see ``RemoteInference``)
+    remote: tuple[RemoteInference, ...] = ()
 
     @property
     def interval_s(self) -> float:

@@ -84,6 +84,8 @@ class SciReport:
     intensity_sources: list[dict[str, Any]] = field(default_factory=list)
     methodology: dict[str, Any] = field(default_factory=dict)
     methods: list[dict[str, Any]] = field(default_factory=list)  # [{host, since, method}]
+    #: the app's remote AI calls in the window (estimated; empty when it made none)
+    remote: dict[str, Any] = field(default_factory=dict)
 
     @property
     def embodied_is_default(self) -> bool:
@@ -139,6 +141,7 @@ class SciReport:
             f"- Operational carbon (E × I): {humanize.grams(self.operational_g)} CO2e",
             f"- Embodied carbon (M): {humanize.grams(self.embodied_g)} CO2e",
             f"- Total carbon: {humanize.grams(self.carbon_g)} CO2e",
+            *remote_markdown(self.remote, self.units, self.unit),
             "",
             "## Software boundary",
             "",
@@ -233,6 +236,7 @@ def _build(
     return assemble(
         config,
         app,
+        remote=remote_sums(store, app, lo, hi),
         methods=methods,
         unit=unit,
         first_ms=first,
@@ -266,6 +270,7 @@ def assemble(
     components: Iterable[tuple[str, str]],
     intensity_sources: list[dict[str, Any]],
     methods: list[dict[str, Any]] | None = None,
+    remote: dict[str, Any] | None = None,
 ) -> SciReport:
     """A report from a window's sums, whichever database summed them.
 
@@ -282,8 +287,10 @@ def assemble(
     left_out = list(LEFT_OUT)
     if not any(c.startswith("gpu") for c in measured + modelled):
         left_out.insert(0, "GPUs (none found on the host)")
-    carbon = operational_g + embodied_g
+    remote = remote or {}
+    carbon = operational_g + embodied_g + float(remote.get("carbon_g", 0.0))
     return SciReport(
+        remote=remote,
         app=app,
         unit=unit,
         period_start=iso_ms(first_ms),
@@ -304,6 +311,81 @@ def assemble(
         methodology=methodology(config, methods),
         methods=methods or [],
     )
+
+
+_REMOTE_SUMS = (
+    "calls",
+    "cached_calls",
+    "unestimated_calls",
+    "input_tokens",
+    "output_tokens",
+    "energy_kwh",
+    "energy_kwh_min",
+    "energy_kwh_max",
+    "usage_g",
+    "embodied_g",
+)
+
+
+def remote_sums(store: StoreReader, app: str, lo: int, hi: int) -> dict[str, Any]:
+    """The app's remote AI calls over ``(lo, hi]`` from the store; {} when it made none."""
+    row = store.remote_totals(app, lo, hi, _REMOTE_SUMS)
+    if row is None:
+        return {}
+    sums: dict[str, Any] = {c: float(v or 0.0) for c, v in zip(_REMOTE_SUMS, row[1:], strict=True)}
+    sums["models"] = [
+        {"provider": p, "model": m, "method": meth, "mix_zone": zone, "mix_gco2_per_kwh": mix,
+         "calls": n, "unestimated_calls": u, "error": err}
+        for p, m, meth, zone, mix, n, u, err in store.remote_models(app, lo, hi)
+    ]  # fmt: skip
+    sums["carbon_g"] = sums["usage_g"] + sums["embodied_g"]
+    return sums
+
+
+def remote_markdown(remote: dict[str, Any], units: float, unit: str | None) -> list[str]:
+    """The report's lines on remote AI calls: local vs remote, the range, per unit."""
+    if not remote:
+        return []
+    calls = remote["calls"]
+    per = f" per {unit}" if unit and units > 0 else ""
+    scale = 1 / units if per else 1.0
+    lines = [
+        "",
+        "## Remote AI calls (estimated, not measured)",
+        "",
+        f"- Remote carbon: {humanize.grams(remote['carbon_g'])} CO2e (usage E × I"
+        f" {humanize.grams(remote['usage_g'])}, embodied M {humanize.grams(remote['embodied_g'])})"
+        " — included in the total and the SCI above; local figures exclude it",
+        f"- Remote energy: {humanize.kwh(remote['energy_kwh'])} (range"
+        f" {humanize.kwh(remote['energy_kwh_min'])} to {humanize.kwh(remote['energy_kwh_max'])});"
+        " never part of the host's energy E",
+        f"- Calls: {humanize.number(calls)}, of which cache hits"
+        f" {humanize.number(remote['cached_calls'])}"
+        f" ({humanize.number(100 * remote['cached_calls'] / calls if calls else 0.0)} %,"
+        " no remote energy)",
+    ]
+    if per:
+        lines.append(
+            f"- Per {unit}: {humanize.number(calls * scale)} calls,"
+            f" {humanize.number(remote['cached_calls'] * scale)} cache hits,"
+            f" {humanize.number(remote['input_tokens'] * scale)} input and"
+            f" {humanize.number(remote['output_tokens'] * scale)} output tokens,"
+            f" {humanize.grams(remote['carbon_g'] * scale)} CO2e remote"
+        )
+    if remote["unestimated_calls"]:
+        lines.append(
+            f"- Unestimated: {humanize.number(remote['unestimated_calls'])} calls the estimator"
+            " cannot price (not counted as zero: the remote carbon above leaves them out)"
+        )
+    for m in remote.get("models", []):
+        how = (
+            f"{m['method']}, mix {m['mix_zone']} {humanize.intensity(m['mix_gco2_per_kwh'])}"
+            if not m["unestimated_calls"]
+            else f"unestimated: {m['error']}"
+        )
+        name = f"{m['provider']}/{m['model']}"
+        lines.append(f"  - {name}: {humanize.number(m['calls'])} calls; {how}")
+    return lines
 
 
 def _with_value_zone(source: dict[str, Any]) -> dict[str, Any]:

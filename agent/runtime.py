@@ -29,6 +29,7 @@ from agent.grid import build_chain
 from agent.loop import Loop
 from agent.method import build_method
 from agent.records import IntervalResult, Method, SensorHealth
+from agent.remote import CallLedger, EcoLogitsEstimator
 from agent.sampler import Sampler
 from agent.scoring import Scorer, share_policy
 from agent.units import LocalApi, PrometheusScraper, UnitCounter, app_units
@@ -109,8 +110,13 @@ class Agent:
             config.sci.pue,
             cpu_count=self.sampler.scanner.cpu_count,
         )
+        # remote AI calls (POST /v1/calls), priced with EcoLogits only once some arrive
+        self.calls = CallLedger(rule.name for rule in config.apps)
+        self.estimator = EcoLogitsEstimator()
         self.api = (
-            LocalApi(config.http, self.counter) if serve_http and config.http.enabled else None
+            LocalApi(config.http, self.counter, self.calls)
+            if serve_http and config.http.enabled
+            else None
         )
         self.metrics: MetricsSink | None = None
         if self.api is not None:
@@ -224,11 +230,18 @@ class Agent:
         """One cycle: measure, attribute and score the interval since the previous one."""
         result = self.sampler.sample()
         units = self.counter.take()
+        calls = self.calls.take()
         try:
-            scored = self.scorer.score(result, self.chain.current(), units)
+            intensity = self.chain.current()
+            if calls:  # the apps' remote AI calls, estimated, join their SCI
+                remote = self.estimator.estimate(calls)
+                scored = self.scorer.score(result, intensity, units, remote)
+            else:
+                scored = self.scorer.score(result, intensity, units)
             return replace(scored, method=self.method_of(scored))
         except Exception:
             self.counter.give_back(units)  # a failed cycle loses no unit: the next counts them
+            self.calls.give_back(calls)
             raise
 
     def method_of(self, result: IntervalResult) -> Method:
@@ -268,6 +281,7 @@ class Agent:
         if "apps" in changed:
             self.sampler.scanner.set_namer(AppNamer(cfg.apps))
             self.counter.set_apps({rule.name: rule.unit for rule in cfg.apps})
+            self.calls.set_apps(rule.name for rule in cfg.apps)
         if chain is not self.chain:
             self.chain.stop()
             chain.start()

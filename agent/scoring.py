@@ -40,6 +40,7 @@ from agent.records import (
     AppEnergy,
     IntensityValue,
     IntervalResult,
+    RemoteInference,
     SciRecord,
 )
 from sci.formula import embodied_carbon, joules_to_kwh, operational_carbon, sci, years_to_seconds
@@ -96,9 +97,17 @@ class Scorer:
         self.pue = pue
 
     def score(
-        self, result: IntervalResult, intensity: IntensityValue, units: Mapping[str, float]
+        self,
+        result: IntervalResult,
+        intensity: IntensityValue,
+        units: Mapping[str, float],
+        remote: Sequence[RemoteInference] = (),
     ) -> IntervalResult:
-        """Return ``result`` with its intensity, the apps' static shares and SCI rows."""
+        """Return ``result`` with its intensity, the apps' static shares and SCI rows.
+
+        ``remote`` (the apps' estimated AI calls) is added to each app's carbon and SCI
+        apart from E, operational and embodied, so the host's rows still add up.
+        """
         host_m = embodied_carbon(self.embodied_g, max(0.0, result.interval_s), self.lifespan_s)
         share = _allocate(self.idle_policy, result, host_m)
         given = zip(result.apps, share.static_joules, strict=True)
@@ -115,15 +124,17 @@ class Scorer:
                 self._row(UNATTRIBUTED_APP, share.unattributed_left.joules, 0.0, intensity, {})
             )
         seen = {a.app for a in apps}
-        for app, count in sorted(units.items()):
-            if app not in seen and count > 0:  # units but no process: never drop them
-                rows.append(self._row(app, 0.0, 0.0, intensity, units))
+        remote_apps = {r.app for r in remote if r.calls > 0}
+        for app in sorted(set(units) | remote_apps):
+            if app not in seen and (units.get(app, 0) > 0 or app in remote_apps):
+                rows.append(self._row(app, 0.0, 0.0, intensity, units))  # never drop them
         return replace(
             result,
             intensity=intensity,
             apps=apps,
-            sci=tuple(rows),
+            sci=tuple(with_remote(rows, remote)),
             overhead_left=(share.idle_left, share.unattributed_left),
+            remote=tuple(remote),
         )
 
     def _row(
@@ -146,6 +157,27 @@ class Scorer:
             embodied_g=max(0.0, embodied_g),
             sci=sci(energy_kwh, intensity.gco2_per_kwh, max(0.0, embodied_g), count),
         )
+
+
+def with_remote(rows: Sequence[SciRecord], remote: Sequence[RemoteInference]) -> list[SciRecord]:
+    """``rows`` with each app's remote calls in ``remote_g`` and its SCI.
+
+    SCI = (E × I + M + remote carbon) / R: the calls the app's units made count in
+    its score, while E, operational and embodied stay the host's own.
+    """
+    carbon: dict[str, float] = {}
+    energy: dict[str, float] = {}
+    for r in remote:
+        carbon[r.app] = carbon.get(r.app, 0.0) + r.carbon_g
+        energy[r.app] = energy.get(r.app, 0.0) + r.energy_kwh
+    out = []
+    for row in rows:
+        extra = carbon.get(row.app, 0.0)
+        if row.app in carbon:
+            score = row.sci + extra / row.units if row.sci is not None and row.units > 0 else None
+            row = replace(row, remote_g=extra, remote_energy_kwh=energy[row.app], sci=score)
+        out.append(row)
+    return out
 
 
 def _allocate(policy: SharePolicy, result: IntervalResult, host_m: float) -> _Allocation:

@@ -169,6 +169,8 @@ def sci(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
         ]
         if s.sci is not None:
             fields.append(("sci", s.sci))
+        if s.remote_g or s.remote_energy_kwh:  # the app's AI calls (already in its sci)
+            fields += [("remote_g", s.remote_g), ("remote_energy_kwh", s.remote_energy_kwh)]
         tags: tuple[tuple[str, str], ...] = (("host", r.host), ("app", s.app))
         if s.unit is not None:
             tags += (("unit", s.unit),)
@@ -187,6 +189,39 @@ def intervals(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Po
     yield Point("intervals", (("host", r.host),), (), t, local)
 
 
+def remote_inference(r: IntervalResult, _: Sequence[ProcessRow], t: int) -> Iterator[Point]:
+    """An app's remote AI calls per (provider, model), estimated (``source=estimate``).
+
+    The energy is the remote data centre's, never the host's: no host or app energy row
+    includes it; the app's ``sci`` row does (``remote_g``).
+    """
+    for x in r.remote:
+        tags = (
+            ("host", r.host),
+            ("app", x.app),
+            ("provider", x.provider),
+            ("model", x.model),
+            ("source", x.source),
+        )
+        fields: tuple[tuple[str, FieldValue], ...] = (
+            ("calls", x.calls),
+            ("cached_calls", x.cached_calls),
+            ("unestimated_calls", x.unestimated_calls),
+            ("input_tokens", x.input_tokens),
+            ("output_tokens", x.output_tokens),
+            ("energy_kwh", x.energy_kwh),
+            ("energy_kwh_min", x.energy_kwh_min),
+            ("energy_kwh_max", x.energy_kwh_max),
+            ("usage_g", x.usage_g),
+            ("embodied_g", x.embodied_g),
+            ("mix_gco2_per_kwh", x.mix_gco2_per_kwh),
+            ("mix_zone", x.mix_zone),
+            ("method", x.method),
+            ("error", x.error),
+        )
+        yield Point("remote_inference", tags, fields, t, (("interval_s", r.interval_s),))
+
+
 Measurement = Callable[[IntervalResult, Sequence[ProcessRow], int], Iterator[Point]]
 #: The measurements of an interval, in the order written (each a table of the store).
 MEASUREMENTS: tuple[Measurement, ...] = (
@@ -196,4 +231,5 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     process_energy,
     grid_intensity,
     sci,
+    remote_inference,
 )

@@ -121,6 +121,36 @@ class StoreReader:
         )
         return row if row is not None else (0, *([None] * 9))
 
+    def remote_totals(self, app: str, lo: int, hi: int, columns: Sequence[str]) -> Row | None:
+        """``app``'s remote AI calls in the window: (rows, Σ each of ``columns``); None
+        without any (or in a store from before them)."""
+        sums = ", ".join(f"sum({c})" for c in columns if c.isidentifier())
+        row = self._one(
+            f"SELECT count(*), {sums} FROM remote_inference WHERE app = ? AND {_RANGE}",
+            (app, lo, hi),
+        )
+        return row if row is not None and row[0] else None
+
+    def remote_models(self, app: str, lo: int, hi: int) -> list[Row]:
+        """Per (provider, model) of ``app``'s calls: provider, model, method, mix zone,
+        mix g/kWh, Σ calls, Σ unestimated calls, an error."""
+        return self._all(
+            "SELECT provider, model, max(method), max(mix_zone), max(mix_gco2_per_kwh),"
+            " sum(calls), sum(unestimated_calls), max(error) FROM remote_inference"
+            f" WHERE app = ? AND {_RANGE} GROUP BY provider, model",
+            (app, lo, hi),
+        )
+
+    def remote_buckets(self, app: str, w: Window, columns: Sequence[str]) -> list[Row]:
+        """``app``'s remote calls per bucket of ``w``: (bucket ms, Σ each of ``columns``)."""
+        step = max(1, int(w.bucket_ms))
+        sums = ", ".join(f"sum({c})" for c in columns if c.isidentifier())
+        return self._all(
+            f"SELECT ((ts_ms - 1) / {step}) * {step} AS t, {sums} FROM remote_inference"
+            f" WHERE app = ? AND {_RANGE} GROUP BY t ORDER BY t",
+            (app, w.start_ms, w.end_ms),
+        )
+
     def sci_apps(self) -> list[str]:
         """Every app with SCI rows, sorted."""
         return [a for (a,) in self._all("SELECT DISTINCT app FROM sci ORDER BY app")]

@@ -11,11 +11,12 @@ measurement's table).
 
 Versions (``PRAGMA user_version``): 1, ``process_energy`` keyed by ``(host, ts_ms,
 pid)`` without ``count``; 2, keyed by ``(host, ts_ms, app, process)`` as InfluxDB's
-series, with ``count``. ``create_or_upgrade`` adds ``count`` to a version 1 table (NULL
-in the rows written before) and keeps its key: rebuilding a month of process rows would
-hold the agent's start for minutes (~20 s per million rows on a small VM), and the
-writer's rows are unique by either key (one row per (app, process) an interval, each
-with its own biggest process's pid). Readers read either shape.
+series, with ``count``; 3, ``sci`` gains ``remote_g`` and ``remote_energy_kwh`` (NULL: no
+AI calls) and ``remote_inference`` appears. ``create_or_upgrade`` adds the missing
+columns (NULL in the rows written before) and keeps version 1's key: rebuilding a month
+of process rows would hold the agent's start for minutes (~20 s per million rows on a
+small VM), and the writer's rows are unique by either key (one row per (app, process)
+an interval, each with its own biggest process's pid). Readers read either shape.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intervals (
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS sci (
     host TEXT NOT NULL, app TEXT NOT NULL, unit TEXT, ts_ms INTEGER NOT NULL,
     interval_s REAL NOT NULL, energy_kwh REAL NOT NULL, intensity REAL NOT NULL,
     operational_g REAL NOT NULL, embodied_g REAL NOT NULL, units REAL NOT NULL, sci REAL,
+    remote_g REAL, remote_energy_kwh REAL,  -- the app's AI calls (NULL: none); sci has them
     PRIMARY KEY (host, app, ts_ms)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS grid_intensity (
     zone TEXT NOT NULL, provider TEXT NOT NULL, ts_ms INTEGER NOT NULL,
@@ -64,6 +66,16 @@ CREATE TABLE IF NOT EXISTS runs (  -- one per `sci-agent measure`: never pruned
     exit_code INTEGER NOT NULL, cpu_s REAL NOT NULL, energy_j REAL NOT NULL,
     energy_kwh REAL NOT NULL, carbon_g REAL NOT NULL, units REAL, unit TEXT, sci REAL,
     stored_intervals INTEGER NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS remote_inference (  -- an app's AI calls, estimated (not host energy)
+    host TEXT NOT NULL, app TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    source TEXT NOT NULL, ts_ms INTEGER NOT NULL, interval_s REAL NOT NULL,
+    calls REAL NOT NULL, cached_calls REAL NOT NULL, unestimated_calls REAL NOT NULL,
+    input_tokens REAL NOT NULL, output_tokens REAL NOT NULL, energy_kwh REAL NOT NULL,
+    energy_kwh_min REAL NOT NULL, energy_kwh_max REAL NOT NULL, usage_g REAL NOT NULL,
+    embodied_g REAL NOT NULL, mix_gco2_per_kwh REAL NOT NULL, mix_zone TEXT NOT NULL,
+    method TEXT NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (host, app, provider, model, source, ts_ms)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS remote_inference_ts ON remote_inference (ts_ms);
 CREATE INDEX IF NOT EXISTS runs_start ON runs (start_ms);
 CREATE INDEX IF NOT EXISTS sci_ts ON sci (ts_ms);
 CREATE INDEX IF NOT EXISTS sci_app_ts ON sci (app, ts_ms);  -- reports select one app
@@ -83,6 +95,9 @@ def create_or_upgrade(db: sqlite3.Connection) -> None:
     db.executescript(SCHEMA)
     if "count" not in columns(db, "process_energy"):  # version 1: instant, no rebuild
         db.execute("ALTER TABLE process_energy ADD COLUMN count INTEGER")
+    for column in ("remote_g", "remote_energy_kwh"):  # version 2: the app's AI calls
+        if column not in columns(db, "sci"):
+            db.execute(f"ALTER TABLE sci ADD COLUMN {column} REAL")
     if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

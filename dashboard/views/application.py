@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, ui
+from dashboard import charts, remote, ui
 from dashboard.escape import md
 
 settings = ui.settings()
@@ -121,6 +121,8 @@ def application() -> None:
             ),
             key="app_units",
         )
+
+    remote.section(v, app, series, unit)  # the app's AI calls (estimated), beside its SCI
 
     energy = v.data.energy_by_component(v.filter, app, v.rng)
     left, right = st.columns(2)

@@ -1,0 +1,144 @@
+"""Remote AI calls on the Application page: calls per unit, cache hits, remote grams per unit.
+
+The calls' carbon is EcoLogits' estimate (``remote_inference`` in the store), never
+the host's measured energy: the page shows it beside the local SCI, and the two added
+up. Read from the embedded store; an InfluxDB source says it does not show them yet.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard.timerange import TimeRange
+
+SUMS = (
+    "calls",
+    "cached_calls",
+    "unestimated_calls",
+    "input_tokens",
+    "output_tokens",
+    "energy_kwh",
+    "energy_kwh_min",
+    "energy_kwh_max",
+    "usage_g",
+    "embodied_g",
+)
+
+
+def remote_over_time(
+    path: Path, hosts: tuple[str, ...] | None, app: str, rng: TimeRange
+) -> pd.DataFrame:
+    """Σ of the app's remote calls per chart bucket (``time`` as UTC); empty when none."""
+    if not path.exists():
+        return pd.DataFrame(columns=["time", *SUMS])
+    where = "app = ? AND ts_ms > ? AND ts_ms <= ?"
+    args: list[object] = [app, rng.start_ms, rng.end_ms]
+    if hosts is not None:
+        where += f" AND host IN ({','.join('?' * len(hosts))})"
+        args += list(hosts)
+    step = rng.bucket_ms
+    sql = (
+        f"SELECT ((ts_ms - 1) / {step}) * {step} AS t, "
+        + ", ".join(f"sum({c})" for c in SUMS)
+        + f" FROM remote_inference WHERE {where} GROUP BY t ORDER BY t"
+    )
+    db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        rows = db.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:  # a store from before remote calls: none
+        rows = []
+    finally:
+        db.close()
+    df = pd.DataFrame(rows, columns=["time", *SUMS])
+    df["time"] = pd.to_datetime(df["time"].astype("int64"), unit="ms")
+    return df
+
+
+def per_unit(remote: pd.DataFrame, sci: pd.DataFrame) -> pd.DataFrame:
+    """Each bucket's calls and remote grams per unit, and its cache hit ratio."""
+    df = remote.merge(sci[["time", "units"]], on="time", how="left")
+    units = df["units"].where(df["units"] > 0)
+    df["carbon_g"] = df["usage_g"] + df["embodied_g"]
+    df["calls_per_unit"] = df["calls"] / units
+    df["remote_g_per_unit"] = df["carbon_g"] / units
+    df["cache_hit_ratio"] = df["cached_calls"] / df["calls"].where(df["calls"] > 0)
+    return df
+
+
+def section(v: ui.View, app: str, series: pd.DataFrame, unit: str | None) -> None:
+    """The page's block on remote AI calls; nothing when the app made none."""
+    path = getattr(v.src, "path", None)
+    if not isinstance(path, Path):  # InfluxDB holds them too, but this page reads the store
+        return
+    remote = remote_over_time(path, v.filter, app, v.rng)
+    if remote.empty:
+        return
+    df = per_unit(remote, series)
+    totals = df[list(SUMS)].sum()
+    units = float(series["units"].sum()) if not series.empty else 0.0
+    local_g = float(series["operational_g"].sum() + series["embodied_g"].sum())
+    remote_g = float(totals["usage_g"] + totals["embodied_g"])
+    st.subheader("Remote AI calls (estimated with EcoLogits)")
+    cols = st.columns(4)
+    per = f" per {unit}" if unit else ""
+    scale = 1 / units if unit and units > 0 else float("nan")
+    cols[0].metric(f"Local SCI{per}", ui.fmt_sci(local_g * scale), help="Measured on the host")
+    cols[1].metric(
+        f"Remote{per}",
+        ui.fmt_sci(remote_g * scale),
+        help="EcoLogits' estimate of the calls: usage E × I with the provider's mix + embodied",
+    )
+    cols[2].metric(f"SCI with remote calls{per}", ui.fmt_sci((local_g + remote_g) * scale))
+    calls = float(totals["calls"])
+    cols[3].metric(
+        "Cache hits", f"{100 * totals['cached_calls'] / calls:.0f} %" if calls else "n/a"
+    )
+    st.caption(
+        f"Remote energy {ui.fmt_energy(float(totals['energy_kwh']))} (range"
+        f" {ui.fmt_energy(float(totals['energy_kwh_min']))} to"
+        f" {ui.fmt_energy(float(totals['energy_kwh_max']))}), never part of the host's energy;"
+        f" {ui.fmt_number(calls * scale)} calls,"
+        f" {ui.fmt_number(float(totals['input_tokens']) * scale)} input and"
+        f" {ui.fmt_number(float(totals['output_tokens']) * scale)} output tokens{per}"
+        + (
+            f"; {ui.fmt_number(float(totals['unestimated_calls']))} calls unestimated"
+            " (a model EcoLogits does not know)"
+            if totals["unestimated_calls"]
+            else ""
+        )
+    )
+    long = df.melt(
+        "time",
+        ["calls_per_unit", "cache_hit_ratio"],
+        var_name="series",
+        value_name="value",
+    )
+    left, right = st.columns(2)
+    left.plotly_chart(
+        charts.lines(
+            long,
+            "value",
+            "series",
+            f"Calls{per} and cache hit ratio (per {ui.bucket_label(v.rng)})",
+            "calls / ratio",
+            bucket_ms=v.rng.bucket_ms,
+        ),
+        key="app_remote_calls",
+    )
+    mass, factor = ui.scale_for(df["remote_g_per_unit"].dropna(), ui.MASS_SCALES)
+    right.plotly_chart(
+        charts.lines(
+            df.assign(remote=df["remote_g_per_unit"] / factor),
+            "remote",
+            None,
+            f"Remote carbon{per} (per {ui.bucket_label(v.rng)})",
+            f"{mass} CO2e{per}",
+            bucket_ms=v.rng.bucket_ms,
+        ),
+        key="app_remote_grams",
+    )
