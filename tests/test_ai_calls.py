@@ -26,12 +26,12 @@ from agent.remote.fake_provider import FakeProvider, fake_provider
 from agent.report import build
 from agent.runtime import Agent
 from agent.units import LocalApi, UnitCounter
+from devtools.servers import InfluxdServer
 from exporters.influxdb_v1 import InfluxV1Sink
 from exporters.points import interval_points
 from exporters.sqlite_store import SqliteStore
 from sci import ai
 from sci.client import CallsClient, UnitsClient
-from tests import servers
 from tests.test_loop import fixture_config
 from tests.test_units_api import call as http_call
 
@@ -488,10 +488,9 @@ def _empty() -> Any:
     return AppEnergy("_idle", 0.0, 0.0, 0.0)
 
 
-influxd = servers.influxd
 
 
-def test_remote_inference_reaches_a_real_influxd(influxd: servers.InfluxdServer) -> None:
+def test_remote_inference_reaches_a_real_influxd(influxd: InfluxdServer) -> None:
     from tests.test_influxdb import assert_stored, fresh_database, interval, v1_config
 
     ledger = CallLedger(APPS)

@@ -35,10 +35,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = sqlite3.connect(path)
     ts = [t for (t,) in db.execute("SELECT ts_ms FROM sci WHERE app = 'web' ORDER BY ts_ms")]
     db.executemany(
-        "INSERT INTO remote_inference VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO remote_inference VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
-            ("host-01", "web", "openai", "gpt-4o-mini", t, 60.0, 10, 4, 0, 400, 1200,
-             1e-3, 9e-4, 1.1e-3, 0.4, 0.1, "USA", 384.4, "EcoLogits 0.11.3 llm_impacts", "")
+            ("host-01", "web", "openai", "gpt-4o-mini", "estimate", t, 60.0, 10, 4, 0, 400, 1200,
+             1e-3, 9e-4, 1.1e-3, 0.4, 0.1, 384.4, "USA", "EcoLogits 0.11.3 llm_impacts", "")
             for t in ts
         ],
     )  # fmt: skip

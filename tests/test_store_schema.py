@@ -22,6 +22,7 @@ from agent.records import (
     IntensityValue,
     IntervalResult,
     ProcessActivity,
+    RemoteInference,
     SciRecord,
 )
 from dashboard.data.influx_source import InfluxClient, InfluxSource
@@ -40,7 +41,7 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
 def interval(i: int, host: str = "h1") -> IntervalResult:
     """Interval ``i`` (5 s each from T0): more processes than a top 2 keeps, a unit-less
-    app with no score, an intensity, and a backslash in a process name."""
+    app with no score, an intensity, a backslash in a process name and AI calls."""
     procs = [ProcessActivity(100 + k, 1, f"w{k % 5}", "web", 10 + k + i % 7, 1 << 20)
              for k in range(12)]  # fmt: skip
     procs += [ProcessActivity(300 + k, 1, "db\\01", "db", 30 + k, 8 << 20) for k in range(2)]
@@ -59,6 +60,10 @@ def interval(i: int, host: str = "h1") -> IntervalResult:
         sci=(
             SciRecord("web", "request", 10.0, 1e-5, 50.0 + i, 5e-4, 1e-4, 6e-5),
             SciRecord("batch", None, 0.0, 2e-6, 50.0 + i, 1e-4, 1e-5, None),
+        ),
+        remote=(
+            RemoteInference("web", "openai", "gpt-4o-mini", 10, 4, 400, 1200, 0, 1e-3, 9e-4,
+                            1.1e-3, 0.4, 0.1, "USA", 384.4, "EcoLogits 0.11.3 llm_impacts"),
         ),
     )
 
