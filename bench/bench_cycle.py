@@ -42,6 +42,7 @@ from benchutil import (
     log,
     machine_info,
     model_config,
+    naive_scan,
     section,
     stats,
     status_mb,
@@ -60,7 +61,6 @@ ABOUT = (
 
 RSS_TARGET_MB = 50.0
 GROWTH_TOLERANCE_MB = 1.0  # what "no memory growth" allows for allocator noise
-NAIVE_ATTRS = ["pid", "name", "cpu_times", "memory_info", "create_time"]
 
 # A tiny interpreter (python -S) forks the idle children, so they share its pages.
 # Protocol on stdin: "churn K" kills the K oldest children and forks K new ones,
@@ -201,21 +201,6 @@ def rss_mb(field: str = "VmRSS") -> float:
 # -- CPU timing, in this process ------------------------------------------------------
 
 
-def _naive_scan(psutil: Any) -> int:
-    """What a straightforward psutil agent does each cycle: every process, its attrs."""
-    n, cpu_s, rss, names = 0, 0.0, 0, set()
-    for p in psutil.process_iter(NAIVE_ATTRS):
-        info = p.info
-        times, mem = info["cpu_times"], info["memory_info"]
-        if times is not None:
-            cpu_s += times.user + times.system
-        if mem is not None:
-            rss += mem.rss
-        names.add((info["pid"], info["create_time"], info["name"]))
-        n += 1
-    return n
-
-
 def time_cycles(cycles: int, store_dir: str) -> dict[str, Any]:
     """Interleave agent cycles (A) and naive scans (B): AB BA BA AB, repeated."""
     import psutil
@@ -268,7 +253,7 @@ def time_cycles(cycles: int, store_dir: str) -> dict[str, Any]:
 
     def naive(keep: bool) -> None:
         c0, w0 = time.process_time(), time.perf_counter()
-        n = _naive_scan(psutil)
+        n = naive_scan(psutil)
         c1, w1 = time.process_time(), time.perf_counter()
         if keep:
             rec["naive"].append(c1 - c0)

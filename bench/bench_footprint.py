@@ -108,14 +108,14 @@ def child_agent(interval: float, store_dir: str) -> None:
 def child_psutil(interval: float) -> None:
     """``bench_cycle``'s naive psutil scan, every ``interval`` seconds."""
     import psutil
-    from bench_cycle import _naive_scan
+    from benchutil import naive_scan
 
-    _naive_scan(psutil)
+    naive_scan(psutil)
     stop = stdin_stopper()
     say("ready")
     cycles, next_tick = 0, time.monotonic() + interval
     while not stop.wait(max(0.0, next_tick - time.monotonic())):
-        _naive_scan(psutil)
+        naive_scan(psutil)
         cycles += 1
         next_tick += interval
     say("done", {"cycles": cycles})

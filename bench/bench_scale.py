@@ -48,10 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchutil import naive_scan  # noqa: E402
+
 from agent import cgroup_cpu  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "bench_scale.json"
-NAIVE_ATTRS = ["pid", "name", "cpu_times", "memory_info", "create_time"]
 
 # A tiny interpreter (python -S) forks the processes of each group. argv[1] is a JSON
 # list of [cgroup.procs path or "", idle count, busy count]. It moves itself into each
@@ -283,21 +284,6 @@ def make_agent(store_dir: str, gated: bool) -> tuple[Any, Any]:
     )
     store = SqliteStore(db, cfg.store.retention_days, cfg.store.top_processes)
     return Sampler(cfg), store
-
-
-def naive_scan(psutil: Any) -> int:
-    """What a straightforward psutil agent does each cycle: every process, its attrs."""
-    n, cpu_s, rss, names = 0, 0.0, 0, set()
-    for p in psutil.process_iter(NAIVE_ATTRS):
-        info = p.info
-        times, mem = info["cpu_times"], info["memory_info"]
-        if times is not None:
-            cpu_s += times.user + times.system
-        if mem is not None:
-            rss += mem.rss
-        names.add((info["pid"], info["create_time"], info["name"]))
-        n += 1
-    return n
 
 
 @dataclass
@@ -578,7 +564,7 @@ def result_json(figures: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cc, dict):
         per = cc["cpu_s"] / max(1.0, cc["measurements"]) * 1000.0
         cc_text = (
-            f"CodeCarbon {cc['version']}, `tracking_mode=\"process\"`, measured in its own "
+            f'CodeCarbon {cc["version"]}, `tracking_mode="process"`, measured in its own '
             f"virtualenv: {per:.2f} ms CPU per measurement ({cc['cpu_s']:.3f} s over "
             f"{cc['measurements']:.0f} measurements), peak RSS {cc['rss_mb']:.0f} MB. "
             "Its process mode reads its own process only (psutil), so its cost does not "

@@ -126,6 +126,25 @@ def stats(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
 # -- /proc ----------------------------------------------------------------------------
 
 
+#: What a straightforward psutil agent asks of every process each cycle.
+NAIVE_ATTRS = ["pid", "name", "cpu_times", "memory_info", "create_time"]
+
+
+def naive_scan(psutil: Any) -> int:
+    """What a straightforward psutil agent does each cycle: every process, its attrs."""
+    n, cpu_s, rss, names = 0, 0.0, 0, set()
+    for p in psutil.process_iter(NAIVE_ATTRS):
+        info = p.info
+        times, mem = info["cpu_times"], info["memory_info"]
+        if times is not None:
+            cpu_s += times.user + times.system
+        if mem is not None:
+            rss += mem.rss
+        names.add((info["pid"], info["create_time"], info["name"]))
+        n += 1
+    return n
+
+
 def cpu_clock_s(pid: int) -> float:
     """CPU seconds used so far by every thread of ``pid`` (nanosecond clock)."""
     try:
