@@ -386,3 +386,39 @@ def test_a_store_from_before_remote_g_reads_it_as_zero(tmp_path: Path) -> None:
     assert df["remote_g"].tolist() == [0.0]
     assert df["sci"].tolist() == [pytest.approx(6e-5)]
     assert SqliteSource(path).remote_over_time(None, "web", rng).empty
+
+
+def test_the_influxdb_report_counts_the_remote_calls_as_the_store_report(
+    influxd: InfluxdServer, tmp_path: Path
+) -> None:
+    """The report from InfluxDB has the same remote calls, carbon and SCI as the store's."""
+    results = [scored(i, host) for i in range(12) for host in ("h1", "h2")]
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    store.write(results)
+    store.close()
+    database = "same_report"
+    influxd.create_database(database)
+    cfg = InfluxConfig(enabled=True, url=influxd.url, api="v1", database=database,
+                       username=influxd.username, password=influxd.password)  # fmt: skip
+    sink = build_influx_sink(cfg, SpoolConfig(dir=str(tmp_path / "spool")))
+    sink.open()
+    sink.write(results)
+    sink.close()
+    client = InfluxClient(influxd.url, database, username=influxd.username,
+                          password=influxd.password)  # fmt: skip
+    t0 = int(T0.timestamp() * 1000)
+    a = SqliteSource(tmp_path / "s.db").sci_report(Config(), "web", t0, t0 + 600_000)
+    b = InfluxSource(client).sci_report(Config(), "web", t0, t0 + 600_000)
+    assert a.remote and a.remote["calls"] == sum(x.calls for r in results for x in r.remote)
+    assert b.remote.keys() == a.remote.keys()
+    for key, value in a.remote.items():
+        if key == "models":
+            assert b.remote["models"] == [pytest.approx(m) for m in value]
+        else:
+            assert b.remote[key] == pytest.approx(value, rel=1e-9), key
+    assert a.sci_g_per_unit is not None and b.sci_g_per_unit is not None
+    assert b.sci_g_per_unit == pytest.approx(a.sci_g_per_unit, rel=1e-9)
+    assert b.carbon_g == pytest.approx(a.carbon_g, rel=1e-9)
+    batch = InfluxSource(client).sci_report(Config(), "batch", t0, t0 + 600_000)
+    assert batch.remote == {}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from agent.config import Config
 from agent.httpclient import HttpError, Response, explanation, redact_url, request
-from agent.report import ReportError, SciReport, assemble
+from agent.report import ReportError, SciReport, assemble, remote_summary
 from dashboard.data.base import (
     LOOKBACK_MS,
     REMOTE_SUMS,
@@ -415,6 +415,7 @@ class InfluxSource(Derived):
         return assemble(
             config,
             app,
+            remote=self._remote_report(app_cond),
             unit=max(named) if named else None,
             first_ms=first_ms - self._interval_ms_at(first_ms),
             last_ms=last_ms,
@@ -428,6 +429,29 @@ class InfluxSource(Derived):
             components=[(s.tags["component"], s.tags["source"]) for s in parts],
             intensity_sources=intensity_sources,
         )
+
+    def _remote_report(self, cond: str) -> dict[str, Any]:
+        """The report's remote AI calls of the app (``cond``); {} when it made none.
+
+        Per (provider, model), the method, mix zone and error are the last recorded (the
+        store's report takes the greatest value: the same while they do not change)."""
+        sums = ", ".join(f"sum({ident(c)}) AS {ident(c)}" for c in REMOTE_SUMS)
+        totals, models = self.client.query(
+            f'SELECT count("calls") AS "n", {sums} FROM "remote_inference" WHERE {cond}',
+            'SELECT last("method") AS "method", last("mix_zone") AS "mix_zone",'
+            ' max("mix_gco2_per_kwh") AS "mix", sum("calls") AS "calls",'
+            ' sum("unestimated_calls") AS "unestimated", last("error") AS "error"'
+            f' FROM "remote_inference" WHERE {cond} GROUP BY "provider", "model"',
+        )
+        df = _frame(totals)
+        if df.empty or not df["n"].sum():
+            return {}
+        rows = _frame(models)
+        if not rows.empty:
+            rows = rows.sort_values(["provider", "model"])
+        cols = ["provider", "model", "method", "mix_zone", "mix", "calls", "unestimated", "error"]
+        per_model = [] if rows.empty else list(rows[cols].itertuples(index=False))
+        return remote_summary([df[c].iloc[0] for c in REMOTE_SUMS], per_model)
 
     def _interval_ms_at(self, ts_ms: int) -> float:
         """The length of the interval ending at ``ts_ms`` (host_energy: joules / watts)."""
