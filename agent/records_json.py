@@ -21,6 +21,7 @@ def iso(t: datetime) -> str:
 
 def to_json(r: IntervalResult) -> dict[str, Any]:
     """The documented ``once --json`` object; keys are a stable interface."""
+    calling = {x.app for x in r.remote}  # apps that made AI calls in the interval
     return {
         "host": r.host,
         "start": iso(r.start),
@@ -80,6 +81,9 @@ def to_json(r: IntervalResult) -> dict[str, Any]:
                 "operational_g": s.operational_g,
                 "embodied_g": s.embodied_g,
                 "sci": s.sci,
+                # the app's remote AI calls (estimated, already in ``sci``); null without calls
+                "remote_g": s.remote_g if s.app in calling else None,
+                "remote_energy_kwh": s.remote_energy_kwh if s.app in calling else None,
             }
             for s in r.sci
         ],

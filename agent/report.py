@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -332,14 +332,20 @@ def remote_sums(store: StoreReader, app: str, lo: int, hi: int) -> dict[str, Any
     row = store.remote_totals(app, lo, hi, _REMOTE_SUMS)
     if row is None:
         return {}
-    sums: dict[str, Any] = {c: float(v or 0.0) for c, v in zip(_REMOTE_SUMS, row[1:], strict=True)}
-    sums["models"] = [
+    return remote_summary(row[1:], store.remote_models(app, lo, hi))
+
+
+def remote_summary(sums: Sequence[Any], models: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """The report's ``remote`` from the sums of ``_REMOTE_SUMS`` and, per (provider,
+    model), (provider, model, method, mix zone, mix g/kWh, Σ calls, Σ unestimated, error)."""
+    out: dict[str, Any] = {c: float(v or 0.0) for c, v in zip(_REMOTE_SUMS, sums, strict=True)}
+    out["models"] = [
         {"provider": p, "model": m, "method": meth, "mix_zone": zone, "mix_gco2_per_kwh": mix,
          "calls": n, "unestimated_calls": u, "error": err}
-        for p, m, meth, zone, mix, n, u, err in store.remote_models(app, lo, hi)
+        for p, m, meth, zone, mix, n, u, err in models
     ]  # fmt: skip
-    sums["carbon_g"] = sums["usage_g"] + sums["embodied_g"]
-    return sums
+    out["carbon_g"] = out["usage_g"] + out["embodied_g"]
+    return out
 
 
 def remote_markdown(remote: dict[str, Any], units: float, unit: str | None) -> list[str]:

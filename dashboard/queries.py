@@ -74,6 +74,9 @@ class Queries:
     ) -> pd.DataFrame:
         return self._run(self.src.sci_over_time, hosts, apps, rng)
 
+    def remote_over_time(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
+        return self._run(self.src.remote_over_time, hosts, app, rng)
+
     def energy_by_component(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
         return self._run(self.src.energy_by_component, hosts, app, rng)
 

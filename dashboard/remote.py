@@ -1,62 +1,18 @@
 """Remote AI calls on the Application page: calls per unit, cache hits, remote grams per unit.
 
-The calls' carbon is EcoLogits' estimate (``remote_inference`` in the store), never
-the host's measured energy: the page shows it beside the local SCI, and the two added
-up. Read from the embedded store; an InfluxDB source says it does not show them yet.
+The calls' carbon is EcoLogits' estimate (``remote_inference``), never the host's
+measured energy: the page shows it beside the local SCI, and the two added up (the
+headline SCI, as the ``sci`` rows and the report, already includes it). Read through
+the data source's ``remote_over_time``, so the store and InfluxDB show the same block.
 """
 
 from __future__ import annotations
-
-import sqlite3
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import charts, ui
-from dashboard.timerange import TimeRange
-
-SUMS = (
-    "calls",
-    "cached_calls",
-    "unestimated_calls",
-    "input_tokens",
-    "output_tokens",
-    "energy_kwh",
-    "energy_kwh_min",
-    "energy_kwh_max",
-    "usage_g",
-    "embodied_g",
-)
-
-
-def remote_over_time(
-    path: Path, hosts: tuple[str, ...] | None, app: str, rng: TimeRange
-) -> pd.DataFrame:
-    """Σ of the app's remote calls per chart bucket (``time`` as UTC); empty when none."""
-    if not path.exists():
-        return pd.DataFrame(columns=["time", *SUMS])
-    where = "app = ? AND ts_ms > ? AND ts_ms <= ?"
-    args: list[object] = [app, rng.start_ms, rng.end_ms]
-    if hosts is not None:
-        where += f" AND host IN ({','.join('?' * len(hosts))})"
-        args += list(hosts)
-    step = rng.bucket_ms
-    sql = (
-        f"SELECT ((ts_ms - 1) / {step}) * {step} AS t, "
-        + ", ".join(f"sum({c})" for c in SUMS)
-        + f" FROM remote_inference WHERE {where} GROUP BY t ORDER BY t"
-    )
-    db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=5.0)
-    try:
-        rows = db.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # a store from before remote calls: none
-        rows = []
-    finally:
-        db.close()
-    df = pd.DataFrame(rows, columns=["time", *SUMS])
-    df["time"] = pd.to_datetime(df["time"].astype("int64"), unit="ms")
-    return df
+from dashboard.data.base import REMOTE_SUMS as SUMS
 
 
 def per_unit(remote: pd.DataFrame, sci: pd.DataFrame) -> pd.DataFrame:
@@ -72,10 +28,7 @@ def per_unit(remote: pd.DataFrame, sci: pd.DataFrame) -> pd.DataFrame:
 
 def section(v: ui.View, app: str, series: pd.DataFrame, unit: str | None) -> None:
     """The page's block on remote AI calls; nothing when the app made none."""
-    path = getattr(v.src, "path", None)
-    if not isinstance(path, Path):  # InfluxDB holds them too, but this page reads the store
-        return
-    remote = remote_over_time(path, v.filter, app, v.rng)
+    remote = v.data.remote_over_time(v.filter, app, v.rng)
     if remote.empty:
         return
     df = per_unit(remote, series)

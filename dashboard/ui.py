@@ -332,8 +332,10 @@ def model_note(estimated: pd.DataFrame, hosts: Sequence[str] | None = None) -> b
 
 
 def totals(series: pd.DataFrame) -> pd.Series:
-    """One app's period from its buckets: sums, and SCI = Σ carbon / Σ units."""
-    sums = series[["energy_kwh", "operational_g", "embodied_g", "units", "carbon_g"]].sum()
+    """One app's period from its buckets: sums, and SCI = Σ carbon / Σ units (carbon:
+    local plus the app's remote AI calls, ``remote_g``)."""
+    columns = ["energy_kwh", "operational_g", "embodied_g", "remote_g", "units", "carbon_g"]
+    sums = series[[c for c in columns if c in series.columns]].sum()
     units = [u for u in series["unit"] if isinstance(u, str) and u]
     return pd.concat(
         [

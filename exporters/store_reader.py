@@ -99,6 +99,10 @@ class StoreReader:
                 raise
             raise StoreReadError(self.path, exc) from None
 
+    def _columns(self, table: str) -> list[str]:
+        """The columns ``table`` has in this store ([] when it has no such table)."""
+        return [str(row[1]) for row in self._all(f"PRAGMA table_info({table})")]
+
     def _one(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         rows = self._all(sql, args)
         return rows[0] if rows else None
@@ -141,14 +145,20 @@ class StoreReader:
             (app, lo, hi),
         )
 
-    def remote_buckets(self, app: str, w: Window, columns: Sequence[str]) -> list[Row]:
-        """``app``'s remote calls per bucket of ``w``: (bucket ms, Σ each of ``columns``)."""
+    def remote_buckets(
+        self, hosts: Sequence[str] | None, app: str, w: Window, columns: Sequence[str]
+    ) -> list[Row]:
+        """``app``'s remote calls per bucket of ``w`` on ``hosts`` (None: every host):
+        (bucket ms, Σ each of ``columns``)."""
+        if hosts is not None and not hosts:
+            return []
+        where, args = ("", []) if hosts is None else (f" AND host IN ({_marks(hosts)})", hosts)
         step = max(1, int(w.bucket_ms))
         sums = ", ".join(f"sum({c})" for c in columns if c.isidentifier())
         return self._all(
             f"SELECT ((ts_ms - 1) / {step}) * {step} AS t, {sums} FROM remote_inference"
-            f" WHERE app = ? AND {_RANGE} GROUP BY t ORDER BY t",
-            (app, w.start_ms, w.end_ms),
+            f" WHERE app = ? AND {_RANGE}{where} GROUP BY t ORDER BY t",
+            (app, w.start_ms, w.end_ms, *args),
         )
 
     def sci_apps(self) -> list[str]:
@@ -289,10 +299,13 @@ class StoreReader:
         return self._per_bucket("host_energy", ("host", "component"), keys, ["avg(watts)"], w)
 
     def sci_buckets(self, keys: Sequence[tuple[str, str]], w: Window, bucketed: bool) -> list[Row]:
-        """(host, app, t, rows, unit, Σ energy_kwh, Σ operational_g, Σ embodied_g, Σ units)
-        per (host, app) key and bucket (one bucket, the window, unless ``bucketed``)."""
+        """(host, app, t, rows, unit, Σ energy_kwh, Σ operational_g, Σ embodied_g, Σ units,
+        Σ remote_g) per (host, app) key and bucket (one bucket, the window, unless
+        ``bucketed``). ``remote_g`` (the app's AI calls) sums NULL as 0, and reads as 0 in
+        a store from before it."""
         sums = ["max(unit)", "sum(energy_kwh)", "sum(operational_g)", "sum(embodied_g)"]
         sums.append("sum(units)")
+        sums.append("total(remote_g)" if "remote_g" in self._columns("sci") else "0.0")
         return self._per_bucket("sci", ("host", "app"), keys, sums, w, bucketed)
 
     def app_energy_buckets(self, keys: Sequence[tuple[str, str]], w: Window) -> list[Row]:

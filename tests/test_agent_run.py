@@ -78,10 +78,10 @@ def test_once_json_keys_and_invariants(tmp_path: Path) -> None:
     assert d["intensity"]["provider"] == "builtin"  # no grid configured: the offline dataset
     op = sum(s["operational_g"] for s in d["sci"])
     assert math.isclose(op, total / 3.6e6 * d["intensity"]["gco2_per_kwh"], rel_tol=1e-9)
-    assert all(
-        {"app", "unit", "units", "energy_kwh", "operational_g", "embodied_g", "sci"} == s.keys()
-        for s in d["sci"]
-    )
+    sci_keys = {"app", "unit", "units", "energy_kwh", "operational_g", "embodied_g", "sci"}
+    sci_keys |= {"remote_g", "remote_energy_kwh"}  # the app's AI calls; null: none made
+    assert all(sci_keys == s.keys() for s in d["sci"])
+    assert all(s["remote_g"] is None and s["remote_energy_kwh"] is None for s in d["sci"])
     app_keys = {"app", "joules", "cpu_joules", "dram_joules", "gpu_joules", "dynamic_joules"}
     app_keys |= {"static_joules", "cpu_share", "dram_share", "gpu_share"}
     assert all(app_keys == a.keys() for a in d["apps"])

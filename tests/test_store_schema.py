@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from agent.attribution import attribute
-from agent.config import InfluxConfig, SpoolConfig
+from agent.config import Config, InfluxConfig, SpoolConfig
 from agent.records import (
     ComponentReading,
     CpuActivity,
@@ -25,6 +25,8 @@ from agent.records import (
     RemoteInference,
     SciRecord,
 )
+from agent.scoring import with_remote
+from dashboard.data.base import COLUMNS
 from dashboard.data.influx_source import InfluxClient, InfluxSource
 from dashboard.data.sqlite_source import SqliteSource
 from dashboard.timerange import TimeRange
@@ -281,3 +283,142 @@ def test_process_rows_reach_the_store_with_their_count(tmp_path: Path) -> None:
         )
     assert stored == {(x.app, x.process): x.count for x in rows}
     assert sum(stored.values()) == len(r.processes)
+
+
+def scored(i: int, host: str) -> IntervalResult:
+    """``interval(i)`` with calls varying by interval and host, scored as the agent does:
+    web's ``sci`` row carries ``remote_g`` (its calls' carbon) and a score that includes it."""
+    r = interval(i, host)
+    calls = 10 + i % 3 + (host == "h2")
+    remote = (
+        RemoteInference("web", "openai", "gpt-4o-mini", calls, i % 4, 40 * calls, 120 * calls, 0,
+                        1e-4 * calls, 9e-5 * calls, 1.1e-4 * calls, 0.04 * calls, 0.01 * calls,
+                        "USA", 384.4, "EcoLogits 0.11.3 llm_impacts"),
+    )  # fmt: skip
+    local = tuple(replace(s, sci=(s.operational_g + s.embodied_g) / s.units if s.units else None)
+                  for s in r.sci)  # fmt: skip
+    return replace(r, sci=tuple(with_remote(local, remote)), remote=remote)
+
+
+def test_both_sources_read_the_same_remote_calls_and_sci_with_them(
+    influxd: InfluxdServer, tmp_path: Path
+) -> None:
+    """Intervals with AI calls on two hosts, written by the agent's two sinks: the store
+    and InfluxDB give the same remote calls per bucket and the same SCI series (which
+    include ``remote_g``; batch, with no calls, has 0), whole and filtered by host; the
+    period's SCI is the report's."""
+    results = [scored(i, host) for i in range(40) for host in ("h1", "h2")]
+    store = SqliteStore(tmp_path / "s.db", top_n=2)
+    store.open()
+    store.write(results)
+    store.close()
+    database = "same_remote"
+    influxd.create_database(database)
+    cfg = InfluxConfig(enabled=True, url=influxd.url, api="v1", database=database,
+                       username=influxd.username, password=influxd.password, top_processes=2)
+    sink = build_influx_sink(cfg, SpoolConfig(dir=str(tmp_path / "spool")))  # fmt: skip
+    sink.open()
+    sink.write(results)
+    sink.close()
+    assert sink.runner.backlog_lines == 0
+    t0 = int(T0.timestamp() * 1000)
+    rng = TimeRange(t0, t0 + 600_000, 60_000)
+    client = InfluxClient(influxd.url, database, username=influxd.username,
+                          password=influxd.password)  # fmt: skip
+    a, b = SqliteSource(tmp_path / "s.db"), InfluxSource(client)
+    for hosts in (None, ["h1"]):
+        remote = a.remote_over_time(hosts, "web", rng)
+        assert list(remote.columns) == list(COLUMNS["remote_over_time"])
+        pd.testing.assert_frame_equal(
+            remote, b.remote_over_time(hosts, "web", rng), check_dtype=False, rtol=1e-9
+        )
+        on = [x for r in results if hosts is None or r.host in hosts for x in r.remote]
+        assert remote["calls"].sum() == sum(x.calls for x in on)
+        assert remote["usage_g"].sum() == pytest.approx(sum(x.usage_g for x in on))
+        series = a.sci_over_time(hosts, None, rng)
+        pd.testing.assert_frame_equal(
+            series, b.sci_over_time(hosts, None, rng), check_dtype=False, rtol=1e-9
+        )
+        pd.testing.assert_frame_equal(
+            a.app_totals(hosts, rng), b.app_totals(hosts, rng), check_dtype=False, rtol=1e-9
+        )
+        web = series[series["app"] == "web"]
+        assert web["remote_g"].sum() == pytest.approx(sum(x.carbon_g for x in on))
+        assert (series.loc[series["app"] == "batch", "remote_g"] == 0).all()
+    assert a.remote_over_time(None, "batch", rng).empty
+    assert b.remote_over_time(None, "batch", rng).empty
+    assert a.remote_over_time([], "web", rng).empty and b.remote_over_time([], "web", rng).empty
+    # the period's SCI (the Application page's headline) is the report's, remote included
+    web = a.sci_over_time(None, ["web"], rng)
+    headline = web["carbon_g"].sum() / web["units"].sum()
+    report = a.sci_report(Config(), "web", rng.start_ms, rng.end_ms)
+    assert report.remote and report.remote["carbon_g"] == pytest.approx(web["remote_g"].sum())
+    assert report.sci_g_per_unit == pytest.approx(headline, rel=1e-12)
+    local = (web["operational_g"].sum() + web["embodied_g"].sum()) / web["units"].sum()
+    assert headline > local * 1.5  # the calls weigh: a local-only SCI would be far off
+    # each stored score is (local + remote) / units, as the rows say
+    with connect(tmp_path / "s.db") as db:
+        for sci, op, emb, remote_g, units in db.execute(
+            "SELECT sci, operational_g, embodied_g, remote_g, units FROM sci WHERE app = 'web'"
+        ):
+            assert sci == pytest.approx((op + emb + remote_g) / units)
+        assert not db.execute(
+            "SELECT count(*) FROM sci WHERE app = 'batch' AND remote_g IS NOT NULL"
+        ).fetchone()[0]
+
+
+def test_a_store_from_before_remote_g_reads_it_as_zero(tmp_path: Path) -> None:
+    """A read-only store whose ``sci`` table predates ``remote_g`` (schema version 2) reads
+    its SCI as local only, and no remote calls."""
+    path = tmp_path / "v2.db"
+    t = int(T0.timestamp() * 1000)
+    with connect(path) as db:
+        db.executescript(store_schema.SCHEMA.replace(
+            "    remote_g REAL, remote_energy_kwh REAL,  -- the app's AI calls (NULL: none); sci"
+            " has them\n", ""))  # fmt: skip
+        assert "remote_g" not in store_schema.columns(db, "sci")
+        db.execute(
+            "INSERT INTO sci VALUES ('h1', 'web', 'request', ?, 5, 1e-5, 50, 5e-4, 1e-4, 10, 6e-5)",
+            (t,),
+        )
+    rng = TimeRange(t - 60_000, t + 60_000, 60_000)
+    df = SqliteSource(path).sci_over_time(None, None, rng)
+    assert df["remote_g"].tolist() == [0.0]
+    assert df["sci"].tolist() == [pytest.approx(6e-5)]
+    assert SqliteSource(path).remote_over_time(None, "web", rng).empty
+
+
+def test_the_influxdb_report_counts_the_remote_calls_as_the_store_report(
+    influxd: InfluxdServer, tmp_path: Path
+) -> None:
+    """The report from InfluxDB has the same remote calls, carbon and SCI as the store's."""
+    results = [scored(i, host) for i in range(12) for host in ("h1", "h2")]
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    store.write(results)
+    store.close()
+    database = "same_report"
+    influxd.create_database(database)
+    cfg = InfluxConfig(enabled=True, url=influxd.url, api="v1", database=database,
+                       username=influxd.username, password=influxd.password)  # fmt: skip
+    sink = build_influx_sink(cfg, SpoolConfig(dir=str(tmp_path / "spool")))
+    sink.open()
+    sink.write(results)
+    sink.close()
+    client = InfluxClient(influxd.url, database, username=influxd.username,
+                          password=influxd.password)  # fmt: skip
+    t0 = int(T0.timestamp() * 1000)
+    a = SqliteSource(tmp_path / "s.db").sci_report(Config(), "web", t0, t0 + 600_000)
+    b = InfluxSource(client).sci_report(Config(), "web", t0, t0 + 600_000)
+    assert a.remote and a.remote["calls"] == sum(x.calls for r in results for x in r.remote)
+    assert b.remote.keys() == a.remote.keys()
+    for key, value in a.remote.items():
+        if key == "models":
+            assert b.remote["models"] == [pytest.approx(m) for m in value]
+        else:
+            assert b.remote[key] == pytest.approx(value, rel=1e-9), key
+    assert a.sci_g_per_unit is not None and b.sci_g_per_unit is not None
+    assert b.sci_g_per_unit == pytest.approx(a.sci_g_per_unit, rel=1e-9)
+    assert b.carbon_g == pytest.approx(a.carbon_g, rel=1e-9)
+    batch = InfluxSource(client).sci_report(Config(), "batch", t0, t0 + 600_000)
+    assert batch.remote == {}

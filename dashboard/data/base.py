@@ -22,6 +22,20 @@ from dashboard.timerange import TimeRange
 
 Hosts = Sequence[str] | None
 
+#: The sums of an app's remote AI calls (``remote_inference``) per bucket.
+REMOTE_SUMS = (
+    "calls",
+    "cached_calls",
+    "unestimated_calls",
+    "input_tokens",
+    "output_tokens",
+    "energy_kwh",
+    "energy_kwh_min",
+    "energy_kwh_max",
+    "usage_g",
+    "embodied_g",
+)
+
 #: Columns of each query's frame, in order (the contract both sources honour).
 COLUMNS: dict[str, tuple[str, ...]] = {
     "hosts": ("host", "last_ms", "interval_s", "watts"),
@@ -34,6 +48,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "energy_kwh",
         "operational_g",
         "embodied_g",
+        "remote_g",
         "units",
         "carbon_g",
         "sci",
@@ -45,6 +60,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "energy_kwh",
         "operational_g",
         "embodied_g",
+        "remote_g",
         "units",
         "carbon_g",
         "sci",
@@ -64,6 +80,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "top_processes": ("app", "process", "joules", "cpu_s"),
     "idle_vs_active": ("time", "active_j", "idle_j", "unattributed_j"),
     "estimated_components": ("host", "component", "source"),
+    "remote_over_time": ("time", *REMOTE_SUMS),
 }
 
 #: How far back a host's last data is looked for (the store's default retention).
@@ -104,13 +121,20 @@ class DataSource(Protocol):
         ...
 
     def app_totals(self, hosts: Hosts, rng: TimeRange) -> pd.DataFrame:
-        """Per app over the range: E, operational and embodied grams, units, SCI."""
+        """Per app over the range: E, operational, embodied and remote grams, units, SCI."""
         ...
 
     def sci_over_time(
         self, hosts: Hosts, apps: Sequence[str] | None, rng: TimeRange
     ) -> pd.DataFrame:
-        """Per bucket and app: sums, SCI = Σ carbon / Σ units of the bucket, units per second."""
+        """Per bucket and app: sums, SCI = Σ carbon / Σ units of the bucket, units per second.
+
+        Carbon is local (operational + embodied) plus ``remote_g``, the app's AI calls
+        (0 without any), as in the ``sci`` rows and the report."""
+        ...
+
+    def remote_over_time(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
+        """An app's remote AI calls per bucket: Σ of ``REMOTE_SUMS`` (no rows without calls)."""
         ...
 
     def units_per_second(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
@@ -189,9 +213,14 @@ def finish(query: str, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_sci(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``carbon_g`` and ``sci`` (Σ carbon / Σ units; NaN where no unit was counted)."""
+    """Add ``carbon_g`` (operational + embodied + remote AI calls) and ``sci`` (Σ carbon /
+    Σ units; NaN where no unit was counted); a missing ``remote_g`` is 0."""
     df = df.copy()
-    df["carbon_g"] = df["operational_g"] + df["embodied_g"]
+    if "remote_g" in df.columns:
+        df["remote_g"] = pd.to_numeric(df["remote_g"]).astype(float).fillna(0.0)
+    else:
+        df["remote_g"] = 0.0
+    df["carbon_g"] = df["operational_g"] + df["embodied_g"] + df["remote_g"]
     units = df["units"].where(df["units"] > 0)
     df["sci"] = df["carbon_g"] / units
     return df

@@ -21,9 +21,10 @@ import pandas as pd
 
 from agent.config import Config
 from agent.httpclient import HttpError, Response, explanation, redact_url, request
-from agent.report import ReportError, SciReport, assemble
+from agent.report import ReportError, SciReport, assemble, remote_summary
 from dashboard.data.base import (
     LOOKBACK_MS,
+    REMOTE_SUMS,
     DataSourceError,
     Derived,
     Hosts,
@@ -224,7 +225,8 @@ class InfluxSource(Derived):
         group = f'{by_time(rng)}, "app", "unit" fill(none)' if bucketed else '"app", "unit"'
         series = self._one(
             'SELECT sum("energy_kwh") AS "energy_kwh", sum("operational_g") AS "operational_g",'
-            ' sum("embodied_g") AS "embodied_g", sum("units") AS "units" FROM "sci"'
+            ' sum("embodied_g") AS "embodied_g", sum("units") AS "units",'
+            ' sum("remote_g") AS "remote_g" FROM "sci"'
             f" WHERE {where(time_range(rng), self._hosts_cond(hosts), apps_cond)}"
             f" GROUP BY {group}"
         )
@@ -233,8 +235,10 @@ class InfluxSource(Derived):
             return df
         df["unit"] = df["unit"].replace("", None)
         keys = ["time", "app"] if bucketed else ["app"]
-        sums = ["energy_kwh", "operational_g", "embodied_g", "units"]
-        df[sums] = df[sums].astype(float)
+        sums = ["energy_kwh", "operational_g", "embodied_g", "units", "remote_g"]
+        if "remote_g" not in df.columns:  # the field is absent without AI calls
+            df["remote_g"] = 0.0
+        df[sums] = df[sums].astype(float).fillna({"remote_g": 0.0})
         # one row per key, as the store gives: sum across units, keep the (max) unit name
         out = df.groupby(keys, as_index=False).agg(
             unit=("unit", lambda u: max((x for x in u if x), default=None)),
@@ -253,6 +257,21 @@ class InfluxSource(Derived):
             return empty("sci_over_time")
         df = self._sci(hosts, apps, rng, bucketed=True)
         return finish("sci_over_time", df if df.empty else with_rates(with_sci(df), rng))
+
+    def remote_over_time(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
+        if hosts is not None and not hosts:
+            return empty("remote_over_time")
+        sums = ", ".join(f"sum({ident(c)}) AS {ident(c)}" for c in REMOTE_SUMS)
+        series = self._one(
+            f'SELECT {sums} FROM "remote_inference"'
+            f" WHERE {where(time_range(rng), self._hosts_cond(hosts), equals_any('app', [app]))}"
+            f" GROUP BY {by_time(rng)} fill(none)"
+        )
+        df = _frame(series, bucketed=True)
+        if df.empty:
+            return empty("remote_over_time")
+        df[list(REMOTE_SUMS)] = df[list(REMOTE_SUMS)].astype(float).fillna(0.0)
+        return finish("remote_over_time", df.sort_values("time"))
 
     def energy_by_component(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
         series = self._one(
@@ -396,6 +415,7 @@ class InfluxSource(Derived):
         return assemble(
             config,
             app,
+            remote=self._remote_report(app_cond),
             unit=max(named) if named else None,
             first_ms=first_ms - self._interval_ms_at(first_ms),
             last_ms=last_ms,
@@ -409,6 +429,29 @@ class InfluxSource(Derived):
             components=[(s.tags["component"], s.tags["source"]) for s in parts],
             intensity_sources=intensity_sources,
         )
+
+    def _remote_report(self, cond: str) -> dict[str, Any]:
+        """The report's remote AI calls of the app (``cond``); {} when it made none.
+
+        Per (provider, model), the method, mix zone and error are the last recorded (the
+        store's report takes the greatest value: the same while they do not change)."""
+        sums = ", ".join(f"sum({ident(c)}) AS {ident(c)}" for c in REMOTE_SUMS)
+        totals, models = self.client.query(
+            f'SELECT count("calls") AS "n", {sums} FROM "remote_inference" WHERE {cond}',
+            'SELECT last("method") AS "method", last("mix_zone") AS "mix_zone",'
+            ' max("mix_gco2_per_kwh") AS "mix", sum("calls") AS "calls",'
+            ' sum("unestimated_calls") AS "unestimated", last("error") AS "error"'
+            f' FROM "remote_inference" WHERE {cond} GROUP BY "provider", "model"',
+        )
+        df = _frame(totals)
+        if df.empty or not df["n"].sum():
+            return {}
+        rows = _frame(models)
+        if not rows.empty:
+            rows = rows.sort_values(["provider", "model"])
+        cols = ["provider", "model", "method", "mix_zone", "mix", "calls", "unestimated", "error"]
+        per_model = [] if rows.empty else list(rows[cols].itertuples(index=False))
+        return remote_summary([df[c].iloc[0] for c in REMOTE_SUMS], per_model)
 
     def _interval_ms_at(self, ts_ms: int) -> float:
         """The length of the interval ending at ``ts_ms`` (host_energy: joules / watts)."""

@@ -18,6 +18,7 @@ from agent.config import Config
 from agent.report import SciReport
 from dashboard.data.base import (
     LOOKBACK_MS,
+    REMOTE_SUMS,
     DataSourceError,
     Derived,
     Hosts,
@@ -115,7 +116,7 @@ class SqliteSource(Derived):
             for a in store.distinct("sci", "app", ("host", h))
             if wanted is None or a in wanted
         ]
-        sums = ["energy_kwh", "operational_g", "embodied_g", "units"]
+        sums = ["energy_kwh", "operational_g", "embodied_g", "units", "remote_g"]
         rows = store.sci_buckets(keys, rng, bucketed)
         df = pd.DataFrame(rows, columns=["host", "app", "time", "n", "unit", *sums])
         group = ["time", "app"] if bucketed else ["app"]
@@ -143,6 +144,15 @@ class SqliteSource(Derived):
             return df if df.empty else with_rates(with_sci(df), rng)
 
         return finish("sci_over_time", self._run("sci_over_time", build))
+
+    def remote_over_time(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
+        def build(store: StoreReader) -> pd.DataFrame:
+            rows = store.remote_buckets(hosts, app, rng, REMOTE_SUMS)
+            df = pd.DataFrame(rows, columns=["time", *REMOTE_SUMS])
+            df[list(REMOTE_SUMS)] = df[list(REMOTE_SUMS)].astype(float)
+            return df
+
+        return finish("remote_over_time", self._run("remote_over_time", build))
 
     def energy_by_component(self, hosts: Hosts, app: str, rng: TimeRange) -> pd.DataFrame:
         def build(store: StoreReader) -> pd.DataFrame:

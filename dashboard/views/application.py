@@ -55,7 +55,8 @@ def application() -> None:
         ui.fmt_sci(r["sci"]),
         ui.change(float(r["sci"]), prev("sci")),
         delta_color="inverse",
-        help="Σ carbon / Σ units over the period, versus the previous period of the same length",
+        help="Σ carbon / Σ units over the period, versus the previous period of the same"
+        " length; carbon is the host's (E × I + M) plus the app's remote AI calls, estimated",
     )
     cols[1].metric(
         f"{md(ui.plural(unit or 'unit').capitalize())} per second",
@@ -74,9 +75,11 @@ def application() -> None:
         ui.fmt_grams(float(r["carbon_g"])),
         ui.change(float(r["carbon_g"]), prev("carbon_g")),
         delta_color="inverse",
-        help="Operational (E × I) + embodied (M), versus the previous period",
+        help="Operational (E × I) + embodied (M) + remote AI calls, versus the previous period",
     )
     cols[3].caption(ui.carbon_split(float(r["operational_g"]), float(r["embodied_g"])))
+    if float(r.get("remote_g", 0.0)) > 0:
+        cols[3].caption(f"+ remote AI calls {ui.fmt_grams(float(r['remote_g']))} (estimated)")
 
     if unit is None:
         st.info(
@@ -106,8 +109,9 @@ def application() -> None:
         )
         st.plotly_chart(fig, key="app_sci")
         st.caption(
-            "Each point is the bucket's carbon over its units (never a mean of ratios); the "
-            "previous period is shifted onto this one."
+            "Each point is the bucket's carbon (local, plus the app's remote AI calls when it"
+            " made any) over its units (never a mean of ratios); the previous period is"
+            " shifted onto this one."
         )
         ui.model_note(estimated)
         st.plotly_chart(

@@ -47,11 +47,15 @@ def fleet() -> None:
         ui.fmt_grams(carbon),
         ui.change(carbon, carbon_before),
         delta_color="inverse",
-        help="Operational (E × I) + embodied (M), g CO2e, vs the previous period",
+        help="Operational (E × I) + embodied (M) + the apps' remote AI calls (estimated),"
+        " g CO2e, vs the previous period",
     )
     cols[3].caption(
         ui.carbon_split(float(totals["operational_g"].sum()), float(totals["embodied_g"].sum()))
     )
+    remote_g = float(totals["remote_g"].sum())
+    if remote_g > 0:
+        cols[3].caption(f"+ remote AI calls {ui.fmt_grams(remote_g)} (estimated)")
 
     power = v.data.power_by_component(v.filter, v.rng)
     if not power.empty:
