@@ -247,13 +247,19 @@ class ProcScanner:
         # No fork since the last scan (the newest pid is the same): no new process, and
         # the listing is only needed to see who was reaped, which a read shows (below).
         reuse = not full and last_pid is not None and last_pid == self._last_pid
-        listing = self._listing if reuse else set(os.listdir(self._root))
+        entries = [] if reuse else os.listdir(self._root)  # ascending pids
+        listing = self._listing if reuse else set(entries)
+        # Read in pid order, as /proc lists them: the scan takes a while, and the
+        # recent processes (this one among them) are then read close to /proc/stat,
+        # whose delta caps each process's ticks (agent.cpu_charge). Set order is random
+        # per run and lost a short interval's ticks to that cap now and then.
         targets: Collection[str]
         if full:
-            targets = [e for e in listing if e.isdigit()]
+            targets = [e for e in entries if e.isdigit()]
             found_in: dict[int, str] = {}
         else:
-            targets, found_in = self._gated_targets(listing, usage)
+            gated, found_in = self._gated_targets(listing, usage)
+            targets = sorted(gated, key=int)
         reads, failed = self._read_stats(targets, reconcile, found_in)
         if reuse and any(r.child_delta > 0 for r in reads):
             # Someone reaped a child: list /proc now to see which processes are gone. Keep
