@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchutil import naive_scan  # noqa: E402
 
 from agent import cgroup_cpu  # noqa: E402
 
@@ -299,6 +298,7 @@ class Timings:
 def time_layout(rounds: int, interval: float, naive_every: int, store_dir: str) -> Timings:
     """Every interval: a gated cycle, a full cycle and (every ``naive_every``) a naive scan."""
     import psutil
+    from benchutil import naive_scan  # bench/ is on the path of the script, not the RSS child's
 
     gated, gstore = make_agent(store_dir, gated=True)
     full, fstore = make_agent(store_dir, gated=False)
