@@ -22,7 +22,7 @@ from agent.config import Config
 from agent.embodied import HOW_TO_SET
 from agent.grid.builtin import stored_value_zone
 from agent.method import describe, method_from_json
-from exporters.store_reader import StoreReader, StoreReadError, open_reader
+from exporters.store_reader import REMOTE_SUMS, StoreReader, StoreReadError, open_reader
 from sci import humanize
 
 _DURATION = re.compile(r"^([-+]?\d+(?:\.\d+)?)([smhd])$")
@@ -313,32 +313,18 @@ def assemble(
     )
 
 
-_REMOTE_SUMS = (
-    "calls",
-    "cached_calls",
-    "unestimated_calls",
-    "input_tokens",
-    "output_tokens",
-    "energy_kwh",
-    "energy_kwh_min",
-    "energy_kwh_max",
-    "usage_g",
-    "embodied_g",
-)
-
-
 def remote_sums(store: StoreReader, app: str, lo: int, hi: int) -> dict[str, Any]:
     """The app's remote AI calls over ``(lo, hi]`` from the store; {} when it made none."""
-    row = store.remote_totals(app, lo, hi, _REMOTE_SUMS)
+    row = store.remote_totals(app, lo, hi, REMOTE_SUMS)
     if row is None:
         return {}
     return remote_summary(row[1:], store.remote_models(app, lo, hi))
 
 
 def remote_summary(sums: Sequence[Any], models: Iterable[Sequence[Any]]) -> dict[str, Any]:
-    """The report's ``remote`` from the sums of ``_REMOTE_SUMS`` and, per (provider,
+    """The report's ``remote`` from the sums of ``REMOTE_SUMS`` and, per (provider,
     model), (provider, model, method, mix zone, mix g/kWh, Σ calls, Σ unestimated, error)."""
-    out: dict[str, Any] = {c: float(v or 0.0) for c, v in zip(_REMOTE_SUMS, sums, strict=True)}
+    out: dict[str, Any] = {c: float(v or 0.0) for c, v in zip(REMOTE_SUMS, sums, strict=True)}
     out["models"] = [
         {"provider": p, "model": m, "method": meth, "mix_zone": zone, "mix_gco2_per_kwh": mix,
          "calls": n, "unestimated_calls": u, "error": err}

@@ -27,6 +27,21 @@ from typing import Any, Protocol, TypeVar
 
 from exporters.store_schema import StoreError, connect_readonly
 
+#: The fields of ``remote_inference`` that add up (an app's AI calls over a window),
+#: summed alike by the report and both dashboard sources.
+REMOTE_SUMS = (
+    "calls",
+    "cached_calls",
+    "unestimated_calls",
+    "input_tokens",
+    "output_tokens",
+    "energy_kwh",
+    "energy_kwh_min",
+    "energy_kwh_max",
+    "usage_g",
+    "embodied_g",
+)
+
 #: Connections a query spreads its keys over (each SQLite call runs without the GIL).
 WORKERS = min(4, os.cpu_count() or 1)
 _RANGE = "ts_ms > ? AND ts_ms <= ?"

@@ -19,22 +19,10 @@ import pandas as pd
 from agent.config import Config
 from agent.report import SciReport
 from dashboard.timerange import TimeRange
+from exporters.store_reader import REMOTE_SUMS as REMOTE_SUMS
 
 Hosts = Sequence[str] | None
 
-#: The sums of an app's remote AI calls (``remote_inference``) per bucket.
-REMOTE_SUMS = (
-    "calls",
-    "cached_calls",
-    "unestimated_calls",
-    "input_tokens",
-    "output_tokens",
-    "energy_kwh",
-    "energy_kwh_min",
-    "energy_kwh_max",
-    "usage_g",
-    "embodied_g",
-)
 
 #: Columns of each query's frame, in order (the contract both sources honour).
 COLUMNS: dict[str, tuple[str, ...]] = {
