@@ -34,7 +34,7 @@ PAGES = {
     "host": ("host", 3, "estimated by the power model (source=model)"),
     "application": ("application", 4, "SCI per request"),
     "grid": ("grid", 2, "Greenest 2 h window"),
-    "report": ("report", 0, "SCI report: api"),
+    "report": ("report", 0, "SCI report: "),  # the app with the most carbon: varies by hour
 }
 
 
